@@ -1,0 +1,98 @@
+"""Postgres access: one psycopg 3 connection per warm container.
+
+The connection is made lazily on first use (never at import), reused across
+invocations, and re-made when it was found broken. Each function names itself through
+``application_name``; ``statement_timeout`` is a startup parameter, so nothing is ever
+``SET`` on the session (RDS Proxy would pin it).
+
+Parameter binding: psycopg's default server-side binding (extended query protocol) is
+kept because values never mix into SQL text. Automatic *named* prepared statements are
+turned off (``prepare_threshold=None``): they are session state, which RDS Proxy answers
+by pinning the client to one backend. Unnamed statements do not pin.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from common.config import require_secret, settings
+
+_local = threading.local()
+
+
+def _connect() -> psycopg.Connection[dict[str, Any]]:
+    s = settings()
+    return psycopg.connect(
+        require_secret("DATABASE_URL"),
+        autocommit=True,
+        row_factory=dict_row,
+        prepare_threshold=None,
+        connect_timeout=s.DB_CONNECT_TIMEOUT_S,
+        application_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or s.POWERTOOLS_SERVICE_NAME,
+        options=f"-c statement_timeout={s.DB_STATEMENT_TIMEOUT_MS}",
+    )
+
+
+def connection() -> psycopg.Connection[dict[str, Any]]:
+    """This thread's connection, made on first use and re-made after a failure.
+
+    Lambda runs one invocation at a time per container, so one connection per thread is
+    one per container there; tests and the local runner use threads.
+    """
+    conn = getattr(_local, "conn", None)
+    if conn is None or conn.closed or conn.broken:
+        if conn is not None:
+            conn.close()
+        conn = _local.conn = _connect()
+    return conn
+
+
+def reset() -> None:
+    """Close this thread's connection (tests, and after settings change)."""
+    conn = getattr(_local, "conn", None)
+    _local.conn = None
+    if conn is not None:
+        conn.close()
+
+
+@contextmanager
+def transaction() -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A transaction on this thread's connection: commits on success, rolls back on error.
+
+    If the kept connection turns out dead when the transaction begins (the server
+    restarted, an idle timeout), nothing has been sent yet, so the transaction is begun
+    again on a new connection. A connection that breaks later makes the error propagate
+    (the caller, or the provider's retry, decides what next); the next call reconnects.
+    """
+    with ExitStack() as stack:
+        try:
+            conn = connection()
+            stack.enter_context(conn.transaction())
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+            conn = connection()
+            stack.enter_context(conn.transaction())
+        yield conn
+
+
+def execute(sql: str, params: Any = None, *, idempotent: bool = False) -> psycopg.Cursor[dict[str, Any]]:
+    """Run one statement in autocommit mode.
+
+    With ``idempotent=True`` (reads, upserts that may safely run twice) a statement that
+    failed because the kept connection had died is run once more on a new connection.
+    """
+    conn = connection()
+    try:
+        return conn.execute(sql, params)
+    except psycopg.OperationalError:
+        if not (idempotent and conn.broken):
+            raise
+        return connection().execute(sql, params)

@@ -1,0 +1,69 @@
+"""The connection helper against a real Postgres: lazy, reused, re-made after breaking."""
+
+import psycopg
+import pytest
+
+from common import db
+
+
+@pytest.fixture(autouse=True)
+def fresh_connection(database_url):
+    db.reset()
+    yield
+    db.reset()
+
+
+def _kill(pid: int, database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+def test_connection_is_lazy_and_reused():
+    # Given no connection yet, when two transactions run
+    with db.transaction() as conn:
+        first = conn.info.backend_pid
+    with db.transaction() as conn:
+        second = conn.info.backend_pid
+    # Then they share one server session
+    assert first == second
+
+
+def test_broken_connection_is_recreated_on_next_transaction(database_url):
+    # Given a warm connection whose server session was killed while idle
+    with db.transaction() as conn:
+        old_pid = conn.info.backend_pid
+    _kill(old_pid, database_url)
+    # When the next invocation opens a transaction
+    with db.transaction() as conn:
+        new_pid = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+    # Then it runs on a new session, transparently
+    assert new_pid != old_pid
+
+
+def test_broken_connection_is_recreated_for_idempotent_statements(database_url):
+    old_pid = db.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+    _kill(old_pid, database_url)
+    new_pid = db.execute("SELECT pg_backend_pid() AS pid", idempotent=True).fetchone()["pid"]
+    assert new_pid != old_pid
+
+
+def test_failure_inside_transaction_rolls_back(clean_db):
+    with pytest.raises(RuntimeError), db.transaction() as conn:
+        conn.execute("INSERT INTO users (id) VALUES (gen_random_uuid())")
+        raise RuntimeError("boom")
+    assert db.execute("SELECT count(*) AS n FROM users").fetchone()["n"] == 0
+
+
+def test_session_settings_come_from_startup_parameters(monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "checkout")
+    db.reset()
+    row = db.execute("SELECT current_setting('application_name') AS app, "
+                     "current_setting('statement_timeout') AS timeout").fetchone()
+    assert row == {"app": "checkout", "timeout": "10s"}
+
+
+def test_no_named_prepared_statements_are_left_on_the_session():
+    # RDS Proxy pins sessions holding prepared statements: none may be created.
+    for _ in range(10):
+        db.execute("SELECT 1 + %s AS n", (1,))
+    assert db.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] == 0

@@ -1,0 +1,51 @@
+"""template.yaml: linted with SAM and cfn-lint, and built with `sam build` (no container)."""
+
+import os
+import shutil
+import subprocess
+import zipfile  # noqa: F401
+from pathlib import Path
+
+import pytest
+
+from devkit import ROOT, lambdas
+
+TOOLS = ROOT / ".venv-tools" / "bin"
+ENV = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1",
+       "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+
+
+def _run(*cmd: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_sam_validate_lint_is_clean():
+    out = _run(str(TOOLS / "sam"), "validate", "--lint", "--region", "us-east-1")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cfn_lint_is_clean():
+    out = _run(str(TOOLS / "cfn-lint"), "template.yaml")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_function_handler_resolves_to_code():
+    for spec in lambdas.functions().values():
+        module = spec.handler.rsplit(".", 1)[0].replace(".", "/")
+        assert (spec.code_uri / f"{module}.py").is_file(), spec.name
+
+
+@pytest.mark.slow
+def test_sam_build_makes_arm64_layer(tmp_path):
+    build_dir = tmp_path / "build"
+    out = _run(str(TOOLS / "sam"), "build", "--build-dir", str(build_dir), "--cache-dir", str(tmp_path / "cache"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    layer = build_dir / "CommonLayer" / "python"
+    assert (layer / "common" / "db.py").is_file()
+    # arm64 wheels for the compiled dependencies
+    binaries = [p.name for p in layer.rglob("*.so")]
+    assert any("aarch64" in n for n in binaries if n.startswith("_pydantic_core")), binaries[:20]
+    psycopg_libs = list((layer / "psycopg_binary").glob("*.so")) if (layer / "psycopg_binary").exists() else []
+    assert psycopg_libs and all("aarch64" in p.name or "arm64" in p.name for p in psycopg_libs
+                                if p.name.startswith("_psycopg") or p.name.startswith("pq")), psycopg_libs
+    shutil.rmtree(build_dir, ignore_errors=True)

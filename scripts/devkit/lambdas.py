@@ -45,7 +45,7 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 @cache
 def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -37,9 +38,7 @@ def create_buckets(endpoint: str, names: list[str] | None = None) -> None:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
     for name in names or [os.environ.get(v) or LOCAL_BUCKETS[v] for v in BUCKET_VARS]:
-        try:
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=name)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass

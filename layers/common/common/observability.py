@@ -88,5 +88,8 @@ def service_name() -> str:
 
 
 logger = Logger(service=service_name(), logger_formatter=RedactingFormatter())
+# Records stop here: no other handler (Lambda's root handler, a test runner's) may see
+# them before redaction.
+logging.getLogger(logger.name).propagate = False
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Backend"))
 tracer = Tracer(service=service_name())

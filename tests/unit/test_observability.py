@@ -1,0 +1,60 @@
+"""The logging filter: secrets and user content never reach a log line."""
+
+import io
+import json
+
+import pytest
+
+from common import observability
+from common.observability import logger
+
+
+@pytest.fixture
+def log_lines():
+    """What the function's logger writes, as parsed JSON lines."""
+    handler = logger.registered_handler
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    handler.setStream(previous)
+
+
+def test_sensitive_keys_are_redacted(log_lines):
+    # When a log call carries headers and journal text as extra keys
+    logger.info("request", extra={"headers": {"Authorization": "Bearer abc.def.ghi", "x-trace": "t1"},
+                                  "content": "Dear diary, today I cried"})
+    line = log_lines()[-1]
+    # Then the sensitive values are replaced and the rest kept
+    assert line["headers"] == {"Authorization": "[redacted]", "x-trace": "t1"}
+    assert line["content"] == "[redacted]"
+
+
+def test_configured_secret_values_are_masked_anywhere(monkeypatch, log_lines):
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_live_supersecretvalue42")
+    monkeypatch.setenv("PAYMOB_HMAC_SECRET", "04DC1A9490B8CC2094C011FC")
+    logger.warning("calling with sk_live_supersecretvalue42 and 04DC1A9490B8CC2094C011FC")
+    out = json.dumps(log_lines())
+    assert "supersecretvalue42" not in out
+    assert "04DC1A9490B8CC2094C011FC" not in out
+
+
+def test_tokens_and_database_passwords_are_masked(log_lines):
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXBhcnQ"
+    logger.error(f"bad token {jwt}; db postgresql://app:hunter2pw@db.internal:5432/app")
+    message = log_lines()[-1]["message"]
+    assert jwt not in message and "hunter2pw" not in message
+    assert "postgresql://app:[redacted]@db.internal" in message
+
+
+def test_exception_tracebacks_are_scrubbed(monkeypatch, log_lines):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-abcdefghijklmnop")
+    try:
+        raise RuntimeError("provider rejected key sk-proj-abcdefghijklmnop")
+    except RuntimeError:
+        logger.exception("provider call failed")
+    assert "abcdefghijklmnop" not in json.dumps(log_lines())
+
+
+def test_redact_is_recursive():
+    data = {"a": [{"token": "x", "ok": 1}], "Cookie": "c"}
+    assert observability.redact(data) == {"a": [{"token": "[redacted]", "ok": 1}], "Cookie": "[redacted]"}

@@ -17,5 +17,20 @@ class AppError(Exception):
             self.status = status
 
 
+class Unauthorized(AppError):
+    """Missing, malformed or invalid credentials. The message stays generic: it never
+    says which check failed nor echoes the token (the log says why)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class SignatureError(AppError):
+    """A webhook's signature (or shared authorization value) did not verify."""
+
+    status = 401
+    code = "invalid_signature"
+
+
 class ConfigError(RuntimeError):
     """A required setting is missing or invalid. Names the variable, never its value."""

@@ -32,5 +32,49 @@ class SignatureError(AppError):
     code = "invalid_signature"
 
 
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
+class PaymentRequired(AppError):
+    """The caller's plan or entitlement does not include this."""
+
+    status = 402
+    code = "payment_required"
+
+
+class TooManyRequests(AppError):
+    """A rate limit was hit; ``retry_after`` seconds until it resets (Retry-After)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str = "Too many requests; slow down", *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(AppError):
+    """A dependency (the database, a store) is briefly unavailable; retrying may work."""
+
+    status = 503
+    code = "unavailable"
+
+
+class BadGateway(AppError):
+    """A provider (OpenAI, Stripe, Paymob) answered with an error."""
+
+    status = 502
+    code = "provider_error"
+
+
+class GatewayTimeout(AppError):
+    """A provider did not answer in time."""
+
+    status = 504
+    code = "provider_timeout"
+
+
 class ConfigError(RuntimeError):
     """A required setting is missing or invalid. Names the variable, never its value."""

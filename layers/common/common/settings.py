@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     DB_STATEMENT_TIMEOUT_MS: int = Field(default=10_000, ge=0)
     DB_CONNECT_TIMEOUT_S: int = Field(default=5, ge=1)
     SECRETS_MAX_AGE: int = Field(default=300, ge=0)
+    RATE_LIMIT_PER_MINUTE: int = Field(default=100, ge=1)  # per user and route, unless the route says
     POWERTOOLS_SERVICE_NAME: str = "backend"
 
     def require(self, name: str) -> str:

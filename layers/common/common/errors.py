@@ -32,6 +32,35 @@ class SignatureError(AppError):
     code = "invalid_signature"
 
 
+class NotFound(AppError):
+    """The thing does not exist, or belongs to someone else (the answer is the same, so
+    existence is never revealed)."""
+
+    status = 404
+    code = "not_found"
+
+
+class InvalidInput(AppError):
+    """Well-formed request, unacceptable value (a malformed storage key, a content type
+    outside the allow-list)."""
+
+    status = 422
+    code = "invalid_input"
+
+
+class Conflict(AppError):
+    """The request contradicts the current state (settling a refunded reservation, an
+    idempotency key reused with different parameters)."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "payload_too_large"
+
+
 class Forbidden(AppError):
     status = 403
     code = "forbidden"
@@ -42,6 +71,12 @@ class PaymentRequired(AppError):
 
     status = 402
     code = "payment_required"
+
+
+class InsufficientCredits(PaymentRequired):
+    """The balance does not cover the cost; nothing was charged."""
+
+    code = "insufficient_credits"
 
 
 class TooManyRequests(AppError):

@@ -1,0 +1,192 @@
+"""Bearer JWT authentication for the client-facing function URLs (PyJWT).
+
+Key source, chosen by configuration:
+- ``JWT_JWKS_URL`` set: RS256/ES256 tokens signed by a key from that JWK Set (an
+  identity provider). The JWK Set is fetched on first use and cached per container
+  (PyJWKClient, refreshed every ``JWKS_CACHE_S`` seconds and on an unknown ``kid``, with
+  the client's cooldown). ``JWT_SECRET`` is then ignored.
+- otherwise ``JWT_SECRET``: HS256 tokens (local runs, tests, a first-party issuer). The
+  secret may hold several comma-separated values; any verifies, the first one mints.
+
+Algorithm confusion is impossible by construction: the token's ``alg`` must be in the
+allow-list of the configured key source before any key is chosen (so ``none``, and HS256
+when keys are public, are refused), a JWKS key only verifies its own algorithm, and
+``jwt.decode`` is given exactly that one algorithm.
+
+Claims: ``exp`` and ``sub`` are required; ``exp``/``nbf``/``iat`` are checked with
+``LEEWAY_S`` of clock skew; ``iss``/``aud`` are required and checked when
+``JWT_ISSUER``/``JWT_AUDIENCE`` are set (a token naming an audience is refused when none is
+configured: PyJWT's default, we cannot tell it was meant for us). ``sub`` must be a UUID:
+it is the ``users.id``; ``ensure_user`` provisions that row on first sight.
+
+Every refusal raises ``Unauthorized`` with one generic message; the log says why, never
+with the token. PyJWT is imported on first use (~100 ms with cryptography).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from common import config, db
+from common.errors import AppError, ConfigError, Unauthorized
+from common.observability import logger
+
+if TYPE_CHECKING:
+    from jwt import PyJWKClient
+
+#: Algorithms accepted per key source; anything else is refused before a key is chosen.
+JWKS_ALGORITHMS = frozenset({"RS256", "ES256"})
+SECRET_ALGORITHMS = frozenset({"HS256"})
+#: Allowed clock skew, in seconds, for exp / nbf / iat.
+LEEWAY_S = 30
+JWKS_CACHE_S = 300
+JWKS_TIMEOUT_S = 5
+
+_MESSAGE = "missing or invalid credentials"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: ``user_id`` is the token's ``sub``."""
+
+    user_id: uuid.UUID
+    claims: dict[str, Any] = field(repr=False)  # may hold personal data: kept out of reprs
+
+
+def _reject(reason: str, **details: Any) -> NoReturn:
+    logger.info("authentication rejected", extra={"reason": reason, **details})
+    raise Unauthorized(_MESSAGE) from None
+
+
+def _bearer_token(header: str | None) -> str:
+    if not header or not header.strip():
+        _reject("missing Authorization header")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        _reject("Authorization is not a Bearer credential")
+    return token.strip()
+
+
+@lru_cache(maxsize=4)
+def _jwks_client(url: str) -> PyJWKClient:
+    """One client (and so one cached JWK Set) per URL per container."""
+    from jwt import PyJWKClient
+
+    # cache_keys stays off: a key removed from the set must stop verifying at the next
+    # refresh, which a per-kid cache would defeat.
+    return PyJWKClient(url, cache_keys=False, cache_jwk_set=True, lifespan=JWKS_CACHE_S,
+                       timeout=JWKS_TIMEOUT_S)
+
+
+def _jwks_key(url: str, token: str, alg: str) -> Any:
+    import jwt
+
+    try:
+        jwk = _jwks_client(url).get_signing_key_from_jwt(token)
+    except jwt.PyJWKClientConnectionError:
+        logger.error("JWKS endpoint unreachable", extra={"jwks_url": url})
+        raise AppError("authentication is temporarily unavailable", code="auth_unavailable",
+                       status=503) from None
+    except jwt.PyJWTError as exc:  # unknown kid, unusable key set, malformed token
+        _reject("no usable signing key", error=type(exc).__name__)
+    except ValueError:  # the endpoint answered something that is not JSON
+        logger.error("JWKS endpoint returned an invalid document", extra={"jwks_url": url})
+        raise AppError("authentication is temporarily unavailable", code="auth_unavailable",
+                       status=503) from None
+    if jwk.algorithm_name != alg:  # a key verifies its own algorithm only
+        _reject("token algorithm does not match its key", alg=alg, key_alg=jwk.algorithm_name)
+    return jwk.key
+
+
+def authenticate(authorization_header: str | None) -> Principal:
+    """The caller named by a valid ``Authorization: Bearer <JWT>``, else ``Unauthorized``."""
+    import jwt
+
+    token = _bearer_token(authorization_header)
+    s = config.settings()
+    try:
+        alg = jwt.get_unverified_header(token).get("alg")
+    except jwt.PyJWTError:
+        _reject("malformed token")
+    if s.JWT_JWKS_URL:
+        source, allowed = "jwks", JWKS_ALGORITHMS
+    else:
+        source, allowed = "secret", SECRET_ALGORITHMS
+    if alg not in allowed:
+        _reject("algorithm not allowed", alg=str(alg)[:10], key_source=source)
+    if source == "jwks":
+        keys = [_jwks_key(s.JWT_JWKS_URL, token, alg)]
+    else:
+        secret = config.secret("JWT_SECRET")
+        if not secret:
+            raise ConfigError("JWT_SECRET is not set (nor JWT_JWKS_URL)")
+        keys = [k.strip() for k in secret.split(",") if k.strip()]
+
+    required = ["exp", "sub"] + ["iss"] * bool(s.JWT_ISSUER) + ["aud"] * bool(s.JWT_AUDIENCE)
+    claims: dict[str, Any] | None = None
+    for key in keys:
+        try:
+            claims = jwt.decode(token, key, algorithms=[alg], issuer=s.JWT_ISSUER,
+                                audience=s.JWT_AUDIENCE, leeway=LEEWAY_S,
+                                options={"require": required})
+            break
+        except jwt.InvalidSignatureError:
+            continue  # the next active secret may have signed it
+        except jwt.PyJWTError as exc:  # PyJWT's messages name the check, never the token
+            _reject("invalid token", error=f"{type(exc).__name__}: {exc}"[:120], key_source=source)
+    if claims is None:
+        _reject("signature does not verify", key_source=source, keys_tried=len(keys))
+    try:
+        user_id = uuid.UUID(claims["sub"])
+    except (ValueError, TypeError, AttributeError):
+        _reject("sub is not a UUID")
+    return Principal(user_id=user_id, claims=claims)
+
+
+# The user row is made on first sight. The email is kept only when no other user has it
+# (users.email is UNIQUE, and a token's email claim must never block provisioning).
+_PROVISION_USER = """
+    INSERT INTO users (id, email)
+    VALUES (%(id)s, (SELECT %(email)s::text WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = %(email)s)))
+    ON CONFLICT DO NOTHING
+"""
+
+
+def ensure_user(user_id: uuid.UUID | str, email: str | None = None) -> bool:
+    """Make the ``users`` row for an authenticated caller if it does not exist yet.
+
+    Idempotent and safe under concurrency (one statement, ``ON CONFLICT DO NOTHING``);
+    True when this call created the row. Call it after ``authenticate``.
+    """
+    params = {"id": uuid.UUID(str(user_id)), "email": email}
+    return db.execute(_PROVISION_USER, params, idempotent=True).rowcount == 1
+
+
+def mint_token(
+    user_id: uuid.UUID | str,
+    *,
+    ttl_s: int = 3600,
+    secret: str | None = None,
+    issuer: str | None = None,
+    audience: str | None = None,
+    claims: Mapping[str, Any] | None = None,
+) -> str:
+    """An HS256 token for ``user_id`` (local runs and tests). The key defaults to the first
+    ``JWT_SECRET`` value, issuer and audience to ``JWT_ISSUER``/``JWT_AUDIENCE``."""
+    import jwt
+
+    s = config.settings()
+    key = secret or config.require_secret("JWT_SECRET").split(",")[0].strip()
+    now = int(time.time())
+    payload: dict[str, Any] = {**(claims or {}), "sub": str(uuid.UUID(str(user_id))),
+                               "iat": now, "nbf": now, "exp": now + ttl_s}
+    if issuer := issuer or s.JWT_ISSUER:
+        payload["iss"] = issuer
+    if audience := audience or s.JWT_AUDIENCE:
+        payload["aud"] = audience
+    return jwt.encode(payload, key, algorithm="HS256")

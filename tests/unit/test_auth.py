@@ -6,10 +6,14 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import jwt
 import pytest
@@ -18,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from common import auth, config
-from common.errors import AppError, ConfigError, Unauthorized
+from common.errors import ConfigError, Unauthorized, Unavailable
 from common.observability import logger
 
 USER = uuid.UUID("6f1c2b1e-3d4a-4c5b-9e8f-0a1b2c3d4e5f")
@@ -337,6 +341,32 @@ def test_unreachable_jwks_is_unavailable_not_unauthorized(auth_settings, keys):
     configure(auth_settings, JWT_JWKS_URL=server.url)
     token = jwt.encode(claims(), keys.rsa, algorithm="RS256", headers={"kid": "rsa-1"})
     # Then the caller gets a 503 to retry, not a 401 that blames their token
-    with pytest.raises(AppError) as err:
+    with pytest.raises(Unavailable) as err:
         auth.authenticate(bearer(token))
-    assert err.value.status == 503 and err.value.code == "auth_unavailable"
+    assert err.value.status == 503
+
+
+# --- scripts/token ------------------------------------------------------------------------
+
+TOKEN_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "token"
+
+
+def run_token_script(*args, **env):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JWT_")}
+    return subprocess.run([sys.executable, str(TOKEN_SCRIPT), *args], env={**base, **env},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_token_script_mints_a_token_the_functions_accept():
+    done = run_token_script(str(USER), "--ttl", "120", JWT_SECRET=SECRET)
+    assert done.returncode == 0, done.stderr
+    assert auth.authenticate(bearer(done.stdout.strip())).user_id == USER
+    demo = run_token_script(JWT_SECRET=SECRET)
+    demo_user = uuid.UUID("00000000-0000-4000-8000-00000000de60")
+    assert auth.authenticate(bearer(demo.stdout.strip())).user_id == demo_user
+
+
+def test_token_script_without_secret_says_so():
+    done = run_token_script()
+    assert done.returncode == 2 and done.stdout == ""
+    assert "JWT_SECRET is not set" in done.stderr

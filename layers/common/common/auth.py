@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from common import config, db
-from common.errors import AppError, ConfigError, Unauthorized
+from common.errors import ConfigError, Unauthorized, Unavailable
 from common.observability import logger
 
 if TYPE_CHECKING:
@@ -90,17 +90,23 @@ def _jwks_key(url: str, token: str, alg: str) -> Any:
         jwk = _jwks_client(url).get_signing_key_from_jwt(token)
     except jwt.PyJWKClientConnectionError:
         logger.error("JWKS endpoint unreachable", extra={"jwks_url": url})
-        raise AppError("authentication is temporarily unavailable", code="auth_unavailable",
-                       status=503) from None
+        raise Unavailable("authentication is temporarily unavailable") from None
     except jwt.PyJWTError as exc:  # unknown kid, unusable key set, malformed token
         _reject("no usable signing key", error=type(exc).__name__)
     except ValueError:  # the endpoint answered something that is not JSON
         logger.error("JWKS endpoint returned an invalid document", extra={"jwks_url": url})
-        raise AppError("authentication is temporarily unavailable", code="auth_unavailable",
-                       status=503) from None
+        raise Unavailable("authentication is temporarily unavailable") from None
     if jwk.algorithm_name != alg:  # a key verifies its own algorithm only
         _reject("token algorithm does not match its key", alg=alg, key_alg=jwk.algorithm_name)
     return jwk.key
+
+
+def _secret_keys() -> list[str]:
+    """The active JWT_SECRET values, newest first (comma-separated for rotation)."""
+    keys = config.secret_list("JWT_SECRET")
+    if not keys:
+        raise ConfigError("JWT_SECRET is empty (and JWT_JWKS_URL is not set)")
+    return keys
 
 
 def authenticate(authorization_header: str | None) -> Principal:
@@ -113,19 +119,10 @@ def authenticate(authorization_header: str | None) -> Principal:
         alg = jwt.get_unverified_header(token).get("alg")
     except jwt.PyJWTError:
         _reject("malformed token")
-    if s.JWT_JWKS_URL:
-        source, allowed = "jwks", JWKS_ALGORITHMS
-    else:
-        source, allowed = "secret", SECRET_ALGORITHMS
-    if alg not in allowed:
+    source = "jwks" if s.JWT_JWKS_URL else "secret"
+    if alg not in (JWKS_ALGORITHMS if source == "jwks" else SECRET_ALGORITHMS):
         _reject("algorithm not allowed", alg=str(alg)[:10], key_source=source)
-    if source == "jwks":
-        keys = [_jwks_key(s.JWT_JWKS_URL, token, alg)]
-    else:
-        secret = config.secret("JWT_SECRET")
-        if not secret:
-            raise ConfigError("JWT_SECRET is not set (nor JWT_JWKS_URL)")
-        keys = [k.strip() for k in secret.split(",") if k.strip()]
+    keys = [_jwks_key(s.JWT_JWKS_URL, token, alg)] if source == "jwks" else _secret_keys()
 
     required = ["exp", "sub"] + ["iss"] * bool(s.JWT_ISSUER) + ["aud"] * bool(s.JWT_AUDIENCE)
     claims: dict[str, Any] | None = None
@@ -181,7 +178,7 @@ def mint_token(
     import jwt
 
     s = config.settings()
-    key = secret or config.require_secret("JWT_SECRET").split(",")[0].strip()
+    key = secret or _secret_keys()[0]
     now = int(time.time())
     payload: dict[str, Any] = {**(claims or {}), "sub": str(uuid.UUID(str(user_id))),
                                "iat": now, "nbf": now, "exp": now + ttl_s}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -27,20 +27,31 @@ if TYPE_CHECKING:  # psycopg costs ~170 ms to import: loaded on first connection
 _local = threading.local()
 
 
-def _connect() -> psycopg.Connection[dict[str, Any]]:
+def _connect(role: str = "") -> psycopg.Connection[dict[str, Any]]:
     import psycopg
     from psycopg.rows import dict_row
 
     s = settings()
+    name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or s.POWERTOOLS_SERVICE_NAME
     return psycopg.connect(
         require_secret("DATABASE_URL"),
         autocommit=True,
         row_factory=dict_row,
         prepare_threshold=None,
         connect_timeout=s.DB_CONNECT_TIMEOUT_S,
-        application_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or s.POWERTOOLS_SERVICE_NAME,
+        application_name=f"{name}/{role}" if role else name,
         options=f"-c statement_timeout={s.DB_STATEMENT_TIMEOUT_MS}",
     )
+
+
+def _thread_connection(slot: str, role: str = "") -> psycopg.Connection[dict[str, Any]]:
+    conn = getattr(_local, slot, None)
+    if conn is None or conn.closed or conn.broken:
+        if conn is not None:
+            conn.close()
+        conn = _connect(role)
+        setattr(_local, slot, conn)
+    return conn
 
 
 def connection() -> psycopg.Connection[dict[str, Any]]:
@@ -49,41 +60,50 @@ def connection() -> psycopg.Connection[dict[str, Any]]:
     Lambda runs one invocation at a time per container, so one connection per thread is
     one per container there; tests and the local runner use threads.
     """
-    conn = getattr(_local, "conn", None)
-    if conn is None or conn.closed or conn.broken:
-        if conn is not None:
-            conn.close()
-        conn = _local.conn = _connect()
-    return conn
+    return _thread_connection("conn")
+
+
+def lock_connection() -> psycopg.Connection[dict[str, Any]]:
+    """This thread's second connection, for transaction-level advisory locks only.
+
+    Made lazily like ``connection()`` (application_name ``<name>/lock``). A lock held in
+    a transaction here leaves the main connection free to run and commit its own
+    transactions while the lock is held (the cache's single-flight does this).
+    """
+    return _thread_connection("lock_conn", "lock")
 
 
 def reset() -> None:
-    """Close this thread's connection (tests, and after settings change)."""
-    conn = getattr(_local, "conn", None)
-    _local.conn = None
-    if conn is not None:
-        conn.close()
+    """Close this thread's connections (tests, and after settings change)."""
+    for slot in ("conn", "lock_conn"):
+        conn = getattr(_local, slot, None)
+        setattr(_local, slot, None)
+        if conn is not None:
+            conn.close()
 
 
 @contextmanager
-def transaction() -> Iterator[psycopg.Connection[dict[str, Any]]]:
+def transaction(
+    connect: Callable[[], psycopg.Connection[dict[str, Any]]] = connection,
+) -> Iterator[psycopg.Connection[dict[str, Any]]]:
     """A transaction on this thread's connection: commits on success, rolls back on error.
 
     If the kept connection turns out dead when the transaction begins (the server
     restarted, an idle timeout), nothing has been sent yet, so the transaction is begun
     again on a new connection. A connection that breaks later makes the error propagate
     (the caller, or the provider's retry, decides what next); the next call reconnects.
+    ``transaction(lock_connection)`` does the same on the lock connection.
     """
     import psycopg
 
     with ExitStack() as stack:
         try:
-            conn = connection()
+            conn = connect()
             stack.enter_context(conn.transaction())
         except psycopg.OperationalError:
             if not conn.broken:
                 raise
-            conn = connection()
+            conn = connect()
             stack.enter_context(conn.transaction())
         yield conn
 

@@ -1,0 +1,392 @@
+"""The in-database cache: JSON values in the ``cache_entries`` table, with TTLs.
+
+    k = cache.key("caption", image_sha256, {"style": "noir", "strength": 0.75})
+    caption = cache.get_or_compute(k, timedelta(days=7), lambda: ai.caption(...))
+
+Keys are ``"<namespace>:" + sha256(canonical JSON of the parts)`` (see ``key``), so
+the same logical request always maps to the same key. Values round-trip through JSON
+(``jsonb``): tuples come back as lists. Expired rows are never returned (the expiry is
+checked in SQL against the database clock), whether or not the cleanup job has run.
+
+Stampede protection: ``get_or_compute`` runs ``compute`` once per cold key across all
+callers. The caller that misses takes a transaction-level advisory lock on the key
+(``single_flight``) on this thread's *lock connection*, re-checks, computes, stores and
+then commits the lock transaction; the others block on the lock, then find the stored
+value. Transaction-level locks end with their transaction, so no lock can outlive a
+request or leak to another client behind RDS Proxy; the lock lives on a second
+connection so that ``compute`` can run and commit its own transactions (a credit
+reservation, say) on the main connection while the lock is held.
+
+Metrics (Powertools, unit Count): ``CacheHit``, ``CacheMiss``, ``CacheCompute``,
+``CacheBusy``, ``CacheEarlyRefresh``. Misses that did not compute were served by a
+concurrent caller's computation (misses - computes = coalesced requests).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from common import db
+from common.errors import AppError
+
+if TYPE_CHECKING:
+    import psycopg
+
+T = TypeVar("T")
+
+#: How long a caller waits for another caller's computation of the same key.
+DEFAULT_WAIT_S = 30.0
+#: The longest a single-flight lock may be held: the server ends a lock transaction
+#: left idle longer (a frozen or killed Lambda sandbox), which releases the lock.
+#: 900 s is Lambda's maximum timeout.
+DEFAULT_HOLD_S = 900.0
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
+
+
+class CacheBusy(AppError):
+    """Another caller is computing this entry and did not finish within the wait."""
+
+    status = 503
+    code = "busy"
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+def key(namespace: str, *parts: Any, **named: Any) -> str:
+    """``"<namespace>:" + sha256 hex`` of the canonical JSON of ``[parts, named]``.
+
+    Canonical JSON: object keys sorted, no spaces, ASCII only, and values normalised so
+    that equal inputs give equal text:
+
+    - str, int, bool, None as JSON; dict keys must be str (``{1: x}`` would otherwise
+      collide with ``{"1": x}``); lists and tuples are both arrays; sets and frozensets
+      become arrays sorted by their elements' canonical JSON.
+    - Numbers are keyed by value: an integral float or Decimal is the integer
+      (``2 == 2.0 == Decimal("2.00")``); other floats use ``repr`` (the shortest text
+      that round-trips the binary value, which is what ``json`` writes); other Decimals
+      their normalised text as a string (``Decimal("1.50")`` -> ``"1.5"``). NaN and
+      infinities are rejected.
+    - UUID -> its canonical string; aware datetime -> ISO 8601 in UTC; date -> ISO
+      8601. These key like their string forms, on purpose: an id sent as text and as a
+      UUID is the same request. Naive datetimes are rejected (ambiguous).
+    - Anything else (bytes, arbitrary objects) raises TypeError: pass a digest or a
+      plain dict (``model.model_dump(mode="json")``) instead.
+    """
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        raise ValueError("cache namespace must be 1-100 characters of [A-Za-z0-9_.:/-]")
+    text = json.dumps(
+        [[_canonical(p) for p in parts], _canonical(named)],
+        sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+    )
+    return f"{namespace}:{hashlib.sha256(text.encode('ascii')).hexdigest()}"
+
+
+def _canonical(value: Any) -> Any:
+    # Hand-written: json's `default=` hook is never called for floats, and there is no
+    # well-kept canonical-JSON library with these numeric and datetime rules.
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)  # a str subclass (StrEnum) as its plain text
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError("cache key parts cannot be NaN or infinite")
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("cache key dicts must have str keys")
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, builtins.set | frozenset):
+        items = [_canonical(v) for v in value]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True, separators=(",", ":")))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError("cache key parts cannot be NaN or infinite")
+        if value == value.to_integral_value():
+            return int(value)
+        return format(value.normalize(), "f")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.utcoffset() is None:
+            raise TypeError("cache key datetimes must be timezone-aware")
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot use a {type(value).__name__} in a cache key")
+
+
+# --- reads and writes ---------------------------------------------------------------
+
+_GET = "SELECT value FROM cache_entries WHERE key = %s AND expires_at > now()"
+
+_GET_WITH_AGE = """
+SELECT value, compute_ms, extract(epoch FROM expires_at - now())::float8 AS ttl_left
+  FROM cache_entries
+ WHERE key = %s AND expires_at > now()
+"""
+
+_GET_MANY = "SELECT key, value FROM cache_entries WHERE key = ANY(%s) AND expires_at > now()"
+
+_SET = """
+INSERT INTO cache_entries (key, value, expires_at, compute_ms)
+VALUES (%(key)s, %(value)s, now() + make_interval(secs => %(ttl)s), %(compute_ms)s)
+ON CONFLICT (key) DO UPDATE
+   SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at,
+       compute_ms = EXCLUDED.compute_ms, created_at = now()
+"""
+
+_DELETE = "DELETE FROM cache_entries WHERE key = %s"
+
+_PURGE_EXPIRED = """
+DELETE FROM cache_entries
+ WHERE key IN (SELECT key FROM cache_entries WHERE expires_at <= now()
+                ORDER BY expires_at LIMIT %s)
+"""
+
+_MISS = object()
+
+
+def get(key: str) -> Any | None:
+    """The live value stored under ``key``, or None (missing or expired)."""
+    row = db.execute(_GET, (key,), idempotent=True).fetchone()
+    _count("CacheHit" if row else "CacheMiss")
+    return row["value"] if row else None
+
+
+def get_many(keys: Iterable[str]) -> dict[str, Any]:
+    """The live entries among ``keys``: ``{key: value}``, missing keys left out."""
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    found = {row["key"]: row["value"] for row in db.execute(_GET_MANY, (wanted,), idempotent=True)}
+    if found:
+        _count("CacheHit", len(found))
+    if len(found) < len(wanted):
+        _count("CacheMiss", len(wanted) - len(found))
+    return found
+
+
+def set(  # the cache's verb: this module says `builtins.set` for the type
+    key: str,
+    value: Any,
+    ttl: int | float | timedelta,
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+    compute_ms: int = 0,
+) -> None:
+    """Store ``value`` (JSON-serialisable) under ``key`` for ``ttl`` (seconds or a
+    timedelta), replacing any previous entry.
+
+    With ``conn``, the write runs on that connection, inside the caller's transaction:
+    it commits or rolls back with the caller's other writes.
+    """
+    params = _set_params(key, value, ttl, compute_ms)
+    if conn is not None:
+        conn.execute(_SET, params)
+    else:
+        db.execute(_SET, params, idempotent=True)
+
+
+def delete(key: str) -> bool:
+    """Remove the entry; True if there was one."""
+    return db.execute(_DELETE, (key,), idempotent=True).rowcount > 0
+
+
+def purge_expired(limit: int = 10_000) -> int:
+    """Delete up to ``limit`` expired entries, oldest first; the number deleted. For
+    the scheduled cleanup job (reads never return expired rows either way)."""
+    return db.execute(_PURGE_EXPIRED, (limit,)).rowcount
+
+
+def _set_params(key: str, value: Any, ttl: int | float | timedelta, compute_ms: int) -> dict[str, Any]:
+    from psycopg.types.json import Jsonb
+
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise ValueError("cache ttl must be a positive number of seconds or a timedelta")
+    return {"key": key, "value": Jsonb(value), "ttl": float(seconds), "compute_ms": int(compute_ms)}
+
+
+# --- single flight ------------------------------------------------------------------
+
+
+def _lock_id(key: str) -> int:
+    """The key's advisory lock id: the first 8 bytes of its SHA-256, as a signed bigint."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def single_flight(
+    key: str, *, wait_s: float = DEFAULT_WAIT_S, hold_s: float = DEFAULT_HOLD_S
+) -> Iterator[None]:
+    """Run the block while holding the key's lock, one caller at a time.
+
+    The lock is ``pg_advisory_xact_lock`` in a transaction on this thread's lock
+    connection (``db.lock_connection()``); it is released when the block ends, however
+    it ends. A caller that cannot get the lock within ``wait_s`` seconds gets
+    ``CacheBusy`` (``wait_s=0``: try once, never wait). ``lock_timeout``,
+    ``statement_timeout`` and ``idle_in_transaction_session_timeout`` are set with
+    ``set_config(..., is_local => true)`` for that transaction only (nothing is left
+    on the session). The last one, ``hold_s``, bounds how long a lock can outlive a
+    caller that vanished without closing its connection.
+    """
+    import psycopg
+
+    wait_ms = max(0, round(wait_s * 1000))
+    done = False
+    try:
+        with db.transaction(db.lock_connection) as conn:
+            _lock(conn, _lock_id(key), wait_ms, max(1, round(hold_s * 1000)))
+            yield
+            done = True
+    except psycopg.Error:
+        # Only the lock transaction's commit failed (the server ended the session after
+        # `hold_s`, or the connection died): it wrote nothing, and a session that is
+        # gone holds no locks. The block's own work stands.
+        if not done:
+            raise
+
+
+_SET_LOCK_TIMEOUTS = """
+SELECT set_config('lock_timeout', %s, true),
+       set_config('statement_timeout', %s, true),
+       set_config('idle_in_transaction_session_timeout', %s, true)
+"""
+
+
+def _lock(conn: psycopg.Connection[Any], lock_id: int, wait_ms: int, hold_ms: int) -> None:
+    import psycopg
+
+    # lock_timeout 0 would mean "wait forever": wait_ms == 0 uses the non-blocking form.
+    conn.execute(_SET_LOCK_TIMEOUTS, (str(max(wait_ms, 1)), str(wait_ms + 5000), str(hold_ms)))
+    if wait_ms == 0:
+        if not conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (lock_id,)).fetchone()["ok"]:
+            raise CacheBusy("this entry is being computed; retry shortly")
+        return
+    try:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+        raise CacheBusy("this entry is being computed; retry shortly") from None
+
+
+# --- get or compute ---------------------------------------------------------------
+
+
+def get_or_compute(
+    key: str,
+    ttl: int | float | timedelta,
+    compute: Callable[[], T],
+    *,
+    wait_s: float = DEFAULT_WAIT_S,
+    early_refresh: float = 0.0,
+) -> T | Any:
+    """The cached value, or ``compute()`` run once across all concurrent callers.
+
+    On a miss the caller takes the key's single-flight lock, checks again (another
+    caller may have just stored it), computes, stores the value with its compute time
+    and returns the stored value (as every other caller will read it). A caller that
+    waits longer than ``wait_s`` for someone else's computation gets ``CacheBusy``
+    (HTTP 503, code ``busy``). If ``compute`` raises, nothing is stored, the lock is
+    released and the error propagates. A stored ``None`` is a hit.
+
+    ``early_refresh`` (beta of "XFetch", Vattani et al. 2015; 0 = off): a hit that is
+    within about ``beta * compute time`` of expiry recomputes early, with probability
+    rising towards expiry, if nobody else is already doing so (otherwise it returns the
+    still-valid value). Off by default: where ``compute`` is a paid AI call, an early
+    refresh spends money on a request that would have been a free hit.
+    """
+    if early_refresh > 0:
+        value = _get_or_refresh(key, ttl, compute, early_refresh)
+    else:
+        row = db.execute(_GET, (key,), idempotent=True).fetchone()
+        value = row["value"] if row else _MISS
+    if value is not _MISS:
+        _count("CacheHit")
+        return value
+    _count("CacheMiss")
+    try:
+        with single_flight(key, wait_s=wait_s):
+            row = db.execute(_GET, (key,), idempotent=True).fetchone()
+            if row:
+                return row["value"]  # computed by the caller we waited for
+            return _compute_and_store(key, ttl, compute)
+    except CacheBusy:
+        _count("CacheBusy")
+        row = db.execute(_GET, (key,), idempotent=True).fetchone()
+        if row:  # stored just as our wait ran out
+            return row["value"]
+        raise
+
+
+def _get_or_refresh(key: str, ttl: int | float | timedelta, compute: Callable[[], T], beta: float) -> Any:
+    row = db.execute(_GET_WITH_AGE, (key,), idempotent=True).fetchone()
+    if not row:
+        return _MISS
+    # XFetch: refresh when now - delta*beta*ln(rand) >= expiry, rand in (0, 1].
+    if row["compute_ms"] / 1000 * beta * -math.log(1.0 - random.random()) < row["ttl_left"]:
+        return row["value"]
+    try:
+        with single_flight(key, wait_s=0):
+            again = db.execute(_GET_WITH_AGE, (key,), idempotent=True).fetchone()
+            if again and again["ttl_left"] > row["ttl_left"] + 1:
+                return again["value"]  # refreshed by someone else meanwhile
+            _count("CacheEarlyRefresh")
+            return _compute_and_store(key, ttl, compute)
+    except CacheBusy:
+        return row["value"]  # someone else is refreshing; ours is still valid
+
+
+_STORE_RETURNING = _SET + " RETURNING value"
+
+
+def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable[[], T]) -> Any:
+    started = time.perf_counter()
+    value = compute()
+    compute_ms = round((time.perf_counter() - started) * 1000)
+    _count("CacheCompute")
+    params = _set_params(key, value, ttl, compute_ms)
+    return db.execute(_STORE_RETURNING, params, idempotent=True).fetchone()["value"]
+
+
+# --- metrics ------------------------------------------------------------------------
+
+_metrics_lock = threading.Lock()
+_add_count: Callable[..., None] | None = None
+
+
+def _count(name: str, value: int = 1) -> None:
+    """Add to a Count metric. Powertools' metric set is a plain dict shared by every
+    thread, so concurrent adds are serialised here (tests and the local runner use
+    threads; Lambda has one)."""
+    global _add_count
+    if _add_count is None:
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        from common.observability import metrics
+
+        def _add(name: str, value: int) -> None:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+        _add_count = _add
+    with _metrics_lock:
+        _add_count(name, value)

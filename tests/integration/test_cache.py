@@ -1,0 +1,317 @@
+"""The in-database cache on a real Postgres: keys, reads and writes, expiry, writes in a
+caller's transaction, and single-flight computation under concurrency."""
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from common import cache, db
+from common.errors import AppError
+
+
+@pytest.fixture(autouse=True)
+def fresh(clean_db):
+    db.reset()
+    yield
+    db.reset()
+
+
+def _in_thread(fn):
+    """Run ``fn`` on its own thread (so with its own thread-local connections)."""
+    def run(*args):
+        try:
+            return fn(*args)
+        finally:
+            db.reset()
+    return run
+
+
+def _advisory_locks(database_url) -> int:
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        return admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+def test_key_is_independent_of_dict_order_at_every_depth():
+    a = cache.key("caption", {"b": 1, "a": {"y": [1, 2], "x": "z"}}, size=512, style="noir")
+    b = cache.key("caption", {"a": {"x": "z", "y": [1, 2]}, "b": 1}, style="noir", size=512)
+    assert a == b
+    assert a.startswith("caption:") and len(a.split(":", 1)[1]) == 64
+
+
+def test_key_changes_with_any_part_and_with_the_namespace():
+    base = cache.key("caption", {"a": [1, 2]}, size=512)
+    assert cache.key("caption", {"a": [2, 1]}, size=512) != base  # list order matters
+    assert cache.key("caption", {"a": [1, 2]}, size=513) != base
+    assert cache.key("caption", {"a": [1, 2]}, 512) != base  # positional is not named
+    assert cache.key("summary", {"a": [1, 2]}, size=512) != base
+    assert cache.key("summary", {"a": [1, 2]}, size=512).split(":")[1] == base.split(":")[1]
+
+
+def test_key_normalises_numbers_and_standard_types():
+    uid = uuid.uuid4()
+    assert cache.key("n", 2) == cache.key("n", 2.0) == cache.key("n", Decimal("2.00"))
+    assert cache.key("n", 0.1 + 0.2) != cache.key("n", 0.3)  # floats keyed by exact value
+    assert cache.key("n", Decimal("1.50")) == cache.key("n", Decimal("1.5"))
+    assert cache.key("n", uid) == cache.key("n", str(uid))
+    assert cache.key("n", (1, 2)) == cache.key("n", [1, 2])
+    assert cache.key("n", {3, 1, 2}) == cache.key("n", frozenset({2, 3, 1}))
+    cairo = timezone(timedelta(hours=2))
+    assert cache.key("n", datetime(2025, 1, 1, 12, tzinfo=cairo)) == cache.key(
+        "n", datetime(2025, 1, 1, 10, tzinfo=UTC)
+    )
+    assert cache.key("n", date(2025, 1, 1)) == cache.key("n", "2025-01-01")
+
+
+@pytest.mark.parametrize(
+    "part",
+    [float("nan"), float("inf"), Decimal("NaN"), datetime(2025, 1, 1), b"raw", {1: "x"}, object()],
+)
+def test_key_rejects_ambiguous_or_unknown_parts(part):
+    with pytest.raises(TypeError):
+        cache.key("n", part)
+
+
+@pytest.mark.parametrize("namespace", ["", "has space", "ümlaut", "x" * 101])
+def test_key_rejects_bad_namespaces(namespace):
+    with pytest.raises(ValueError):
+        cache.key(namespace, 1)
+
+
+# --- get / set / delete -------------------------------------------------------------
+
+
+def test_set_get_delete_round_trip():
+    k = cache.key("t", "round-trip")
+    assert cache.get(k) is None
+    cache.set(k, {"caption": "a cat", "scores": [0.5, 1], "nested": {"ok": True}}, 60)
+    assert cache.get(k) == {"caption": "a cat", "scores": [0.5, 1], "nested": {"ok": True}}
+    cache.set(k, ["replaced"], timedelta(minutes=5))  # upsert
+    assert cache.get(k) == ["replaced"]
+    assert cache.delete(k) is True
+    assert cache.get(k) is None
+    assert cache.delete(k) is False
+
+
+def test_get_many_returns_only_live_entries():
+    k1, k2, k3 = (cache.key("t", i) for i in range(3))
+    cache.set(k1, 1, 60)
+    cache.set(k2, None, 60)  # a stored null is an entry
+    assert cache.get_many([k1, k2, k3, k1]) == {k1: 1, k2: None}
+    assert cache.get_many([]) == {}
+
+
+@pytest.mark.parametrize("ttl", [0, -1, timedelta(0), "60", True])
+def test_set_rejects_bad_ttls(ttl):
+    with pytest.raises(ValueError):
+        cache.set(cache.key("t", "ttl"), 1, ttl)
+
+
+def test_expired_rows_are_never_returned_even_before_cleanup():
+    # Given an entry whose expiry has passed (written directly, as if cleanup never ran)
+    k = cache.key("t", "expired")
+    db.execute(
+        "INSERT INTO cache_entries (key, value, expires_at) VALUES (%s, '\"stale\"', now() - interval '1 s')",
+        (k,),
+    )
+    # Then no read returns it, and get_or_compute recomputes over it
+    assert cache.get(k) is None
+    assert cache.get_many([k]) == {}
+    assert cache.get_or_compute(k, 60, lambda: "fresh") == "fresh"
+    assert cache.get(k) == "fresh"
+
+
+def test_purge_expired_deletes_only_expired_rows():
+    live, dead = cache.key("t", "live"), cache.key("t", "dead")
+    cache.set(live, 1, 60)
+    db.execute(
+        "INSERT INTO cache_entries (key, value, expires_at) VALUES (%s, '1', now() - interval '1 s')", (dead,)
+    )
+    assert cache.purge_expired() == 1
+    assert db.execute("SELECT key FROM cache_entries").fetchall() == [{"key": live}]
+
+
+def test_set_inside_a_caller_transaction_commits_or_rolls_back_with_it():
+    rolled_back, committed = cache.key("t", "rolled-back"), cache.key("t", "committed")
+    with pytest.raises(RuntimeError), db.transaction() as conn:
+        cache.set(rolled_back, "never visible", 60, conn=conn)
+        raise RuntimeError("the caller's work failed")
+    with db.transaction() as conn:
+        cache.set(committed, "visible", 60, conn=conn)
+    assert cache.get(rolled_back) is None
+    assert cache.get(committed) == "visible"
+
+
+# --- get_or_compute and single flight -----------------------------------------------
+
+
+def test_get_or_compute_computes_on_miss_then_hits():
+    k, calls = cache.key("t", "goc"), []
+    compute = lambda: calls.append(1) or {"n": len(calls)}  # noqa: E731
+    assert cache.get_or_compute(k, 60, compute) == {"n": 1}
+    assert cache.get_or_compute(k, 60, compute) == {"n": 1}
+    assert len(calls) == 1
+    row = db.execute(
+        "SELECT compute_ms, expires_at > now() + interval '50 s' AS ok FROM cache_entries"
+    ).fetchone()
+    assert row["ok"] and row["compute_ms"] >= 0
+
+
+def test_a_stored_none_is_a_hit():
+    k, calls = cache.key("t", "none"), []
+    for _ in range(2):
+        assert cache.get_or_compute(k, 60, lambda: calls.append(1)) is None
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_twenty_threads_on_one_cold_key_compute_once(run, database_url):
+    # Given 20 threads with warm connections, released together on one cold key
+    k = cache.key("t", "stampede", run)
+    threads, computed, counter_lock = 20, [], threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def compute():
+        with counter_lock:
+            computed.append(threading.get_ident())
+        time.sleep(0.3)  # long enough for every other thread to miss and wait
+        return {"value": uuid.uuid4().hex}
+
+    @_in_thread
+    def caller(_):
+        db.connection(), db.lock_connection()
+        barrier.wait(timeout=30)
+        return cache.get_or_compute(k, 60, compute, wait_s=20)
+
+    # When they all call get_or_compute
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(caller, range(threads)))
+
+    # Then compute ran exactly once, everyone got its value, and no lock is left behind
+    assert len(computed) == 1
+    assert len({r["value"] for r in results}) == 1
+    assert cache.get(k) == results[0]
+    assert _advisory_locks(database_url) == 0
+
+
+def test_a_waiter_that_times_out_gets_cache_busy():
+    # Given another thread holding the key's lock (computing, and not done)
+    k = cache.key("t", "busy")
+    holding, release = threading.Event(), threading.Event()
+
+    @_in_thread
+    def holder():
+        with cache.single_flight(k):
+            holding.set()
+            release.wait(timeout=10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert holding.wait(timeout=10)
+        # When a caller misses and waits briefly, then it gets CacheBusy (503 busy)
+        started = time.monotonic()
+        with pytest.raises(cache.CacheBusy) as busy:
+            cache.get_or_compute(k, 60, lambda: pytest.fail("must not compute"), wait_s=0.2)
+        assert 0.15 < time.monotonic() - started < 5
+        assert isinstance(busy.value, AppError)
+        assert (busy.value.status, busy.value.code) == (503, "busy")
+        with pytest.raises(cache.CacheBusy), cache.single_flight(k, wait_s=0):  # try once
+            pass
+    finally:
+        release.set()
+        t.join()
+    # And once the holder is done the key is free again
+    assert cache.get_or_compute(k, 60, lambda: "done", wait_s=1) == "done"
+
+
+def test_compute_failure_stores_nothing_and_releases_the_lock(database_url):
+    k = cache.key("t", "fails")
+
+    def compute():
+        raise RuntimeError("provider down")
+
+    with pytest.raises(RuntimeError, match="provider down"):
+        cache.get_or_compute(k, 60, compute)
+    assert cache.get(k) is None
+    assert _advisory_locks(database_url) == 0
+    # Another session can take the key's lock at once
+    with psycopg.connect(database_url, autocommit=True) as other, other.transaction():
+        assert other.execute("SELECT pg_try_advisory_xact_lock(%s)", (cache._lock_id(k),)).fetchone()[0]
+
+
+def test_compute_commits_its_own_transactions_on_the_main_connection():
+    # Given a compute that reserves something in its own transaction, then fails
+    k = cache.key("t", "own-transaction")
+    user_id = uuid.uuid4()
+
+    def compute():
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO users (id) VALUES (%s)", (user_id,))
+        raise RuntimeError("the AI call failed after the reservation")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_compute(k, 60, compute)
+    # Then its transaction committed independently of the lock transaction
+    assert db.execute("SELECT count(*) AS n FROM users WHERE id = %s", (user_id,)).fetchone()["n"] == 1
+    assert cache.get(k) is None
+
+
+def test_a_lock_held_past_hold_s_is_released_by_the_server():
+    # Given a holder that stays idle in its lock transaction longer than hold_s
+    k = cache.key("t", "abandoned")
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    @_in_thread
+    def holder():
+        try:
+            with cache.single_flight(k, hold_s=0.2):
+                holding.set()
+                release.wait(timeout=10)
+        except Exception as exc:  # the holder's exit must not fail
+            errors.append(exc)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert holding.wait(timeout=10)
+    time.sleep(0.5)
+    # Then another caller gets the lock without waiting
+    with cache.single_flight(k, wait_s=0):
+        pass
+    release.set()
+    t.join()
+    assert errors == []
+
+
+def test_early_refresh_recomputes_near_expiry_only_when_enabled():
+    k = cache.key("t", "xfetch")
+    # An entry 1 s from expiry that took 10 s to compute
+    db.execute(
+        "INSERT INTO cache_entries (key, value, expires_at, compute_ms)"
+        " VALUES (%s, '\"old\"', now() + interval '1 s', 10000)",
+        (k,),
+    )
+    assert cache.get_or_compute(k, 60, lambda: "new") == "old"  # off by default
+    assert cache.get_or_compute(k, 60, lambda: "new", early_refresh=1000.0) == "new"
+    assert cache.get_or_compute(k, 60, lambda: "newer", early_refresh=1.0) == "new"  # far from expiry
+
+
+def test_hits_misses_and_computes_are_counted():
+    from common.observability import metrics
+
+    metrics.clear_metrics()
+    k = cache.key("t", "metrics")
+    cache.get(k)
+    cache.get_or_compute(k, 60, lambda: 1)
+    cache.get_or_compute(k, 60, lambda: 1)
+    counts = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
+    metrics.clear_metrics()
+    assert counts == {"CacheMiss": 2, "CacheCompute": 1, "CacheHit": 1}

@@ -1,0 +1,326 @@
+"""HTTP wiring for the client-facing function URLs: one Powertools resolver per function,
+one error envelope, one exception-handler registry.
+
+A function is a resolver, typed routes and one handler::
+
+    from common import http
+    app = http.make_resolver()
+
+    @app.post("/entries")
+    def create_entry(body: EntryIn) -> EntryOut:
+        user = http.current_user(app)                 # 401 / 429, provisions the user
+        return logic.create_entry(user.user_id, body)
+
+    handler = http.make_handler(app)                  # logger + metrics + tracer around resolve
+
+Every non-2xx answer has the body ``{"error": {"code": "snake_case", "message": "..."}}``
+(422 adds ``fields``). The mapping lives in ``_register_errors`` only: ``AppError``
+subclasses carry their status and code; Powertools' own errors (validation, unknown
+route, bad JSON) and the idempotency utility's are translated there; anything else is a
+500 naming the request id, logged with its traceback, never echoed.
+
+CORS is the function URL's job (``FunctionUrlConfig.Cors`` in template.yaml, origins from
+the ``AllowedOrigins`` parameter): Lambda answers preflights and adds the headers itself,
+so the resolver must add none, or browsers see duplicated headers. ``make_resolver``
+therefore has no CORS option and a route asking for ``cors=True`` is refused when it is
+declared. See docs/http.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+    ResponseValidationError,
+)
+
+from common.errors import AppError, PayloadTooLarge, TooManyRequests, Unauthorized
+from common.observability import logger, metrics, service_name, tracer
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+    from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
+
+    from common.auth import Principal
+
+T = TypeVar("T")
+
+#: Default request body limit (decoded bytes). Function URLs accept up to 6 MB.
+MAX_BODY_BYTES = 1024 * 1024
+#: How long a completed Idempotency-Key is remembered (Stripe keeps keys for 24 hours).
+IDEMPOTENCY_TTL_S = 24 * 3600
+#: Printable ASCII without spaces, like Stripe's keys; a UUID is the usual choice.
+_MAX_KEY_LENGTH = 255
+
+
+class Resolver(LambdaFunctionUrlResolver):
+    """A Function URL resolver that refuses per-route CORS (the function URL does CORS)."""
+
+    def route(self, rule: str, method: Any, cors: bool | None = None, *args: Any, **kwargs: Any):
+        if cors:
+            raise ValueError(
+                f"cors=True on {rule}: CORS is configured on the function URL in template.yaml; "
+                "headers added here would be duplicated"
+            )
+        return super().route(rule, method, False, *args, **kwargs)
+
+
+def make_resolver(*, max_body_bytes: int = MAX_BODY_BYTES) -> Resolver:
+    """A resolver with request validation and the error registry, bodies over
+    ``max_body_bytes`` refused with 413 before they are parsed."""
+
+    def parse_json(text: str) -> Any:
+        # Powertools parses the body lazily, through this function, whether the
+        # validation middleware asks or a route reads json_body: check its size first.
+        _check_body_size(app.current_event, max_body_bytes)
+        return json.loads(text)
+
+    app = Resolver(
+        enable_validation=True,
+        # A response that fails its own model is our bug: 500, not a 422 blaming the client.
+        response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
+        json_body_deserializer=parse_json,
+        debug=False,  # debug mode prints whole events (tokens, bodies) and echoes tracebacks
+    )
+
+    def limit_body(app: Resolver, next_middleware: NextMiddleware) -> Response:
+        # Routes that read the raw body (webhooks, uploads) never go through parse_json.
+        _check_body_size(app.current_event, max_body_bytes)
+        return next_middleware(app)
+
+    app.use([limit_body])
+    _register_errors(app)
+    return app
+
+
+def make_handler(app: LambdaFunctionUrlResolver) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda handler for a resolver: the Powertools decorator stack around ``resolve``.
+
+    Equivalent to writing in the function module::
+
+        @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
+        @metrics.log_metrics
+        @tracer.capture_lambda_handler(capture_response=False)
+        def handler(event, context):
+            return app.resolve(event, context)
+
+    Responses are not captured into traces: they may hold users' content.
+    """
+    from aws_lambda_powertools.logging import correlation_paths
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.LAMBDA_FUNCTION_URL)
+    @metrics.log_metrics
+    @tracer.capture_lambda_handler(capture_response=False)
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return app.resolve(event, context)
+
+    return handler
+
+
+# --- request helpers ---------------------------------------------------------------------
+
+
+def route_key(app: LambdaFunctionUrlResolver) -> str:
+    """``<service>:<METHOD> <rule>`` of the matched route, e.g. ``checkout:POST /orders``."""
+    route = app.context.get("_route")
+    rule = route.path if route is not None else app.current_event.path
+    return f"{service_name()}:{app.current_event.http_method.upper()} {rule}"
+
+
+def current_user(app: LambdaFunctionUrlResolver, *, route_limit: int | None = None) -> Principal:
+    """The caller of this request: Bearer JWT verified (401), rate limit counted for the
+    user on this route (429; ``route_limit`` requests a minute, default
+    RATE_LIMIT_PER_MINUTE), users row provisioned. Cached for the rest of the request.
+
+    The rate limit is counted before the user row is provisioned, so a throttled
+    request costs one statement.
+    """
+    principal = app.context.get("principal")
+    if principal is not None:
+        return principal
+    from common import auth, ratelimit
+
+    principal = auth.authenticate(app.current_event.headers.get("authorization"))
+    ratelimit.hit(str(principal.user_id), route_key(app), limit=route_limit)
+    email = principal.claims.get("email")
+    auth.ensure_user(principal.user_id, email if isinstance(email, str) else None)
+    app.append_context(principal=principal)
+    return principal
+
+
+def idempotent(
+    app: LambdaFunctionUrlResolver,
+    fn: Callable[[], T],
+    *,
+    user: Principal | None = None,
+    payload: Any = None,
+    required: bool = False,
+    expires_after_seconds: int = IDEMPOTENCY_TTL_S,
+) -> T:
+    """Run ``fn`` once per client ``Idempotency-Key``; a retry gets the stored result.
+
+    The key is scoped to (user, service, method, path), so keys never collide across
+    users or routes. ``payload`` (default: the JSON body) is fingerprinted: the same key
+    with a different payload is 422 ``idempotency_key_reused``; while the first request
+    is still running a retry is 409 ``request_in_progress``. Without the header ``fn``
+    just runs, unless ``required`` (then 400). ``fn`` must return JSON-serialisable data
+    (a dict, or None); it is what the retry receives. A request that fails (raises) is
+    not remembered, so it can be retried.
+    """
+    key = app.current_event.headers.get("idempotency-key")
+    if key is None:
+        if required:
+            raise AppError("this request needs an Idempotency-Key header", code="idempotency_key_required")
+        return fn()
+    if not (0 < len(key) <= _MAX_KEY_LENGTH and key.isascii() and key.isprintable() and " " not in key):
+        raise AppError(
+            f"Idempotency-Key must be 1-{_MAX_KEY_LENGTH} printable ASCII characters without spaces",
+            code="invalid_idempotency_key",
+        )
+    from common import idempotency
+
+    _register_idempotency_errors(app)
+    principal = user or current_user(app)
+    event = app.current_event
+    scope = f"{principal.user_id} {service_name()}:{event.http_method.upper()} {event.path}"
+    if payload is None:
+        payload = event.json_body
+    return idempotency.run_idempotent(scope, key, payload, fn, expires_after_seconds=expires_after_seconds,
+                                      lambda_context=app.lambda_context)
+
+
+# --- the error registry ------------------------------------------------------------------
+
+
+def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                   **extra: Any) -> Response:
+    """The one error envelope."""
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body={"error": {"code": code, "message": message, **extra}},
+        headers=headers,
+    )
+
+
+def _register_errors(app: LambdaFunctionUrlResolver) -> None:
+    @app.exception_handler(AppError)
+    def app_error(exc: AppError) -> Response:
+        headers = {}
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = "Bearer"
+        log = logger.warning if exc.status >= 500 else logger.info
+        log("request refused", extra={"status": exc.status, "code": exc.code})
+        return error_response(exc.status, exc.code, exc.message, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return error_response(400, "invalid_json", "the request body is not valid JSON")
+        # loc and msg only: pydantic's "input" would echo what the client sent.
+        fields = [{"loc": list(err.get("loc", ())), "msg": err.get("msg", "invalid")} for err in errors]
+        return error_response(422, "invalid_input", "the request is invalid", fields=fields)
+
+    @app.exception_handler(json.JSONDecodeError)
+    def invalid_json(exc: json.JSONDecodeError) -> Response:
+        return error_response(400, "invalid_json", "the request body is not valid JSON")
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response:
+        return error_response(415, "unsupported_media_type", "send the body as application/json")
+
+    @app.exception_handler(NotFoundError)
+    def not_found(exc: NotFoundError) -> Response:
+        allowed = _allowed_methods(app)
+        if allowed:
+            return error_response(405, "method_not_allowed", "method not allowed on this path",
+                                  headers={"Allow": ", ".join(sorted(allowed))})
+        return error_response(404, "not_found", "not found")
+
+    @app.exception_handler(ServiceError)
+    def service_error(exc: ServiceError) -> Response:
+        # Powertools' BadRequestError & co., should a route raise one.
+        status = int(exc.status_code)
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        return error_response(status, code, str(exc.msg))
+
+    @app.exception_handler(ResponseValidationError)
+    def invalid_response(exc: ResponseValidationError) -> Response:
+        return _internal_error(app, exc, "response failed its own model")
+
+    @app.exception_handler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        return _internal_error(app, exc, "unhandled error")
+
+
+def _register_idempotency_errors(app: LambdaFunctionUrlResolver) -> None:
+    """The idempotency utility's errors, added to the registry when a route first uses
+    ``idempotent`` (importing the utility costs ~300 ms: it imports boto3)."""
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (
+        IdempotencyAlreadyInProgressError,
+        IdempotencyInconsistentStateError,
+        IdempotencyPersistenceLayerError,
+        IdempotencyValidationError,
+    )
+
+    if IdempotencyAlreadyInProgressError in app.exception_handler_manager.get_registered_handlers():
+        return
+
+    @app.exception_handler(IdempotencyAlreadyInProgressError)
+    def in_progress(exc: Exception) -> Response:
+        return error_response(409, "request_in_progress",
+                              "a request with this Idempotency-Key is still being processed; retry later",
+                              headers={"Retry-After": "1"})
+
+    @app.exception_handler(IdempotencyValidationError)
+    def key_reused(exc: Exception) -> Response:
+        return error_response(422, "idempotency_key_reused",
+                              "this Idempotency-Key was used with a different request")
+
+    @app.exception_handler([IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError])
+    def store_failed(exc: Exception) -> Response:
+        logger.exception("idempotency store failed", exc_info=exc)
+        return error_response(503, "unavailable", "please retry", headers={"Retry-After": "1"})
+
+
+def _internal_error(app: LambdaFunctionUrlResolver, exc: Exception, what: str) -> Response:
+    context = app.lambda_context
+    request_id = getattr(context, "aws_request_id", None) or app.current_event.request_context.request_id
+    logger.exception(what, exc_info=exc)
+    return error_response(500, "internal_error", f"internal error (request id {request_id})")
+
+
+def _allowed_methods(app: LambdaFunctionUrlResolver) -> set[str]:
+    """Methods of the routes matching this path, when none matches this method.
+
+    Powertools answers an unmatched method with its not-found route; its route table
+    (private attributes, pinned version) tells 404 from 405.
+    """
+    path = app.context.get("_path", app.current_event.path)
+    method = app.current_event.http_method.upper()
+    matching = {r.method for r in app._static_routes + app._dynamic_routes if r.rule.match(path)}
+    return set() if method in matching else matching
+
+
+def _check_body_size(event: LambdaFunctionUrlEvent, limit: int) -> None:
+    """Refuse a body over ``limit`` bytes, measured without decoding it."""
+    body = event.body
+    if not body:
+        return
+    if event.is_base64_encoded:
+        size = len(body) * 3 // 4 - body[-2:].count("=")
+    else:
+        size = len(body) if body.isascii() else len(body.encode())
+    if size > limit:
+        raise PayloadTooLarge(f"the request body exceeds {limit} bytes")

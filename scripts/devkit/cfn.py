@@ -357,9 +357,10 @@ class EnvFile:
             data = json.loads(Path(path).read_text())
         except ValueError as exc:
             raise TemplateError(f"{path} is not valid JSON: {exc}") from None
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
             raise TemplateError(f"{path}: expected an object of objects (see docs/local-dev.md)")
-        data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys
         return cls(
             all_functions={k: _env_value(v) for k, v in data.pop("Parameters", {}).items()},
             template_parameters=data.pop("TemplateParameters", {}),

@@ -50,6 +50,14 @@ DEFAULT_PORT = 3000
 DEFAULT_ENV_FILE = ROOT / "env.local.json"
 #: Used when neither the shell nor env.local.json sets JWT_SECRET; long enough for HS256.
 LOCAL_JWT_SECRET = "local-dev-jwt-secret-not-for-production-000"
+#: Local values for the secrets that verify incoming requests, so sample webhook events
+#: can be signed with known values; the shell or env.local.json override them.
+LOCAL_SECRETS = {
+    "JWT_SECRET": LOCAL_JWT_SECRET,
+    "PAYMOB_HMAC_SECRET": "local-paymob-hmac-secret",
+    "STRIPE_WEBHOOK_SECRET": "whsec_local_stripe_webhook_secret",
+    "REVENUECAT_WEBHOOK_AUTH": "local-revenuecat-webhook-auth",
+}
 MAX_WORKERS = 4  # per function, unless ReservedConcurrentExecutions says otherwise
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase
 MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous invocation payload limit
@@ -738,8 +746,7 @@ class Services:
     moto: Any = None
 
     def env(self) -> dict[str, str]:
-        env = {"DATABASE_URL": self.database_url,
-               "JWT_SECRET": os.environ.get("JWT_SECRET") or LOCAL_JWT_SECRET}
+        env = {**LOCAL_SECRETS, "DATABASE_URL": self.database_url}
         env.update(s3.environment(self.s3_endpoint))
         return env
 
@@ -977,7 +984,12 @@ def _banner(out: TextIO, runner: Runner, svc: Services | None, elapsed: float) -
         if svc.applied:
             lines.append(f"migrations applied: {', '.join(svc.applied)}")
         demo = svc.seeded
-        env = runner.function_env(next(iter(runner.functions.values()))) if runner.functions else svc.env()
+        if runner.functions:
+            env = runner.function_env(next(iter(runner.functions.values())))
+        else:
+            names = ("JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE")
+            shell = {k: os.environ[k] for k in names if os.environ.get(k)}
+            env = {**svc.env(), **shell, **runner.env_file.all_functions}
         token = seed.token(demo.demo_user_id, env.get("JWT_SECRET") or LOCAL_JWT_SECRET,
                            issuer=env.get("JWT_ISSUER") or None, audience=env.get("JWT_AUDIENCE") or None)
         lines += [f"demo user {demo.demo_user_id} ({demo.demo_credits} credits), partner "

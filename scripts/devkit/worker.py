@@ -48,7 +48,8 @@ class LambdaContext:
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
-    tb = traceback.extract_tb(exc.__traceback__)
+    # the handler's frames only, as Lambda reports them
+    tb = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     trace = [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n    {f.line}\n' for f in tb]
     return {"errorType": type(exc).__name__, "errorMessage": str(exc), "stackTrace": trace}
 

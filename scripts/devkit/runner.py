@@ -217,8 +217,10 @@ class FunctionPool:
         self.max_workers = max(1, fn.reserved_concurrency or max_workers)
         self.sink = sink or _stderr_sink
         self._idle: list[Worker] = []
+        self._all: set[Worker] = set()  # idle and busy, so close() can stop every one
         self._live = 0
         self._stamp: tuple[int, int, int] | None = None
+        self._closed = False
         self._cond = threading.Condition()
 
     def _take(self, stamp: tuple[int, int, int]) -> Worker | None:
@@ -228,6 +230,7 @@ class FunctionPool:
             while True:
                 for stale in [w for w in self._idle if w.stamp != stamp or not w.alive()]:
                     self._idle.remove(stale)
+                    self._all.discard(stale)
                     stale.kill()
                     self._live -= 1
                 if self._idle:
@@ -237,13 +240,16 @@ class FunctionPool:
                     return None
                 self._cond.wait()
 
-    def _give_back(self, worker: Worker | None) -> None:
+    def _give_back(self, worker: Worker | None, *, healthy: bool) -> None:
+        """Return a worker to the idle list, or retire it (failed, outdated, closing)."""
         with self._cond:
-            if worker is not None and worker.stamp == self._stamp and worker.alive():
+            if worker is not None and healthy and worker.stamp == self._stamp and worker.alive() \
+                    and not self._closed:
                 self._idle.append(worker)
             else:
                 if worker is not None:
                     worker.kill()
+                    self._all.discard(worker)
                 self._live -= 1
             self._cond.notify()
 
@@ -255,41 +261,42 @@ class FunctionPool:
         try:
             if worker is None:
                 worker = Worker(self.fn, self.env, stamp, self.sink)
+                with self._cond:
+                    self._all.add(worker)
                 inv.init_ms = worker.wait_ready(INIT_TIMEOUT_S)
             inv.pid = worker.pid
             message = worker.invoke(event, request_id or str(uuid.uuid4()), self.fn.timeout)
         except FunctionTimeout as exc:
+            # Lambda ends the execution environment: the worker is killed, the next request is cold
             inv.status, inv.error = "timeout", {"errorType": "Sandbox.Timedout", "errorMessage": str(exc)}
             self.sink(f"{self.fn.name} | {exc}")
-            worker.kill()  # type: ignore[union-attr]
-            worker = None
         except WorkerError as exc:
-            inv.status = "init_error" if exc.error["errorType"].startswith(("Runtime.Import", "Runtime.Init",
-                                                                             "Runtime.Handler")) else "exit"
+            init_kinds = ("Runtime.Import", "Runtime.Init", "Runtime.Handler")
+            inv.status = "init_error" if exc.error["errorType"].startswith(init_kinds) else "exit"
             inv.error = exc.error
-            if worker is not None:
-                worker.kill()
-            worker = None
         else:
             if message.get("ok"):
                 inv.result = message.get("result")
-            else:
+            else:  # the handler raised: the environment stays warm, as in Lambda
                 inv.status, inv.error = "error", message.get("error")
         finally:
-            self._give_back(worker)
+            self._give_back(worker, healthy=inv.status in ("ok", "error"))
             inv.duration_ms = (time.perf_counter() - started) * 1000
         return inv
 
     def workers(self) -> list[int]:
+        """The pids of the idle workers."""
         with self._cond:
             return [w.pid for w in self._idle]
 
     def close(self) -> None:
+        """Kill every worker, busy ones too (their requests then fail)."""
         with self._cond:
-            for worker in self._idle:
-                worker.kill()
-            self._live -= len(self._idle)
-            self._idle.clear()
+            self._closed = True
+            workers, self._idle = list(self._all), []
+            self._all.clear()
+        for worker in workers:
+            worker.kill()
 
 
 def _stderr_sink(line: str) -> None:
@@ -424,7 +431,10 @@ class Scheduler:
         now = now or datetime.now(UTC)
         for fn in runner.functions.values():
             for sched in fn.schedule_list:
-                expression = schedules.parse(sched.expression, sched.timezone)
+                try:
+                    expression = schedules.parse(sched.expression, sched.timezone)
+                except schedules.ScheduleError as exc:
+                    raise cfn.TemplateError(f"{fn.name}, schedule {sched.name}: {exc}") from None
                 entry = ScheduledRun(fn.name, sched, expression)
                 entry.next_run = expression.next_after(now) if sched.enabled else None
                 self.entries.append(entry)

@@ -95,6 +95,8 @@ def handler(event, context):
                 "body": base64.b64encode(b"\\x89PNG-bytes").decode()}
     if path == "/plain":
         return {"ok": True}
+    if path == "/nap":
+        time.sleep(0.3)
     return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps({
         "event": event, "pid": os.getpid(), "version": VERSION, "shared": shared.NAME,
         "remaining_ms": context.get_remaining_time_in_millis(), "function": context.function_name,
@@ -244,6 +246,24 @@ def test_warm_worker_is_reused_and_logged(served: rt.Runner, caplog: pytest.LogC
     assert lines[0].endswith("cold=true")
     assert lines[1].startswith("function=echo method=GET route=/b status=200")  # no query: may hold secrets
     assert lines[1].endswith("cold=false")
+
+
+def test_concurrent_requests_get_workers_of_their_own_and_stop_kills_them(served: rt.Runner) -> None:
+    # Given two requests in flight at once
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda: results.append(echo(served, "/nap"))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    # Then each ran in its own process, as Lambda scales out
+    pids = {r["pid"] for r in results}
+    assert len(pids) == 2
+    # And stopping the runner ends every worker it started
+    served.stop()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_a_code_change_gives_a_cold_start(served: rt.Runner, app: Path,

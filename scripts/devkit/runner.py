@@ -484,7 +484,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
 
     def _dispatch(self) -> None:
-        self.server.runner.handle(self)
+        try:
+            self.server.runner.handle(self)
+        except Exception as exc:  # a bug of the runner, not the function's: say so, keep serving
+            log.exception("runner error on %s %s", self.command, self.path.partition("?")[0])
+            with contextlib.suppress(OSError):
+                self.close_connection = True
+                body = json.dumps({"Message": f"local runner error: {type(exc).__name__}"}).encode()
+                self.reply(500, [("Content-Type", "application/json")], body)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
@@ -661,6 +668,7 @@ class Runner:
         fn = self.functions.get(name)
         if fn is None or fn.url is None:
             served = ", ".join(f"/{n}/" for n, f in sorted(self.functions.items()) if f.url is not None)
+            self._log(name or "-", req.command, "/" + rest, 404, None, (time.perf_counter() - started) * 1000)
             req.reply(404, [("Content-Type", "application/json")], json.dumps(
                 {"Message": f"no function URL at /{name}; served: {served or '(none)'}"}).encode())
             return
@@ -678,7 +686,16 @@ class Runner:
                               source_ip=req.client_address[0], port=self.port)
         request_id = event["requestContext"]["requestId"]
         inv = self.pools[fn.name].invoke(event)
-        status, headers, data = http_response(inv.result) if inv.ok else error_response(inv)
+        if inv.ok:
+            try:
+                status, headers, data = http_response(inv.result)
+            except (TypeError, ValueError, AttributeError) as exc:  # binascii.Error is a ValueError
+                self.sink(f"{fn.name} | invalid Function URL response: {type(exc).__name__}: {exc}")
+                inv.status = "error"
+                inv.error = {"errorType": "Runtime.InvalidResponse", "errorMessage": str(exc)}
+                status, headers, data = error_response(inv)
+        else:
+            status, headers, data = error_response(inv)
         if inv.ok and len(data) > MAX_PAYLOAD:
             status, headers, data = 502, [("Content-Type", "application/json")], \
                 b'{"Message":"Response payload size exceeded maximum allowed payload size"}'

@@ -95,6 +95,8 @@ def handler(event, context):
                 "body": base64.b64encode(b"\\x89PNG-bytes").decode()}
     if path == "/plain":
         return {"ok": True}
+    if path == "/malformed":
+        return {"statusCode": "teapot"}
     if path == "/nap":
         time.sleep(0.3)
     return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps({
@@ -218,6 +220,9 @@ def test_responses_are_mapped_back_to_http(served: rt.Runner) -> None:
     # A bare value: 200 with the value as JSON
     status, headers, _, data = request(served, "GET", "/echo/plain")
     assert (status, headers["content-type"], json.loads(data)) == (200, "application/json", {"ok": True})
+    # A malformed response is the function's error: 502
+    status, headers, _, _ = request(served, "GET", "/echo/malformed")
+    assert status == 502 and headers["x-amzn-errortype"] == "Runtime.InvalidResponse"
 
 
 def test_function_environment_comes_from_the_template_env_file_and_services(served: rt.Runner) -> None:

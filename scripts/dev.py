@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from devkit import runner
+from devkit import cfn, runner
 
 
 def main() -> int:
@@ -35,8 +35,12 @@ def main() -> int:
         print(runner.stop_embedded_postgres())
         return 0
     env_file = None if args.env_file.lower() == "none" else Path(args.env_file)
-    return runner.main(args.template, args.port, env_file, services=not args.no_services,
-                       run_schedules=not args.no_schedules, s3_port=args.s3_port)
+    try:
+        return runner.main(args.template, args.port, env_file, services=not args.no_services,
+                           run_schedules=not args.no_schedules, s3_port=args.s3_port)
+    except cfn.TemplateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -371,22 +371,30 @@ def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable
 # --- metrics ------------------------------------------------------------------------
 
 _metrics_lock = threading.Lock()
-_add_count: Callable[..., None] | None = None
+_metrics: Any = None
 
 
 def _count(name: str, value: int = 1) -> None:
-    """Add to a Count metric. Powertools' metric set is a plain dict shared by every
-    thread, so concurrent adds are serialised here (tests and the local runner use
-    threads; Lambda has one)."""
-    global _add_count
-    if _add_count is None:
-        from aws_lambda_powertools.metrics import MetricUnit
+    """Add ``value`` to the Count metric ``name`` in the shared Powertools metric set.
 
+    The first event of a name since the last flush goes through ``add_metric``; later
+    ones add to that entry's value in place. ``add_metric`` validates and logs on every
+    call (about 10-25 us here, up to 8% of a cache hit); the in-place add costs well
+    under 1 us and flushes exactly the same Sum (one value per flush instead of one per
+    event). If the entry does not have the shape Powertools 3 gives it, the plain
+    ``add_metric`` path is taken. The lock serialises threads (tests, the local runner).
+    """
+    global _metrics
+    if _metrics is None:
         from common.observability import metrics
 
-        def _add(name: str, value: int) -> None:
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-
-        _add_count = _add
+        _metrics = metrics
     with _metrics_lock:
-        _add_count(name, value)
+        entry = _metrics.metric_set.get(name)
+        values = entry.get("Value") if isinstance(entry, dict) else None
+        if entry is not None and entry.get("Unit") == "Count" and isinstance(values, list) and values:
+            values[-1] += value
+        else:
+            from aws_lambda_powertools.metrics import MetricUnit
+
+            _metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

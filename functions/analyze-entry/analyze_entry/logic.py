@@ -1,0 +1,188 @@
+"""What the routes do, without HTTP: store an entry, (re)analyse it, read it.
+
+Order of a create: the pair is checked, then the entitlement, then the entry is analysed
+(cache, provider, fallback), and only then is it stored, analysis included, in one
+INSERT: a request that fails stores nothing, so a client can simply retry it.
+
+Analyses are cached under (user, SHA-256 of title and content, model, prompt version,
+schema version): an unchanged entry is never sent to the provider twice, and a new model
+or prompt gets fresh analyses. The user is part of the key so that one user's request
+can never be answered from another's entry (nor reveal, by its speed, that someone wrote
+the same text). Offline analyses are not cached: recomputing one (about a millisecond)
+is cheaper than the cache's write, and nothing is billed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+from uuid import UUID
+
+from analyze_entry import entries
+from analyze_entry.schema import SCHEMA_VERSION, Analysis, Entry, EntryIn
+from analyze_entry.settings import AnalyzeSettings, settings
+from common import cache
+from common.errors import InvalidInput, NotFound, PaymentRequired
+from common.observability import logger, metrics
+
+
+class EntitlementRequired(PaymentRequired):
+    code = "entitlement_required"
+
+
+# --- routes ----------------------------------------------------------------------------
+
+
+def create_entry(user_id: UUID, body: EntryIn) -> Entry:
+    pair_id = _pair_for(user_id, body)
+    analysis = None
+    if body.analyze:
+        require_entitlement(user_id)
+        analysis = analyse(user_id, body.title, body.content)
+    row = entries.insert(user_id, pair_id=pair_id, title=body.title, content=body.content,
+                         visibility=body.visibility,
+                         analysis=analysis.model_dump(mode="json") if analysis else None)
+    logger.info("entry stored", extra={"entry_id": str(row["id"]), "visibility": body.visibility,
+                                       "analysed": analysis is not None})
+    return Entry.model_validate(row)
+
+
+def reanalyse_entry(user_id: UUID, entry_id: str) -> Entry:
+    """Analyse one of the user's own entries again (from the cache when unchanged)."""
+    entry = _id(entry_id)
+    row = entries.own(user_id, entry)
+    if row is None:
+        raise NotFound("no such entry")
+    require_entitlement(user_id)
+    analysis = analyse(user_id, row["title"], row["content"])
+    row = entries.set_analysis(user_id, entry, analysis.model_dump(mode="json"))
+    if row is None:  # deleted meanwhile
+        raise NotFound("no such entry")
+    return Entry.model_validate(row)
+
+
+def get_entry(user_id: UUID, entry_id: str) -> Entry:
+    """The entry if the database says the user may read it; otherwise 404, whether it
+    exists or not."""
+    row = entries.visible(user_id, _id(entry_id))
+    if row is None:
+        raise NotFound("no such entry")
+    return Entry.model_validate(row)
+
+
+# --- rules -----------------------------------------------------------------------------
+
+
+def _pair_for(user_id: UUID, body: EntryIn) -> UUID | None:
+    """The pair an entry is filed under: the one given (which must be the author's), or
+    the author's own for a shared entry; a private entry without one has none."""
+    if body.pair_id is None and body.visibility == "private":
+        return None
+    mine = entries.pair_of(user_id)
+    if body.pair_id is not None and body.pair_id != mine:
+        raise entries.NotPairMember("you are not a member of this pair")
+    if mine is None:
+        raise InvalidInput("a shared entry needs a pair, and you are not in one", code="no_pair")
+    return mine
+
+
+def require_entitlement(user_id: UUID) -> None:
+    """Analysis needs ANALYZE_ENTITLEMENT (the user's or their pair's), when it is set."""
+    needed = settings().ANALYZE_ENTITLEMENT
+    if needed is None:
+        return
+    from common.entitlements import has_entitlement
+
+    if not has_entitlement(user_id, needed):
+        raise EntitlementRequired(f"entry analysis needs an active '{needed}' subscription")
+
+
+def _id(entry_id: str) -> UUID:
+    try:
+        return UUID(entry_id)
+    except ValueError:
+        raise NotFound("no such entry") from None
+
+
+# --- analysis --------------------------------------------------------------------------
+
+
+def text_digest(title: str | None, content: str) -> str:
+    """SHA-256 of the analysed text (title and content, as canonical JSON)."""
+    return hashlib.sha256(json.dumps([title, content], ensure_ascii=False).encode()).hexdigest()
+
+
+def analyse(user_id: UUID, title: str | None, content: str) -> Analysis:
+    """The entry's analysis: OpenAI (through the cache) when configured, offline
+    otherwise, or offline when OpenAI fails and ANALYZE_FALLBACK_OFFLINE is on."""
+    from analyze_entry import offline_analyser, openai_analyser
+
+    s = settings()
+    started = time.perf_counter()
+    api_key = _openai_key(s)
+    if api_key:
+        try:
+            analysis, computed = _cached_openai(user_id, title, content, api_key, s)
+            _done(analysis, started, computed=computed)
+            return analysis
+        except (openai_analyser.ProviderFailed, openai_analyser.ProviderTimeout) as exc:
+            if not s.ANALYZE_FALLBACK_OFFLINE:
+                raise
+            _count("AnalysisFallback")
+            logger.warning("analysis provider failed; answering offline", extra={"code": exc.code})
+    analysis = offline_analyser.analyse(title, content)
+    _done(analysis, started, computed=True)
+    return analysis
+
+
+def _openai_key(s: AnalyzeSettings) -> str | None:
+    if s.ANALYZE_PROVIDER == "offline":
+        return None
+    from common import config
+
+    if s.ANALYZE_PROVIDER == "openai":
+        return config.require_secret("OPENAI_API_KEY")
+    return config.secret("OPENAI_API_KEY")
+
+
+def _cached_openai(user_id: UUID, title: str | None, content: str, api_key: str,
+                   s: AnalyzeSettings) -> tuple[Analysis, bool]:
+    from analyze_entry import openai_analyser
+
+    computed = False
+
+    def compute() -> dict[str, Any]:
+        nonlocal computed
+        computed = True
+        result = openai_analyser.analyse(
+            title, content, api_key=api_key, model=s.ANALYZE_OPENAI_MODEL,
+            timeout_s=s.ANALYZE_OPENAI_TIMEOUT_S, max_retries=s.ANALYZE_OPENAI_MAX_RETRIES,
+            attempts=s.ANALYZE_OPENAI_ATTEMPTS)
+        return result.model_dump(mode="json")
+
+    key = cache_key(user_id, text_digest(title, content), s.ANALYZE_OPENAI_MODEL,
+                    openai_analyser.PROMPT_VERSION)
+    value = cache.get_or_compute(key, s.ANALYZE_CACHE_TTL_S, compute)
+    return Analysis.model_validate(value), computed
+
+
+def cache_key(user_id: UUID, digest: str, model: str, prompt_version: str) -> str:
+    return cache.key("analysis", user_id, digest, model=model, prompt_version=prompt_version,
+                     schema_version=SCHEMA_VERSION)
+
+
+def _done(analysis: Analysis, started: float, *, computed: bool) -> None:
+    if computed:
+        _count("AnalysisOpenAI" if analysis.source == "openai" else "AnalysisOffline")
+    # Provenance and timing only: the analysis itself (mood included) is the user's.
+    logger.info("entry analysed", extra={"source": analysis.source, "model": analysis.model,
+                                         "cached": not computed,
+                                         "ms": round((time.perf_counter() - started) * 1000, 1)})
+
+
+def _count(name: str) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

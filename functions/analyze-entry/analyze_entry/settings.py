@@ -1,0 +1,54 @@
+"""analyze-entry's own settings, from environment variables (pydantic-settings, like the
+layer's ``common.settings``; secrets such as OPENAI_API_KEY stay with ``common.config``).
+
+Read once per container through ``settings()``; tests call ``settings.cache_clear()``
+after changing the environment.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AnalyzeSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    #: Entitlement id that analysis needs (the user's or their pair's); empty = free.
+    ANALYZE_ENTITLEMENT: str | None = None
+    #: "auto": OpenAI when OPENAI_API_KEY resolves, else offline; or force one of them.
+    ANALYZE_PROVIDER: Literal["auto", "openai", "offline"] = "auto"
+    #: When the provider fails (timeout, error, malformed output), answer offline instead.
+    ANALYZE_FALLBACK_OFFLINE: bool = True
+    ANALYZE_OPENAI_MODEL: str = "gpt-4o-mini"
+    #: Per HTTP request to OpenAI, in seconds.
+    ANALYZE_OPENAI_TIMEOUT_S: float = Field(default=15.0, gt=0, le=120)
+    #: The SDK's retries of timeouts, connection errors, 408/409/429/5xx (with backoff).
+    ANALYZE_OPENAI_MAX_RETRIES: int = Field(default=1, ge=0, le=5)
+    #: Requests made for malformed structured output (the first included).
+    ANALYZE_OPENAI_ATTEMPTS: int = Field(default=2, ge=1, le=5)
+    #: How long an analysis stays cached, in seconds (30 days).
+    ANALYZE_CACHE_TTL_S: int = Field(default=30 * 24 * 3600, ge=60)
+    #: Requests a minute per user on the analysing routes (others use RATE_LIMIT_PER_MINUTE).
+    ANALYZE_RATE_LIMIT_PER_MINUTE: int = Field(default=30, ge=1)
+
+    @field_validator("ANALYZE_ENTITLEMENT")
+    @classmethod
+    def _empty_is_free(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+
+@cache
+def settings() -> AnalyzeSettings:
+    from pydantic import ValidationError
+
+    from common.errors import ConfigError
+
+    try:
+        return AnalyzeSettings()
+    except ValidationError as exc:
+        names = ", ".join(str(err["loc"][0]) for err in exc.errors())  # names, never values
+        raise ConfigError(f"invalid setting(s): {names}") from None

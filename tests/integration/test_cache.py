@@ -315,3 +315,22 @@ def test_hits_misses_and_computes_are_counted():
     counts = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
     metrics.clear_metrics()
     assert counts == {"CacheMiss": 2, "CacheCompute": 1, "CacheHit": 1}
+
+
+def test_get_or_compute_refuses_to_compute_inside_a_caller_transaction():
+    # The entry would be published only at the caller's commit, after the lock's release.
+    k = cache.key("t", "in-transaction")
+    with pytest.raises(RuntimeError, match="inside a transaction"), db.transaction():
+        cache.get_or_compute(k, 60, lambda: pytest.fail("must not compute"))
+    cache.set(k, "hit", 60)
+    with db.transaction():  # a hit needs no lock and is fine
+        assert cache.get_or_compute(k, 60, lambda: pytest.fail("must not compute")) == "hit"
+
+
+def test_values_must_be_json():
+    k = cache.key("t", "not-json")
+    with pytest.raises(TypeError):
+        cache.set(k, {"when": object()}, 60)
+    with pytest.raises(TypeError):
+        cache.get_or_compute(k, 60, lambda: {1, 2})
+    assert cache.get(k) is None

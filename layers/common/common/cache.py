@@ -324,6 +324,7 @@ def get_or_compute(
         _count("CacheHit")
         return value
     _count("CacheMiss")
+    _require_no_open_transaction()
     try:
         with single_flight(key, wait_s=wait_s):
             row = db.execute(_GET, (key,), idempotent=True).fetchone()
@@ -357,6 +358,18 @@ def _get_or_refresh(key: str, ttl: int | float | timedelta, compute: Callable[[]
 
 
 _STORE_RETURNING = _SET + " RETURNING value"
+
+
+def _require_no_open_transaction() -> None:
+    """The computed entry must be committed before the lock is released, or the callers
+    waiting for it would miss it and compute again: so the store runs in autocommit, and
+    a caller inside a transaction on the main connection is refused."""
+    from psycopg.pq import TransactionStatus
+
+    if db.connection().info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError(
+            "cache.get_or_compute cannot compute inside a transaction on the main connection"
+        )
 
 
 def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable[[], T]) -> Any:

@@ -1,0 +1,1 @@
+"""revenuecat-webhook: RevenueCat events become entitlements and credits, exactly once."""

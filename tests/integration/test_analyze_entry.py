@@ -328,6 +328,17 @@ def test_pair_rules(database_url):
                           "VALUES (%s, %s, 'x', 'shared')", (author, other_pair))
 
 
+def test_refused_writes_do_not_carry_the_text(database_url):
+    # Postgres reports a failing row in full; the error raised must not carry the text
+    from analyze_entry import entries
+
+    (user,) = new_users(database_url, 1)
+    with pytest.raises(entries.EntryWriteFailed) as info:  # shared without a pair (0001's CHECK)
+        entries.insert(user, pair_id=None, title=SECRET, content=SECRET, visibility="shared", analysis=None)
+    assert SECRET not in str(info.value) and info.value.__suppress_context__
+    assert "journal_entries_check" in str(info.value)
+
+
 def test_bad_ids_and_bad_input(database_url):
     (user,) = new_users(database_url, 1)
     assert call("GET", "/entries/not-a-uuid", user)[0] == 404

@@ -8,6 +8,8 @@ clause. Entry text is passed as bound parameters only, never formatted into SQL 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -44,6 +46,27 @@ class NotPairMember(Forbidden):
     code = "not_pair_member"
 
 
+class EntryWriteFailed(RuntimeError):
+    """A write the database refused, described without the row (which holds the text)."""
+
+
+@contextmanager
+def _no_row_in_errors() -> Iterator[None]:
+    """Postgres reports a violated constraint with "DETAIL: Failing row contains (...)",
+    the entry's text included, and psycopg puts that detail in the exception's message,
+    where a traceback would log it. Re-raise such errors with their SQLSTATE and
+    constraint only."""
+    import psycopg
+
+    try:
+        yield
+    except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
+        if exc.diag.constraint_name == "journal_entries_author_in_pair":  # left the pair meanwhile
+            raise NotPairMember("you are not a member of this pair") from None
+        raise EntryWriteFailed(f"journal entry write refused: SQLSTATE {exc.sqlstate}, "
+                               f"constraint {exc.diag.constraint_name}") from None
+
+
 def pair_of(user_id: UUID) -> UUID | None:
     """The pair the user is in (a user is in at most one), or None."""
     row = db.execute(PAIR_OF_USER, {"user_id": user_id}, idempotent=True).fetchone()
@@ -52,19 +75,13 @@ def pair_of(user_id: UUID) -> UUID | None:
 
 def insert(author_id: UUID, *, pair_id: UUID | None, title: str | None, content: str, visibility: str,
            analysis: dict[str, Any] | None) -> dict[str, Any]:
-    import psycopg
     from psycopg.types.json import Jsonb
 
     params = {"author_id": author_id, "pair_id": pair_id, "title": title, "content": content,
               "visibility": visibility, "analysis": Jsonb(analysis) if analysis is not None else None,
               "analysed": analysis is not None}
-    try:
-        with db.transaction() as conn:
-            return conn.execute(INSERT_ENTRY, params).fetchone()
-    except psycopg.errors.CheckViolation as exc:
-        if exc.diag.constraint_name == "journal_entries_author_in_pair":  # left the pair meanwhile
-            raise NotPairMember("you are not a member of this pair") from None
-        raise
+    with _no_row_in_errors(), db.transaction() as conn:
+        return conn.execute(INSERT_ENTRY, params).fetchone()
 
 
 def visible(viewer: UUID, entry_id: UUID) -> dict[str, Any] | None:
@@ -79,4 +96,5 @@ def set_analysis(author_id: UUID, entry_id: UUID, analysis: dict[str, Any]) -> d
     from psycopg.types.json import Jsonb
 
     params = {"author_id": author_id, "id": entry_id, "analysis": Jsonb(analysis)}
-    return db.execute(SET_ANALYSIS, params, idempotent=True).fetchone()
+    with _no_row_in_errors():
+        return db.execute(SET_ANALYSIS, params, idempotent=True).fetchone()

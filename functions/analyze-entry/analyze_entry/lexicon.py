@@ -51,7 +51,7 @@ EMOTION_CUES: dict[str, str] = {
              "memorial burial buried miss_her miss_him missing_her missing_him",
     "joy": "happy happier happiest happiness joy joyful glad delighted delightful wonderful "
            "fantastic great awesome cheerful elated blissful bliss smile smiled smiling beaming "
-           "best_day over_the_moon",
+           "best_day over_the_moon celebrate celebrated celebrating danced dancing",
     "love": "love loved loving adore adored adoring cherish cherished sweetheart darling",
     "nervousness": "nervous anxious anxiety worried worry worrying worries uneasy tense stressed "
                    "stress stressful overwhelmed restless jittery on_edge",
@@ -80,6 +80,10 @@ NEGATORS = _words(
 )
 NEGATION_WINDOW = 3
 NEGATION_BREAKERS = _words("stop stopped help helped stand wait")
+
+#: Sadness cues that are tears of joy in a sentence whose other cues are all positive
+#: ("I was so happy I cried").
+TEARS = _words("cry cries cried crying tears tearful sob sobbed sobbing")
 
 #: Intensifiers right before a cue raise its weight.
 BOOSTERS = _words(

@@ -138,13 +138,24 @@ def analyse(user_id: UUID, title: str | None, content: str) -> Analysis:
 
 
 def _openai_key(s: AnalyzeSettings) -> str | None:
+    """The key when OpenAI is to be used. In "auto" mode a key that is configured but
+    cannot be resolved (a missing SSM parameter, say) is a provider failure: offline
+    when fallback is on, an error otherwise."""
     if s.ANALYZE_PROVIDER == "offline":
         return None
     from common import config
 
     if s.ANALYZE_PROVIDER == "openai":
         return config.require_secret("OPENAI_API_KEY")
-    return config.secret("OPENAI_API_KEY")
+    try:
+        return config.secret("OPENAI_API_KEY")
+    except Exception as exc:
+        if not s.ANALYZE_FALLBACK_OFFLINE:
+            raise
+        _count("AnalysisFallback")
+        logger.warning("OPENAI_API_KEY could not be resolved; answering offline",
+                       extra={"error_type": type(exc).__name__})
+        return None
 
 
 def _cached_openai(user_id: UUID, title: str | None, content: str, api_key: str,

@@ -106,6 +106,7 @@ def _scan(sentence: str) -> tuple[Counter[str], Counter[str]]:
     tokens = _WORD.findall(sentence.lower().replace("\u2019", "'"))
     emotions: Counter[str] = Counter()
     topics: Counter[str] = Counter()
+    tears = 0.0
     i = 0
     while i < len(tokens):
         span, labels, topic_labels = 1, _EMOTION_WORDS.get(tokens[i], []), _TOPIC_WORDS.get(tokens[i], [])
@@ -118,10 +119,16 @@ def _scan(sentence: str) -> tuple[Counter[str], Counter[str]]:
                 break
         if labels and not _negated(tokens, i):
             weight = _BOOST if i and tokens[i - 1] in lexicon.BOOSTERS else 1.0
-            for label in labels:
-                emotions[label] += weight
+            if span == 1 and tokens[i] in lexicon.TEARS:
+                tears += weight
+            else:
+                for label in labels:
+                    emotions[label] += weight
         topics.update(topic_labels)
         i += span
+    if tears:
+        positive, negative = _polarity(emotions)
+        emotions["joy" if positive and not negative else "sadness"] += tears
     return emotions, topics
 
 

@@ -16,8 +16,8 @@ Order safety (events arrive in any order, each at least once):
 - Credits: granted once per store transaction (ledger ref ``purchase:<transaction_id>``),
   whatever the event id; refunds and their reversals are remembered per transaction, so
   purchase, refund and reversal end in the same balance in any order.
-- Every effect on a user runs with that user's row locked (``FOR UPDATE``), so two events
-  of one user never interleave their reads and writes.
+- Every effect on a user runs with that user's row locked (``FOR NO KEY UPDATE``), so two
+  events of one user never interleave their reads and writes.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ WHERE coalesce(u.id, a.user_id) IS NOT NULL
 ORDER BY c.ord
 """
 
-LOCK_USERS = "SELECT id FROM users WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE"
+#: NO KEY UPDATE: serialises this user's events (and the ledger's balance updates) without
+#: blocking other functions that only insert rows referencing the user (FK key-share locks).
+LOCK_USERS = "SELECT id FROM users WHERE id = ANY(%(ids)s) ORDER BY id FOR NO KEY UPDATE"
 
 LEARN_ALIASES = """
 INSERT INTO revenuecat_aliases (app_user_id, user_id)

@@ -1,0 +1,85 @@
+"""process-image's Lambda handler: routes of its function URL, wiring only.
+
+    GET  /tools               the tools catalog
+    POST /uploads             a presigned upload form for one image
+    POST /generations         run a tool on an uploaded image, charged once
+    GET  /generations/<id>    one of the caller's generations, with a fresh URL
+    GET  /me                  balance, entitlements, recent generations
+
+Every route needs a Bearer JWT and counts against the caller's rate limit; POSTs honour
+``Idempotency-Key``. The work is in the domain modules (docs/process-image.md).
+"""
+
+from __future__ import annotations
+
+import time
+
+from aws_lambda_powertools.event_handler import Response, content_types
+
+from common import http
+from process_image import account, catalog, generations, uploads
+from process_image.models import (
+    GenerationIn,
+    GenerationOut,
+    GenerationView,
+    MeOut,
+    ToolOut,
+    ToolsOut,
+    UploadIn,
+    UploadOut,
+)
+
+app = http.make_resolver()
+
+
+@app.get("/tools")
+def list_tools() -> ToolsOut:
+    http.current_user(app)
+    from process_image import ai_tools
+
+    tools = catalog.list_tools()
+    ai_on = bool(ai_tools.api_key())
+    return ToolsOut(tools=[
+        ToolOut(id=t.id, name=t.name, description=t.description, kind=t.kind, credit_cost=t.credit_cost,
+                params_schema=t.params_schema, enabled=t.enabled, version=t.prompt_version,
+                available=t.enabled and (not t.is_ai or ai_on))
+        for t in tools
+    ])
+
+
+@app.post("/uploads")
+def create_upload(body: UploadIn) -> UploadOut:
+    user = http.current_user(app)
+    form = http.idempotent(app, lambda: UploadOut(**uploads.create_form(user.user_id, body.content_type,
+                                                                        body.size)).model_dump(mode="json"))
+    return UploadOut(**form)
+
+
+@app.post("/generations")
+def create_generation(body: GenerationIn) -> Response[GenerationOut]:
+    user = http.current_user(app)
+    deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000
+
+    def run() -> dict:
+        created = generations.create(user.user_id, body.tool_id, body.params, body.source_key,
+                                     deadline=deadline)
+        return GenerationOut(**created.as_dict()).model_dump(mode="json")
+
+    result = http.idempotent(app, run)
+    return Response(status_code=200 if result["cached"] else 201, content_type=content_types.APPLICATION_JSON,
+                    body=result)
+
+
+@app.get("/generations/<generation_id>")
+def get_generation(generation_id: str) -> GenerationView:
+    user = http.current_user(app)
+    return GenerationView(**generations.get(user.user_id, generation_id))
+
+
+@app.get("/me")
+def me() -> MeOut:
+    user = http.current_user(app)
+    return MeOut(**account.me(user.user_id))
+
+
+handler = http.make_handler(app)

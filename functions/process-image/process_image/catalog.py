@@ -1,0 +1,105 @@
+"""The tools catalog (table ``tools``, seeded by migration 0007): lookups, parameter
+validation against each tool's JSON Schema, and canonical parameters.
+
+Parameters are validated with fastjsonschema (draft-07), which also fills in the
+schema's defaults: the validated dict is the tool's canonical parameters, so ``{}`` and
+``{"radius": 2}`` (the default) are the same request and hit the same cache entry.
+Compiled validators are kept per (tool, version).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import db
+from common.errors import InvalidInput
+
+# --- Queries ---------------------------------------------------------------------------
+
+_COLUMNS = """id, name, kind, credit_cost, params_schema, prompt_template, prompt_version, model,
+              enabled, description, output_format, ai_options"""
+
+LIST_TOOLS = f"SELECT {_COLUMNS} FROM tools ORDER BY sort_order, id"
+
+GET_TOOL = f"SELECT {_COLUMNS} FROM tools WHERE id = %(id)s"
+
+
+@dataclass(frozen=True)
+class Tool:
+    id: str
+    name: str
+    kind: str  # local | ai
+    credit_cost: int
+    params_schema: dict[str, Any]
+    prompt_template: str | None
+    prompt_version: int  # the tool's version: its prompt template's and parameter schema's
+    model: str | None  # AI tools: None = the AI_IMAGE_MODEL setting
+    enabled: bool
+    description: str = ""
+    output_format: str | None = None  # jpeg | png | webp; None = the source's format
+    ai_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_ai(self) -> bool:
+        return self.kind == "ai"
+
+
+def list_tools() -> list[Tool]:
+    return [Tool(**row) for row in db.execute(LIST_TOOLS, idempotent=True).fetchall()]
+
+
+def enabled_tool(tool_id: str) -> Tool:
+    """The tool, if it exists and is enabled; otherwise InvalidInput (422, ``unknown_tool``)."""
+    row = db.execute(GET_TOOL, {"id": tool_id}, idempotent=True).fetchone()
+    if row is None or not row["enabled"]:
+        raise InvalidInput("no such tool, or it is disabled", code="unknown_tool")
+    return Tool(**row)
+
+
+# --- Parameters --------------------------------------------------------------------------
+
+_validators: dict[tuple[str, int], Callable[[Any], Any]] = {}
+_validators_lock = threading.Lock()
+
+
+def canonical_params(tool: Tool, params: dict[str, Any] | None) -> dict[str, Any]:
+    """``params`` validated against the tool's schema, defaults filled in (a new dict).
+
+    InvalidInput (422, ``invalid_params``) names the failing parameter and rule, never
+    the value sent.
+    """
+    import copy
+
+    from fastjsonschema import JsonSchemaException
+
+    data = copy.deepcopy(params) if params is not None else {}
+    try:
+        result = _validator(tool)(data)
+    except JsonSchemaException as exc:
+        # fastjsonschema's messages name the path ("data.width") and the rule, e.g.
+        # "must be bigger than or equal to 1" or "must be one of [...]" (the schema's own
+        # values), not the input.
+        message = str(getattr(exc, "message", "invalid parameters")).replace("data", "params", 1)
+        if "must not contain" in message:  # would quote the unknown names the client sent
+            message = "params has properties this tool does not take"
+        elif "by any definition" in message:  # anyOf: e.g. resize needs width or height
+            message = "params is missing a required combination of properties"
+        raise InvalidInput(message, code="invalid_params") from None
+    return result if isinstance(result, dict) else data
+
+
+def _validator(tool: Tool) -> Callable[[Any], Any]:
+    key = (tool.id, tool.prompt_version)
+    validator = _validators.get(key)
+    if validator is None:
+        import fastjsonschema
+
+        with _validators_lock:
+            validator = _validators.get(key)
+            if validator is None:
+                validator = fastjsonschema.compile(tool.params_schema, use_default=True)
+                _validators[key] = validator
+    return validator

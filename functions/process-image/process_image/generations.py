@@ -1,0 +1,330 @@
+"""Generations: the money path, and reading a user's generations back.
+
+``create`` runs a tool on an uploaded image the user owns and charges for it once:
+
+1. Validate: the tool exists and is enabled, the parameters fit its schema (defaults
+   filled in), the source key is well formed and under the user's prefix, the object
+   exists (HEAD: its ETag and version).
+2. Cache key over (user, tool, tool version, engine version, model, canonical
+   parameters, source ETag + version id). A hit returns the stored generation:
+   ``cached: true``, nothing charged, no tool run, no new object.
+3. Miss: inside ``cache.single_flight(key)`` (one caller per key across all containers;
+   the others wait, then find the entry), check the cache again, reserve the credits,
+   read the source (size limit), decode it (pixel limit), run the tool, store the result
+   under the user's prefix in the generations bucket, then in ONE transaction settle the
+   reservation, insert the generation and write the cache entry.
+4. Any failure after the reservation refunds it (and removes a stored result that was
+   never recorded). A container that dies mid-way leaves the reservation 'reserved';
+   cache-cleanup refunds those older than its RESERVATION_STALE_AFTER_S.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from common import cache, db, ledger, storage
+from common.errors import AppError, Conflict, GatewayTimeout, NotFound, Unavailable
+from common.observability import logger
+from process_image import catalog, images
+from process_image import settings as settings_module
+from process_image.catalog import Tool
+from process_image.settings import Settings
+
+CACHE_NAMESPACE = "process-image:generation"
+#: Reservation idempotency keys are "process-image:<generation id>".
+RESERVATION_PREFIX = "process-image:"
+#: Longest wait for another caller's identical local generation.
+LOCAL_WAIT_S = 60.0
+
+# --- Queries ---------------------------------------------------------------------------
+
+INSERT_GENERATION = """
+INSERT INTO generations (id, user_id, tool_id, tool_version, model, params, source_key, source_etag,
+                         result_key, result_content_type, result_bytes, width, height, status,
+                         cache_key, credits_charged, reservation_id)
+VALUES (%(id)s, %(user_id)s, %(tool_id)s, %(tool_version)s, %(model)s, %(params)s, %(source_key)s,
+        %(source_etag)s, %(result_key)s, %(content_type)s, %(result_bytes)s, %(width)s, %(height)s,
+        'succeeded', %(cache_key)s, %(credits_charged)s, %(reservation_id)s)
+RETURNING created_at
+"""
+
+_GENERATION_COLUMNS = """id, tool_id, params, status, result_key, result_content_type, width, height,
+       credits_charged, error_code, created_at"""
+
+GET_GENERATION = f"""
+SELECT {_GENERATION_COLUMNS}
+  FROM generations
+ WHERE id = %(id)s AND user_id = %(user_id)s
+"""
+
+RECENT_GENERATIONS = f"""
+SELECT {_GENERATION_COLUMNS}
+  FROM generations
+ WHERE user_id = %(user_id)s
+ ORDER BY created_at DESC, id
+ LIMIT %(limit)s
+"""
+
+
+# --- Results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Created:
+    generation_id: str
+    status: str
+    tool_id: str
+    url: str
+    expires_at: datetime
+    cached: bool
+    credits_charged: int
+    balance: int
+    content_type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str
+    etag: str
+    version_id: str | None
+    size: int
+
+
+# --- The money path --------------------------------------------------------------------
+
+
+def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str, *,
+           deadline: float | None = None) -> Created:
+    """Run ``tool_id`` on ``source_key`` for the user, charged once (see the module doc).
+
+    ``deadline`` is the Lambda's deadline as a ``time.monotonic()`` value.
+    """
+    s = settings_module.get()
+    tool = catalog.enabled_tool(tool_id)
+    canonical = catalog.canonical_params(tool, params)
+    model = None
+    if tool.is_ai:
+        from process_image import ai_tools
+
+        ai_tools.render_prompt(tool, canonical)  # a catalog bug fails before anything is charged
+        model = tool.model or s.AI_IMAGE_MODEL
+    source = _head_source(s, storage.validate_user_key(source_key, user_id))
+    key = cache_key(user_id, tool, model, canonical, source)
+
+    hit = cache.get(key)
+    if hit is not None:
+        return _cached(user_id, tool, hit, s)
+    if tool.is_ai:
+        from process_image import ai_tools
+
+        ai_tools.require_available()  # 503 ai_unavailable: nothing reserved, nothing charged
+    with cache.single_flight(key, wait_s=_wait_s(tool, s, deadline)):
+        hit = cache.get(key)  # stored by the caller we waited for
+        if hit is not None:
+            return _cached(user_id, tool, hit, s)
+        return _generate(user_id, tool, model, canonical, source, key, s, deadline)
+
+
+def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any],
+              source: Source) -> str:
+    if tool.is_ai:
+        from process_image import ai_tools
+
+        engine = f"ai-{ai_tools.ENGINE_VERSION}"
+    else:
+        from process_image import local_tools
+
+        engine = f"local-{local_tools.ENGINE_VERSION}"
+    return cache.key(CACHE_NAMESPACE, user=user_id, tool=tool.id, version=tool.prompt_version,
+                     engine=engine, model=model, params=params,
+                     source={"etag": source.etag, "version": source.version_id, "size": source.size})
+
+
+def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], source: Source,
+              key: str, s: Settings, deadline: float | None) -> Created:
+    generation_id = uuid.uuid4()
+    started = time.perf_counter()
+    reservation = None
+    if tool.credit_cost > 0:
+        reservation = ledger.reserve(user_id, tool.credit_cost,
+                                     idempotency_key=f"{RESERVATION_PREFIX}{generation_id}",
+                                     reason=f"generation: {tool.id}")
+    stored_key = None
+    try:
+        decoded = images.decode(_read_source(s, source), max_pixels=s.IMAGE_MAX_PIXELS)
+        if tool.is_ai:
+            from process_image import ai_tools
+
+            assert model is not None
+            encoded = ai_tools.run(tool, params, decoded, model=model, user_id=str(user_id),
+                                   settings=s, deadline=deadline)
+        else:
+            from process_image import local_tools
+
+            encoded = local_tools.run(tool, params, decoded, max_pixels=s.IMAGE_MAX_PIXELS)
+        del decoded
+        result_key = storage.user_key(user_id, "generations", f"{generation_id}.{encoded.extension}")
+        with _storage_errors():
+            storage.put(s.bucket("GENERATIONS_BUCKET"), result_key, encoded.data, encoded.content_type)
+        stored_key = result_key
+        row = {
+            "id": generation_id, "user_id": user_id, "tool_id": tool.id, "tool_version": tool.prompt_version,
+            "model": model, "params": _jsonb(params), "source_key": source.key, "source_etag": source.etag,
+            "result_key": result_key, "content_type": encoded.content_type, "result_bytes": len(encoded.data),
+            "width": encoded.width, "height": encoded.height, "cache_key": key,
+            "credits_charged": tool.credit_cost, "reservation_id": reservation.id if reservation else None,
+        }
+        entry = {"generation_id": str(generation_id), "result_key": result_key,
+                 "content_type": encoded.content_type}
+        with db.transaction() as tx:
+            if reservation is not None:
+                _settle(reservation.id, tx)
+            tx.execute(INSERT_GENERATION, row)
+            cache.set(key, entry, s.GENERATION_CACHE_TTL_S, conn=tx)
+    except BaseException as exc:
+        if reservation is not None:
+            _refund(reservation.id, exc)
+        if stored_key is not None:
+            _delete_quietly(s.bucket("GENERATIONS_BUCKET"), stored_key)
+        raise
+    logger.info("generation stored", extra={"tool": tool.id, "credits": tool.credit_cost,
+                                            "ms": round((time.perf_counter() - started) * 1000)})
+    url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), result_key,
+                                            expires_s=s.DOWNLOAD_URL_TTL_S)
+    return Created(str(generation_id), "succeeded", tool.id, url, expires_at, cached=False,
+                   credits_charged=tool.credit_cost, balance=ledger.balance(user_id),
+                   content_type=encoded.content_type)
+
+
+def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) -> Created:
+    url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), entry["result_key"],
+                                            expires_s=s.DOWNLOAD_URL_TTL_S)
+    return Created(entry["generation_id"], "succeeded", tool.id, url, expires_at, cached=True,
+                   credits_charged=0, balance=ledger.balance(user_id), content_type=entry["content_type"])
+
+
+def _settle(reservation_id: uuid.UUID, tx: Any) -> None:
+    try:
+        ledger.settle(reservation_id, conn=tx)
+    except Conflict:
+        # cache-cleanup refunded it as stale: this run outlived every timeout. The
+        # credits are back with the user; record nothing.
+        raise GatewayTimeout("the generation took too long; nothing was charged") from None
+
+
+def _refund(reservation_id: uuid.UUID, exc: BaseException) -> None:
+    code = exc.code if isinstance(exc, AppError) else type(exc).__name__
+    try:
+        ledger.refund(reservation_id, reason=f"generation failed: {code}")
+    except Exception as refund_exc:
+        # The database is unreachable or the reservation is settled already; if it is
+        # still open, cache-cleanup refunds it once it is stale.
+        logger.error("refund failed; left to cache-cleanup", extra={
+            "reservation_id": str(reservation_id), "error": type(refund_exc).__name__})
+
+
+def _wait_s(tool: Tool, s: Settings, deadline: float | None) -> float:
+    """How long to wait for an identical request's run: its longest run, within our deadline."""
+    wait = s.AI_TIMEOUT_S * (s.AI_MAX_RETRIES + 1) + 15 if tool.is_ai else LOCAL_WAIT_S
+    if deadline is not None:
+        wait = min(wait, deadline - time.monotonic() - 5)
+    return max(wait, 0.5)
+
+
+# --- Reading back ----------------------------------------------------------------------
+
+
+def get(user_id: uuid.UUID, generation_id: str) -> dict[str, Any]:
+    """The user's own generation with a fresh download URL; anyone else's is NotFound."""
+    try:
+        gid = uuid.UUID(generation_id)
+    except ValueError:
+        raise NotFound("generation not found") from None
+    row = db.execute(GET_GENERATION, {"id": gid, "user_id": user_id}, idempotent=True).fetchone()
+    if row is None:
+        raise NotFound("generation not found")
+    return _view(row, settings_module.get())
+
+
+def recent(user_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+    if limit <= 0:
+        return []
+    s = settings_module.get()
+    rows = db.execute(RECENT_GENERATIONS, {"user_id": user_id, "limit": limit}, idempotent=True).fetchall()
+    return [_view(row, s) for row in rows]
+
+
+def _view(row: dict[str, Any], s: Settings) -> dict[str, Any]:
+    url = expires_at = None
+    if row["status"] == "succeeded" and row["result_key"]:
+        url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), row["result_key"],
+                                                expires_s=s.DOWNLOAD_URL_TTL_S)
+    return {
+        "generation_id": str(row["id"]), "tool_id": row["tool_id"], "status": row["status"],
+        "params": row["params"], "url": url, "expires_at": expires_at,
+        "content_type": row["result_content_type"], "width": row["width"], "height": row["height"],
+        "credits_charged": row["credits_charged"], "error_code": row["error_code"],
+        "created_at": row["created_at"],
+    }
+
+
+# --- Storage ---------------------------------------------------------------------------
+
+
+def _head_source(s: Settings, key: str) -> Source:
+    with _storage_errors():
+        meta = storage.head(s.bucket("UPLOADS_BUCKET"), key)
+    if meta is None:
+        raise NotFound("source image not found")
+    return Source(key=key, etag=str(meta.get("ETag", "")).strip('"'), version_id=meta.get("VersionId"),
+                  size=int(meta.get("ContentLength", 0)))
+
+
+def _read_source(s: Settings, source: Source) -> bytes:
+    """The source's bytes (size-limited), and the same object the cache key named."""
+    with _storage_errors():
+        data = storage.read(s.bucket("UPLOADS_BUCKET"), source.key, max_bytes=s.IMAGE_MAX_UPLOAD_BYTES)
+    # An ETag of a single-part SSE-S3 object is the MD5 of its bytes. If ours differs,
+    # either the object was replaced since the HEAD (then the cache key names another
+    # image) or the ETag is not an MD5 (multipart, KMS): ask S3 again to tell which.
+    if hashlib.md5(data, usedforsecurity=False).hexdigest() != source.etag:
+        again = _head_source(s, source.key)
+        if (again.etag, again.version_id) != (source.etag, source.version_id):
+            raise Conflict("the source image changed while it was being read; retry")
+    return data
+
+
+def _delete_quietly(bucket: str, key: str) -> None:
+    try:
+        storage.s3().delete_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        logger.warning("could not remove an unrecorded result", extra={"error": type(exc).__name__})
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    """S3 failing (throttling, outage, misconfiguration) is 503: retry later."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        logger.error("storage failed", extra={"error": type(exc).__name__, "s3_code": code})
+        raise Unavailable("image storage is unavailable; retry shortly") from None
+
+
+def _jsonb(value: Any) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)

@@ -1,0 +1,51 @@
+"""process-image's settings: environment variables, read with pydantic-settings.
+
+Read per request (``get()``; a few microseconds) rather than cached, so a changed
+environment (tests, the local runner) takes effect without a restart. Secrets
+(``OPENAI_API_KEY``) go through ``common.config.secret`` instead.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    UPLOADS_BUCKET: str = ""
+    GENERATIONS_BUCKET: str = ""
+    #: Largest upload accepted (the presigned POST's content-length-range) and read back.
+    IMAGE_MAX_UPLOAD_BYTES: int = Field(default=20 * MiB, ge=1024, le=100 * MiB)
+    #: Largest image, in pixels, decoded or produced (header checked before decoding).
+    IMAGE_MAX_PIXELS: int = Field(default=40_000_000, ge=10_000, le=100_000_000)
+    #: The model for AI tools whose catalog row names none.
+    AI_IMAGE_MODEL: str = "gpt-image-1"
+    #: Seconds one OpenAI image-edit attempt may take (the SDK's request timeout).
+    AI_TIMEOUT_S: float = Field(default=60.0, gt=0, le=300)
+    #: Extra attempts after a timeout, connection error, 429 or 5xx (the SDK's retries).
+    AI_MAX_RETRIES: int = Field(default=1, ge=0, le=3)
+    #: How long an identical request returns the stored generation instead of paying again.
+    GENERATION_CACHE_TTL_S: int = Field(default=30 * 24 * 3600, ge=60)
+    #: Lifetime of presigned download URLs and of upload forms.
+    DOWNLOAD_URL_TTL_S: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    UPLOAD_URL_TTL_S: int = Field(default=300, ge=30, le=3600)
+    #: How many recent generations GET /me lists.
+    RECENT_GENERATIONS: int = Field(default=10, ge=0, le=100)
+
+
+    def bucket(self, name: str) -> str:
+        """A bucket setting that this code path cannot do without."""
+        value = getattr(self, name)
+        if not value:
+            from common.errors import ConfigError
+
+            raise ConfigError(f"{name} is not set")
+        return str(value)
+
+
+def get() -> Settings:
+    return Settings()

@@ -67,3 +67,22 @@ def test_no_named_prepared_statements_are_left_on_the_session():
     for _ in range(10):
         db.execute("SELECT 1 + %s AS n", (1,))
     assert db.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] == 0
+
+
+def test_unreachable_database_raises_operational_error(monkeypatch):
+    # Given a database URL nobody answers at
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/none")
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_S", "1")
+    from common import config
+
+    config.settings.cache_clear()
+    db.reset()
+    # Then opening a transaction fails with the driver's own error, for callers to map to 5xx
+    with pytest.raises(psycopg.OperationalError), db.transaction():
+        pass
+    config.settings.cache_clear()

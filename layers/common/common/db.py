@@ -97,8 +97,8 @@ def transaction(
     import psycopg
 
     with ExitStack() as stack:
+        conn = connect()  # a failure to connect at all propagates as it is
         try:
-            conn = connect()
             stack.enter_context(conn.transaction())
         except psycopg.OperationalError:
             if not conn.broken:

@@ -1,0 +1,51 @@
+"""checkout: the web catalog and the start of a payment (routes of its function URL).
+
+    GET  /products   the purchasable products with their web prices
+    POST /paymob     {product_id, currency?, billing?} -> Paymob intention (client secret, checkout URL)
+    POST /stripe     {product_id, currency?}           -> Stripe Checkout Session URL
+
+Every route needs a user JWT; the POSTs honour Idempotency-Key. Provider failures answer
+502 (504 on timeout) with the order marked failed. The webhooks complete the payment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import Response, content_types
+
+from checkout import logic
+from checkout.models import CheckoutIn, PaymobCheckoutIn, PaymobCheckoutOut, ProductsOut, StripeCheckoutOut
+from common import http
+
+#: Starting a checkout costs a provider call: a tighter limit than the default.
+CHECKOUT_LIMIT_PER_MINUTE = 20
+
+app = http.make_resolver(max_body_bytes=16 * 1024)
+
+
+@app.get("/products")
+def products() -> ProductsOut:
+    http.current_user(app)
+    return ProductsOut.model_validate(logic.list_products())
+
+
+@app.post("/paymob")
+def paymob(body: PaymobCheckoutIn) -> Response[PaymobCheckoutOut]:
+    user = http.current_user(app, route_limit=CHECKOUT_LIMIT_PER_MINUTE)
+    result = http.idempotent(app, lambda: logic.start_paymob(user, body), user=user)
+    return _created(PaymobCheckoutOut.model_validate(result).model_dump(mode="json"))
+
+
+@app.post("/stripe")
+def stripe(body: CheckoutIn) -> Response[StripeCheckoutOut]:
+    user = http.current_user(app, route_limit=CHECKOUT_LIMIT_PER_MINUTE)
+    result = http.idempotent(app, lambda: logic.start_stripe(user, body), user=user)
+    return _created(StripeCheckoutOut.model_validate(result).model_dump(mode="json"))
+
+
+def _created(body: dict[str, Any]) -> Response[Any]:
+    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+handler = http.make_handler(app)

@@ -1,0 +1,112 @@
+"""Starting a payment: an order of ours first, then the provider's checkout.
+
+The order is committed before the provider is called. If the call fails, the order is
+marked failed (``provider_error``) before the error is answered (502/504), so nothing
+is half-created: either the client gets a usable checkout and the order is ``pending``
+with the provider's ids, or the order is ``failed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from checkout import catalog, paymob, stripe_checkout
+from checkout.models import CheckoutIn, PaymobCheckoutIn
+from checkout.settings import settings
+from common import config, payments
+from common.auth import Principal
+from common.errors import BadGateway
+from common.observability import logger
+
+T = TypeVar("T")
+
+
+def list_products() -> dict[str, Any]:
+    return {"products": catalog.products()}
+
+
+def start_paymob(user: Principal, body: PaymobCheckoutIn) -> dict[str, Any]:
+    s = settings()
+    secret_key = config.require_secret("PAYMOB_SECRET_KEY")
+    methods = s.paymob_payment_methods()
+    public_key = s.require("PAYMOB_PUBLIC_KEY")
+    api_url = config.settings().PAYMOB_API_URL.rstrip("/")
+    price = catalog.price(body.product_id, "paymob", body.currency or s.PAYMOB_CURRENCY)
+    order = payments.create_order(user.user_id, price.id, "paymob", price.amount_minor, price.currency)
+    billing = body.billing.model_dump() if body.billing else {}
+    email = billing.get("email") or _email(user)
+    payload: dict[str, Any] = {
+        "amount": price.amount_minor,
+        "currency": price.currency,
+        "payment_methods": methods,
+        "items": [{"name": price.name, "amount": price.amount_minor, "description": price.name,
+                   "quantity": 1}],
+        "billing_data": {"first_name": billing.get("first_name") or "NA",
+                         "last_name": billing.get("last_name") or "NA",
+                         "email": email or "NA", "phone_number": billing.get("phone_number") or "NA"},
+        "special_reference": str(order.id),  # lands as merchant_order_id (unsigned: not trusted)
+        "extras": {"order_id": str(order.id), "user_id": str(user.user_id), "product_id": price.id},
+    }
+    if s.PAYMOB_NOTIFICATION_URL:
+        payload["notification_url"] = s.PAYMOB_NOTIFICATION_URL
+    if s.PAYMOB_REDIRECTION_URL:
+        payload["redirection_url"] = s.PAYMOB_REDIRECTION_URL
+    intention = _or_fail(order, lambda: paymob.create_intention(
+        api_url=api_url, secret_key=secret_key, timeout_s=s.PAYMOB_TIMEOUT_S, payload=payload))
+    _attach(order, provider_order_id=str(intention.intention_order_id), checkout_id=intention.id)
+    query = urlencode({"publicKey": public_key, "clientSecret": intention.client_secret})
+    return {
+        "order_id": str(order.id),
+        "intention_id": intention.id,
+        "client_secret": intention.client_secret,
+        "public_key": public_key,
+        "checkout_url": f"{api_url}/unifiedcheckout/?{query}",
+        "amount_minor": order.amount_minor,
+        "currency": order.currency,
+    }
+
+
+def start_stripe(user: Principal, body: CheckoutIn) -> dict[str, Any]:
+    s = settings()
+    config.require_secret("STRIPE_API_KEY")
+    success_url, cancel_url = s.require("STRIPE_SUCCESS_URL"), s.require("STRIPE_CANCEL_URL")
+    price = catalog.price(body.product_id, "stripe", body.currency or s.STRIPE_CURRENCY)
+    order = payments.create_order(user.user_id, price.id, "stripe", price.amount_minor, price.currency)
+    params = stripe_checkout.session_params(
+        order, provider_price_id=price.provider_product_id, email=_email(user),
+        success_url=success_url, cancel_url=cancel_url)
+    session = _or_fail(order, lambda: stripe_checkout.create_session(
+        params, idempotency_key=f"checkout-order-{order.id}"))
+    _attach(order, provider_order_id=session.id, checkout_id=session.id)
+    return {"order_id": str(order.id), "session_id": session.id, "url": session.url,
+            "amount_minor": order.amount_minor, "currency": order.currency}
+
+
+def _or_fail(order: payments.Order, call: Callable[[], T]) -> T:
+    """Run the provider call; on any failure mark the order failed, then re-raise."""
+    try:
+        return call()
+    except Exception:
+        payments.fail_order(order.id, "provider_error")
+        raise
+
+
+def _attach(order: payments.Order, *, provider_order_id: str, checkout_id: str) -> None:
+    import psycopg
+
+    try:
+        attached = payments.attach_checkout(order.id, provider_order_id=provider_order_id,
+                                            checkout_id=checkout_id)
+    except psycopg.errors.UniqueViolation:
+        attached = False  # the provider reused an order id we already hold: unusable
+    if not attached:
+        logger.error("provider checkout could not be attached", extra={"order_id": str(order.id)})
+        payments.fail_order(order.id, "provider_error")
+        raise BadGateway("the payment provider answered unexpectedly")
+
+
+def _email(user: Principal) -> str | None:
+    email = user.claims.get("email")
+    return email if isinstance(email, str) and "@" in email else None

@@ -1,0 +1,70 @@
+"""Checkout's request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_CURRENCY = r"^[A-Za-z]{3}$"
+
+
+class CheckoutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str = Field(min_length=1, max_length=64)
+    #: ISO 4217; default: the provider's account currency (PAYMOB_CURRENCY / STRIPE_CURRENCY).
+    currency: str | None = Field(default=None, pattern=_CURRENCY)
+
+
+class BillingIn(BaseModel):
+    """Paymob requires billing data; what the client does not give is sent as "NA"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: str | None = Field(default=None, max_length=254)
+    phone_number: str | None = Field(default=None, max_length=32)
+
+
+class PaymobCheckoutIn(CheckoutIn):
+    billing: BillingIn | None = None
+
+
+class Price(BaseModel):
+    provider: str
+    currency: str
+    amount_minor: int
+
+
+class Product(BaseModel):
+    id: str
+    kind: str
+    name: str
+    credits: int
+    entitlement_ids: list[str]
+    period_days: int | None
+    prices: list[Price]
+
+
+class ProductsOut(BaseModel):
+    products: list[Product]
+
+
+class PaymobCheckoutOut(BaseModel):
+    order_id: uuid.UUID
+    intention_id: str
+    client_secret: str
+    public_key: str
+    checkout_url: str
+    amount_minor: int
+    currency: str
+
+
+class StripeCheckoutOut(BaseModel):
+    order_id: uuid.UUID
+    session_id: str
+    url: str
+    amount_minor: int
+    currency: str

@@ -1,0 +1,1 @@
+"""The paymob-webhook function: Paymob's transaction callbacks."""

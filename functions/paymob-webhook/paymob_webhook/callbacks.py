@@ -1,0 +1,137 @@
+"""What a verified Paymob transaction callback does to our orders.
+
+Only signed fields decide: the order is found by the signed ``order.id`` (the intention
+order id checkout stored), never by the unsigned ``merchant_order_id``; the signed
+``amount_cents`` and ``currency`` must equal the order's. The unsigned ``is_refund`` /
+``is_void`` only tell a refund child apart from another child (``has_parent_transaction``
+is signed). Each state of a transaction is one inbox event (``<id>:<state>``), applied in
+the same transaction as its effects.
+
+- unknown order: payment recorded ``unmatched``.
+- success, not pending, amounts match, order open: order paid, credits / plan delivered once.
+- success, amounts differ: payment ``mismatch``, audit row, nothing given.
+- success, order already paid: payment ``duplicate``, audit row (a double payment to refund).
+- pending: payment ``pending``, order pending. Declined: order failed (unless paid).
+- refund/void child, successful: credits taken back in proportion, shortfall recorded.
+- parent flagged ``is_refunded`` / ``is_voided``: the rest of the order refunded, if this
+  transaction paid it and no child refund was applied already.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from common import db, inbox, payments
+from common.observability import logger
+from paymob_webhook.models import Transaction
+
+PROVIDER = "paymob"
+EVENT_TYPE = "TRANSACTION"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # answered to Paymob, for logs and tests
+    inbox: str = "processed"  # processed | ignored | unmatched
+    note: str | None = None
+
+
+def process(txn: Transaction, callback: dict[str, Any], *, headers: Any, raw: str | bytes) -> str:
+    """Apply one verified callback exactly once; the answer's ``status``."""
+    key = f"{txn.id}:{txn.state}"
+    try:
+        with db.transaction() as conn:
+            if not inbox.record(conn, PROVIDER, key, headers=headers, body=raw, signature_ok=True,
+                                event_type=EVENT_TYPE):
+                return "duplicate"
+            outcome = apply(conn, txn, callback, event_id=key)
+            inbox.mark(conn, PROVIDER, key, outcome.inbox, error=outcome.note)
+    except Exception as exc:
+        payments.record_failure(PROVIDER, key, headers=headers, body=raw, event_type=EVENT_TYPE, error=exc)
+        raise
+    logger.info("paymob callback applied", extra={"event_id": key, "outcome": outcome.status})
+    return outcome.status
+
+
+def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: str) -> Outcome:
+    order = payments.lock_order(conn, provider=PROVIDER, provider_order_id=str(txn.order_id))
+
+    def record(status: str, *, kind: str = "payment", note: str | None = None) -> None:
+        payments.record_payment(
+            conn, provider=PROVIDER, transaction_id=str(txn.id), order_id=order.id if order else None,
+            status=status, amount_minor=txn.amount_cents, currency=txn.currency, raw=callback, kind=kind,
+            parent_transaction_id=None if txn.parent_transaction is None else str(txn.parent_transaction),
+            note=note)
+
+    if order is None:
+        record("unmatched")
+        logger.warning("paymob callback for an unknown order", extra={"paymob_order_id": txn.order_id})
+        return Outcome("unmatched", "unmatched", "unknown order")
+
+    if txn.has_parent_transaction and (txn.is_refund or txn.is_void):
+        return _refund_child(conn, txn, order, record, event_id)
+    if txn.is_refunded or txn.is_voided:
+        return _refunded_parent(conn, txn, order, record, event_id)
+    if txn.has_parent_transaction:
+        record("ignored", note="child transaction")
+        return Outcome("ignored", "ignored", "child transaction")
+    if txn.pending:
+        record("pending")
+        payments.mark_pending(conn, order)
+        return Outcome("pending")
+    if not txn.success:
+        record("declined")
+        payments.fail_order(order.id, "declined", conn=conn)
+        return Outcome("declined")
+    if (txn.amount_cents, txn.currency) != (order.amount_minor, order.currency):
+        record("mismatch", note="amount_mismatch")
+        payments.audit(conn, PROVIDER, "amount_mismatch", order.id, {
+            "transaction_id": txn.id, "expected": [order.amount_minor, order.currency],
+            "received": [txn.amount_cents, txn.currency]})
+        logger.warning("paymob amount mismatch", extra={"order_id": str(order.id), "transaction_id": txn.id})
+        return Outcome("mismatch", "ignored", "amount_mismatch")
+    if order.is_paid:
+        record("duplicate", note="order already paid")
+        payments.audit(conn, PROVIDER, "double_payment", order.id, {"transaction_id": txn.id})
+        logger.warning("paymob order paid twice", extra={"order_id": str(order.id), "transaction_id": txn.id})
+        return Outcome("duplicate_payment")
+    record("paid")
+    period_end = payments.next_period_end(conn, order) if order.is_plan else None
+    payments.pay(conn, order, event_id=event_id, period_end=period_end)
+    return Outcome("paid")
+
+
+def _refund_child(conn: Any, txn: Transaction, order: payments.Order, record: Any, event_id: str) -> Outcome:
+    """A refund or void transaction of its own: its signed amount is what went back."""
+    status = "voided" if txn.is_void else "refunded"
+    if not txn.success or txn.pending:
+        record("declined", kind="refund")
+        return Outcome("ignored", "ignored", "refund not successful")
+    if txn.currency != order.currency:
+        record("mismatch", kind="refund", note="currency_mismatch")
+        return Outcome("mismatch", "ignored", "currency_mismatch")
+    record(status, kind="refund")
+    total = order.amount_minor if txn.is_void else order.refunded_minor + txn.amount_cents
+    result = payments.refund(conn, order, total, ref=f"refund:{txn.id}", event_id=event_id)
+    if result is None:
+        return Outcome("ignored", "ignored", "nothing to refund")
+    return Outcome(status)
+
+
+def _refunded_parent(conn: Any, txn: Transaction, order: payments.Order, record: Any,
+                     event_id: str) -> Outcome:
+    """The paying transaction again, now flagged refunded/voided (signed). Its refunded
+    amount is not signed: a refund already applied from its child stands for it;
+    otherwise the order is refunded in full."""
+    status = "voided" if txn.is_voided else "refunded"
+    before = payments.get_payment(conn, PROVIDER, str(txn.id))
+    record(status)
+    if before is None or before["status"] not in ("paid", "refunded", "voided"):
+        return Outcome("ignored", "ignored", "transaction did not pay the order")
+    if order.refunded_minor > 0:
+        return Outcome("ignored", "ignored", "refund already applied")
+    result = payments.refund(conn, order, order.amount_minor, ref=f"refund:{txn.id}", event_id=event_id)
+    if result is None:
+        return Outcome("ignored", "ignored", "nothing to refund")
+    return Outcome(status)

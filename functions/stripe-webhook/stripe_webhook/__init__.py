@@ -1,0 +1,2 @@
+"""The stripe-webhook function: Stripe's events about checkouts, invoices, subscriptions
+and refunds."""

@@ -1,0 +1,447 @@
+"""Orders and payments of web purchases (Stripe, Paymob): shared by ``checkout`` and the
+two payment webhooks.
+
+An order is made by checkout before the provider is called, attached to the provider's
+checkout (Paymob intention order id, Stripe session id) and then moved by the webhooks:
+
+    created -> pending -> paid -> refunded        created|pending -> failed -> pending|paid
+
+(the database refuses any other move: trigger ``orders_status_transition``, 0006). What
+an order buys is delivered by ``pay`` exactly once: credits through ``common.ledger.grant``
+with the reference ``order:<id>``, plans as ``entitlements`` rows (source ``stripe`` or
+``paymob``) recomputed from the user's plan orders by ``sync_entitlements``. Refunds
+(``refund``) take back the credits in proportion to the amount refunded, as far as the
+balance allows (``ledger.clawback``), and record any shortfall.
+
+Every function that writes takes the caller's connection: a webhook's inbox row, its
+payment row and its effects commit together. ``stripe_client()`` is the Stripe SDK
+client both checkout and stripe-webhook use (``stripe`` is their dependency, imported on
+first use).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from common import db, ledger
+from common.errors import NotFound
+from common.observability import logger
+
+if TYPE_CHECKING:
+    import psycopg
+    import stripe
+
+PROVIDERS = ("stripe", "paymob")
+#: Stripe subscription statuses that give access until the period end.
+ACCESS_STATUSES = ("active", "trialing", "past_due")
+#: Seconds the Stripe SDK waits for an answer, and its retries (POSTs carry our
+#: idempotency key, so a retry never makes a second session).
+STRIPE_TIMEOUT_S = 10
+STRIPE_RETRIES = 1
+
+# --- Queries ---------------------------------------------------------------------------
+
+_ORDER_COLUMNS = """
+    o.id, o.user_id, o.product_id, o.provider, o.status, o.amount_minor, o.currency,
+    o.provider_order_id, o.provider_checkout_id, o.failure_code, o.paid_at, o.refunded_minor,
+    o.period_end, o.subscription_id, o.subscription_status, o.cancel_at_period_end, o.state_at,
+    o.state_event_id, o.created_at, p.kind AS product_kind, p.name AS product_name, p.credits,
+    p.entitlement_ids, p.period_days
+"""
+
+CREATE_ORDER = f"""
+WITH o AS (
+    INSERT INTO orders (user_id, product_id, provider, amount_minor, currency)
+    VALUES (%(user_id)s, %(product_id)s, %(provider)s, %(amount_minor)s, %(currency)s)
+    RETURNING *
+)
+SELECT {_ORDER_COLUMNS} FROM o JOIN products p ON p.id = o.product_id
+"""
+
+#: The provider's checkout exists: the order waits for its payment.
+ATTACH_CHECKOUT = """
+UPDATE orders SET provider_order_id = %(provider_order_id)s, provider_checkout_id = %(checkout_id)s,
+                  status = 'pending', updated_at = now()
+WHERE id = %(id)s AND status = 'created'
+RETURNING id
+"""
+
+FAIL_ORDER = """
+UPDATE orders SET status = 'failed', failure_code = %(code)s, updated_at = now()
+WHERE id = %(id)s AND status IN ('created', 'pending')
+RETURNING id
+"""
+
+MARK_PENDING = """
+UPDATE orders SET status = 'pending', failure_code = NULL, updated_at = now()
+WHERE id = %(id)s AND status IN ('created', 'failed')
+RETURNING id
+"""
+
+#: Paid once: a second payment of the same order matches nothing.
+MARK_PAID = """
+UPDATE orders SET status = 'paid', paid_at = now(), failure_code = NULL, updated_at = now(),
+                  period_end = coalesce(%(period_end)s, period_end)
+WHERE id = %(id)s AND status IN ('created', 'pending', 'failed')
+RETURNING id
+"""
+
+_SELECT_ORDER = f"SELECT {_ORDER_COLUMNS} FROM orders o JOIN products p ON p.id = o.product_id"
+LOCK_BY_ID = f"{_SELECT_ORDER} WHERE o.id = %(id)s FOR UPDATE OF o"
+LOCK_BY_PROVIDER_ORDER = (f"{_SELECT_ORDER} WHERE o.provider = %(provider)s"
+                          " AND o.provider_order_id = %(ref)s FOR UPDATE OF o")
+LOCK_BY_SUBSCRIPTION = (f"{_SELECT_ORDER} WHERE o.provider = %(provider)s"
+                        " AND o.subscription_id = %(ref)s FOR UPDATE OF o")
+GET_ORDER = f"{_SELECT_ORDER} WHERE o.id = %(id)s"
+
+#: A plan bought once (Paymob) runs from now, or from the end of the user's current
+#: period of the same entitlement when that is later (buying again extends).
+NEXT_PERIOD_END = """
+SELECT greatest(now(), coalesce(max(o.period_end), now())) + make_interval(days => %(days)s) AS period_end
+FROM orders o JOIN products p ON p.id = o.product_id
+WHERE o.user_id = %(user_id)s AND o.provider = %(provider)s AND o.status = 'paid'
+  AND o.id <> %(id)s AND p.entitlement_ids && %(entitlement_ids)s
+"""
+
+SET_REFUNDED = """
+UPDATE orders SET refunded_minor = %(total)s, updated_at = now(),
+                  status = CASE WHEN %(total)s = amount_minor THEN 'refunded' ELSE status END
+WHERE id = %(id)s
+"""
+
+#: One row per provider transaction; a later state of the same transaction (pending ->
+#: paid, paid -> refunded) updates it and keeps the latest callback.
+RECORD_PAYMENT = """
+INSERT INTO payments AS pay (order_id, provider, provider_transaction_id, status, amount_minor, currency,
+                             raw, kind, payment_intent_id, parent_transaction_id, note)
+VALUES (%(order_id)s, %(provider)s, %(transaction_id)s, %(status)s, %(amount_minor)s, %(currency)s,
+        %(raw)s, %(kind)s, %(payment_intent_id)s, %(parent_transaction_id)s, %(note)s)
+ON CONFLICT (provider, provider_transaction_id) DO UPDATE SET
+    order_id = coalesce(EXCLUDED.order_id, pay.order_id),
+    status = EXCLUDED.status, amount_minor = EXCLUDED.amount_minor, currency = EXCLUDED.currency,
+    raw = EXCLUDED.raw, kind = EXCLUDED.kind,
+    payment_intent_id = coalesce(EXCLUDED.payment_intent_id, pay.payment_intent_id),
+    parent_transaction_id = coalesce(EXCLUDED.parent_transaction_id, pay.parent_transaction_id),
+    note = EXCLUDED.note, updated_at = now()
+"""
+
+PAYMENT = """
+SELECT order_id, provider_transaction_id, status, kind, amount_minor, currency, payment_intent_id
+FROM payments WHERE provider = %(provider)s AND provider_transaction_id = %(transaction_id)s
+"""
+
+PAYMENT_BY_INTENT = """
+SELECT order_id, provider_transaction_id, status, kind, amount_minor, currency, payment_intent_id
+FROM payments WHERE provider = %(provider)s AND payment_intent_id = %(payment_intent_id)s
+ORDER BY created_at LIMIT 1
+"""
+
+#: The user's entitlements from one provider, recomputed from all their plan orders
+#: there: active while some paid order grants it (its subscription, if any, in an access
+#: status) until the latest period end. Recomputing, rather than patching, keeps two
+#: plans of one user right whatever order their events arrive in. ``expires_at`` is never
+#: NULL here (NULL means "no expiry").
+SYNC_ENTITLEMENTS = """
+WITH plan_orders AS (
+    SELECT o.user_id, e.entitlement_id, o.product_id, o.period_end,
+           o.status = 'paid' AND coalesce(o.subscription_status, 'active') = ANY(%(access)s) AS grants,
+           o.subscription_id IS NOT NULL AND NOT o.cancel_at_period_end AS renews
+    FROM orders o
+    JOIN products p ON p.id = o.product_id
+    CROSS JOIN LATERAL unnest(p.entitlement_ids) AS e(entitlement_id)
+    WHERE o.user_id = %(user_id)s AND o.provider = %(provider)s AND p.kind = 'plan'
+      AND o.status IN ('paid', 'refunded') AND o.period_end IS NOT NULL
+), per_entitlement AS (
+    SELECT user_id, entitlement_id,
+           bool_or(grants) AS active,
+           coalesce(max(period_end) FILTER (WHERE grants), max(period_end)) AS expires_at,
+           bool_or(grants AND renews) AS will_renew,
+           (array_agg(product_id ORDER BY grants DESC, period_end DESC))[1] AS product_id
+    FROM plan_orders GROUP BY user_id, entitlement_id
+)
+INSERT INTO entitlements AS ent (user_id, entitlement_id, source, expires_at, active, will_renew,
+                                 store, environment, product_id, last_event_at, last_event_id, updated_at)
+SELECT user_id, entitlement_id, %(provider)s, expires_at, active, will_renew,
+       'web', %(environment)s, product_id, coalesce(%(at)s, now()), %(event_id)s, now()
+FROM per_entitlement
+ON CONFLICT (user_id, entitlement_id, source) DO UPDATE SET
+    expires_at = EXCLUDED.expires_at, active = EXCLUDED.active, will_renew = EXCLUDED.will_renew,
+    store = EXCLUDED.store, environment = EXCLUDED.environment, product_id = EXCLUDED.product_id,
+    last_event_at = greatest(ent.last_event_at, EXCLUDED.last_event_at),
+    last_event_id = EXCLUDED.last_event_id, updated_at = now()
+"""
+
+AUDIT = """
+INSERT INTO audit_log (actor, action, subject, details)
+VALUES (%(actor)s, %(action)s, %(subject)s, %(details)s)
+"""
+
+
+# --- Types -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Order:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    product_id: str
+    provider: str
+    status: str  # created | pending | paid | failed | refunded
+    amount_minor: int
+    currency: str
+    provider_order_id: str | None
+    provider_checkout_id: str | None
+    failure_code: str | None
+    paid_at: datetime | None
+    refunded_minor: int
+    period_end: datetime | None
+    subscription_id: str | None
+    subscription_status: str | None
+    cancel_at_period_end: bool
+    state_at: datetime | None
+    state_event_id: str | None
+    created_at: datetime
+    product_kind: str  # credit_pack | plan
+    product_name: str
+    credits: int
+    entitlement_ids: list[str]
+    period_days: int | None
+
+    @property
+    def is_plan(self) -> bool:
+        return self.product_kind == "plan"
+
+    @property
+    def is_paid(self) -> bool:
+        return self.status in ("paid", "refunded")
+
+
+@dataclass(frozen=True)
+class Refund:
+    """What a refund did: the order's refunded total now, credits taken, and the part
+    of the claw-back the balance could not cover."""
+
+    refunded_minor: int
+    taken: int
+    shortfall: int
+
+
+# --- Orders ----------------------------------------------------------------------------
+
+
+def create_order(user_id: uuid.UUID, product_id: str, provider: str, amount_minor: int,
+                 currency: str) -> Order:
+    """A new order (status ``created``), committed before any provider is called, so a
+    provider failure always has an order to mark failed."""
+    params = {"user_id": user_id, "product_id": product_id, "provider": provider,
+              "amount_minor": amount_minor, "currency": currency}
+    with db.transaction() as conn:
+        return Order(**_run(conn, CREATE_ORDER, params).fetchone())
+
+
+def attach_checkout(order_id: uuid.UUID, *, provider_order_id: str, checkout_id: str) -> bool:
+    """Store the provider's ids for the order and make it ``pending``."""
+    params = {"id": order_id, "provider_order_id": provider_order_id, "checkout_id": checkout_id}
+    with db.transaction() as conn:
+        return _run(conn, ATTACH_CHECKOUT, params).fetchone() is not None
+
+
+def fail_order(order_id: uuid.UUID, code: str, *, conn: psycopg.Connection | None = None) -> bool:
+    """Mark a ``created`` or ``pending`` order failed; a paid order is left alone."""
+    params = {"id": order_id, "code": code}
+    if conn is not None:
+        return _run(conn, FAIL_ORDER, params).fetchone() is not None
+    with db.transaction() as c:
+        return _run(c, FAIL_ORDER, params).fetchone() is not None
+
+
+def mark_pending(conn: psycopg.Connection, order: Order) -> bool:
+    return _run(conn, MARK_PENDING, {"id": order.id}).fetchone() is not None
+
+
+def get_order(order_id: uuid.UUID | str) -> Order:
+    try:
+        oid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
+    except ValueError:
+        raise NotFound("order not found") from None
+    row = db.execute(GET_ORDER, {"id": oid}, idempotent=True).fetchone()
+    if row is None:
+        raise NotFound("order not found")
+    return Order(**row)
+
+
+def lock_order(conn: psycopg.Connection, *, order_id: uuid.UUID | str | None = None,
+               provider: str | None = None, provider_order_id: str | None = None,
+               subscription_id: str | None = None) -> Order | None:
+    """The order, locked for this transaction (webhooks serialise on it), found by our id,
+    by the provider's order id, or by its Stripe subscription; None when there is none."""
+    if order_id is not None:
+        try:
+            oid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
+        except ValueError:
+            return None
+        row = _run(conn, LOCK_BY_ID, {"id": oid}).fetchone()
+    elif provider_order_id is not None:
+        row = _run(conn, LOCK_BY_PROVIDER_ORDER, {"provider": provider, "ref": provider_order_id}).fetchone()
+    elif subscription_id is not None:
+        row = _run(conn, LOCK_BY_SUBSCRIPTION, {"provider": provider, "ref": subscription_id}).fetchone()
+    else:
+        raise ValueError("lock_order needs an order id, a provider order id or a subscription id")
+    return None if row is None else Order(**row)
+
+
+def reload(conn: psycopg.Connection, order: Order) -> Order:
+    return Order(**_run(conn, LOCK_BY_ID, {"id": order.id}).fetchone())
+
+
+def next_period_end(conn: psycopg.Connection, order: Order) -> datetime:
+    """End of the period a one-off plan purchase buys (see NEXT_PERIOD_END)."""
+    params = {"days": order.period_days or 0, "user_id": order.user_id, "provider": order.provider,
+              "id": order.id, "entitlement_ids": order.entitlement_ids}
+    return _run(conn, NEXT_PERIOD_END, params).fetchone()["period_end"]
+
+
+def pay(conn: psycopg.Connection, order: Order, *, event_id: str, at: datetime | None = None,
+        period_end: datetime | None = None) -> bool:
+    """Mark the order paid and deliver it, once: False (and nothing done) if it was
+    already paid. Credits go through the ledger under ``order:<id>``; a plan's
+    entitlements are recomputed (``period_end`` sets its access end)."""
+    if _run(conn, MARK_PAID, {"id": order.id, "period_end": period_end}).fetchone() is None:
+        return False
+    if order.credits > 0:
+        ledger.grant(order.user_id, order.credits, reason=f"purchase {order.product_id}",
+                     source=order.provider, ref=f"order:{order.id}", conn=conn)
+    if order.is_plan:
+        sync_entitlements(conn, order.user_id, order.provider, event_id=event_id, at=at)
+    logger.info("order paid", extra={"order_id": str(order.id), "provider": order.provider,
+                                     "product_id": order.product_id})
+    return True
+
+
+def refund(conn: psycopg.Connection, order: Order, total_refunded_minor: int, *, ref: str,
+           event_id: str, at: datetime | None = None) -> Refund | None:
+    """Bring the order's refunded amount up to ``total_refunded_minor`` (capped at the
+    order's amount; totals only grow, so a late or repeated refund event does nothing) and
+    take back the credits in proportion, as far as the balance allows; the rest is the
+    clawback's recorded shortfall. A full refund makes the order ``refunded`` and, for a
+    plan, ends its access. ``ref`` names the clawback in the ledger (once per ref).
+    None when nothing changed (not paid, or not more than already refunded)."""
+    total = min(max(total_refunded_minor, 0), order.amount_minor)
+    if not order.is_paid or total <= order.refunded_minor:
+        return None
+    claw = _credits_for(order, total) - _credits_for(order, order.refunded_minor)
+    taken = shortfall = 0
+    if claw > 0:
+        taken, shortfall = ledger.clawback(order.user_id, claw, reason=f"refund {order.product_id}",
+                                           source=order.provider, ref=ref, conn=conn)
+    _run(conn, SET_REFUNDED, {"id": order.id, "total": total})
+    if shortfall:
+        audit(conn, order.provider, "refund_shortfall", order.id,
+              {"credits": claw, "taken": taken, "shortfall": shortfall, "event_id": event_id})
+        logger.warning("refund shortfall", extra={"order_id": str(order.id), "shortfall": shortfall})
+    if order.is_plan:
+        sync_entitlements(conn, order.user_id, order.provider, event_id=event_id, at=at)
+    return Refund(total, taken, shortfall)
+
+
+def _credits_for(order: Order, minor: int) -> int:
+    """Credits matching ``minor`` of the order's price, rounded up (a full refund is
+    exactly the credits bought)."""
+    if order.credits <= 0 or order.amount_minor <= 0:
+        return 0
+    return -(-order.credits * minor // order.amount_minor)
+
+
+# --- Payments, entitlements, audit -----------------------------------------------------
+
+
+def record_payment(conn: psycopg.Connection, *, provider: str, transaction_id: str,
+                   order_id: uuid.UUID | None, status: str, amount_minor: int, currency: str,
+                   raw: Any, kind: str = "payment", payment_intent_id: str | None = None,
+                   parent_transaction_id: str | None = None, note: str | None = None) -> None:
+    """Store a provider transaction with its full callback (``raw``) for audit."""
+    from psycopg.types.json import Jsonb
+
+    params = {"order_id": order_id, "provider": provider, "transaction_id": str(transaction_id),
+              "status": status, "amount_minor": amount_minor, "currency": currency, "raw": Jsonb(raw),
+              "kind": kind, "payment_intent_id": payment_intent_id,
+              "parent_transaction_id": parent_transaction_id, "note": note}
+    _run(conn, RECORD_PAYMENT, params)
+
+
+def get_payment(conn: psycopg.Connection, provider: str, transaction_id: str) -> dict[str, Any] | None:
+    return _run(conn, PAYMENT, {"provider": provider, "transaction_id": str(transaction_id)}).fetchone()
+
+
+def payment_by_intent(conn: psycopg.Connection, provider: str,
+                      payment_intent_id: str) -> dict[str, Any] | None:
+    params = {"provider": provider, "payment_intent_id": payment_intent_id}
+    return _run(conn, PAYMENT_BY_INTENT, params).fetchone()
+
+
+def sync_entitlements(conn: psycopg.Connection, user_id: uuid.UUID, provider: str, *,
+                      event_id: str | None = None, at: datetime | None = None) -> None:
+    from common.config import settings
+
+    params = {"user_id": user_id, "provider": provider, "access": list(ACCESS_STATUSES),
+              "event_id": event_id, "at": at, "environment": settings().STAGE}
+    _run(conn, SYNC_ENTITLEMENTS, params)
+
+
+def audit(conn: psycopg.Connection, actor: str, action: str, subject: Any, details: dict[str, Any]) -> None:
+    from psycopg.types.json import Jsonb
+
+    _run(conn, AUDIT, {"actor": actor, "action": action, "subject": None if subject is None else str(subject),
+                       "details": Jsonb(details)})
+
+
+# --- Stripe SDK client -----------------------------------------------------------------
+
+
+def stripe_client() -> stripe.StripeClient:
+    """The Stripe client for ``STRIPE_API_KEY`` and ``STRIPE_API_BASE`` (a local fake in
+    tests), one per key and base per container; ``STRIPE_TIMEOUT_S`` per request."""
+    from common.config import require_secret, settings
+
+    return _stripe_client(require_secret("STRIPE_API_KEY"), settings().STRIPE_API_BASE.rstrip("/"))
+
+
+@lru_cache(maxsize=4)
+def _stripe_client(api_key: str, api_base: str) -> stripe.StripeClient:
+    import stripe
+
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base},
+        http_client=stripe.RequestsClient(timeout=STRIPE_TIMEOUT_S),
+        max_network_retries=STRIPE_RETRIES,
+    )
+
+
+# --- Helpers ---------------------------------------------------------------------------
+
+
+def _run(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> psycopg.Cursor[dict[str, Any]]:
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row).execute(query, params)
+
+
+def record_failure(provider: str, event_id: str, *, headers: Any, body: str | bytes,
+                   event_type: str | None, error: BaseException) -> None:
+    """After a webhook's transaction rolled back on an unexpected error: keep the
+    delivery in the inbox as ``failed`` (its class name as the error), so it can be seen
+    and the provider's retry processes it. Best effort: this must not hide the error."""
+    from common import inbox
+
+    try:
+        with db.transaction() as conn:
+            inbox.record(conn, provider, event_id, headers=headers, body=body, signature_ok=True,
+                         event_type=event_type)
+            inbox.mark(conn, provider, event_id, "failed", error=type(error).__name__)
+    except Exception:  # the database may be what failed
+        logger.warning("could not record the failed delivery", extra={"provider": provider})

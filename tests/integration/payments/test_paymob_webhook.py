@@ -6,12 +6,11 @@ import copy
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from common import entitlements, ledger
-from devkit import fake_paymob
+from devkit import ROOT, fake_paymob
 from devkit.lambdas import url_event
 from tests.integration.payments.helpers import (
     PAYMOB_SECRET,
@@ -30,16 +29,23 @@ from tests.integration.payments.helpers import (
     snapshot,
 )
 
-SAMPLE = json.loads(Path("/work/shared/reference/paymob-sample-callback.json").read_text()) \
-    if Path("/work/shared/reference/paymob-sample-callback.json").exists() else None
-LOCAL_SAMPLE = Path(__file__).resolve().parents[3] / "events" / "paymob-webhook" / "published-sample.json"
+#: Paymob's published sample callback, as a Function URL event signed with Paymob's
+#: published sample secret (events/paymob-webhook/published-sample.json).
+PUBLISHED_EVENT = ROOT / "events" / "paymob-webhook" / "published-sample.json"
+PUBLISHED_SECRET = "04DC1A9490B8CC2094C011FC055ADCDB"
+#: The reference beside the project (shared/reference), when present.
+REFERENCE = ROOT.parent / "shared" / "reference" / "paymob-sample-callback.json"
 
 
 def sample() -> dict:
-    """Paymob's published sample (the shared reference copy, else the one under events/)."""
-    if SAMPLE is not None:
-        return copy.deepcopy(SAMPLE)
-    return json.loads(LOCAL_SAMPLE.read_text())["_reference"]
+    """Paymob's published sample: secret, callback and hmac."""
+    event = json.loads(PUBLISHED_EVENT.read_text())
+    published = {"secret": PUBLISHED_SECRET, "callback": json.loads(event["body"]),
+                 "expected_hmac": event["queryStringParameters"]["hmac"]}
+    if REFERENCE.exists():  # the sample under events/ is the reference, verbatim
+        reference = json.loads(REFERENCE.read_text())
+        assert {k: reference[k] for k in published} == published
+    return copy.deepcopy(published)
 
 
 def buy(paymob, product="credits_50", currency=None, user=None):

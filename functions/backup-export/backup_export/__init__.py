@@ -1,0 +1,1 @@
+"""backup-export: a consistent, checksummed snapshot of the database in S3, with retention."""

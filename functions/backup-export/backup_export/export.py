@@ -1,0 +1,268 @@
+"""One backup run: every table of one consistent snapshot, streamed to S3.
+
+Layout (the restore reads exactly this; docs/housekeeping.md describes it)::
+
+    backups/<stage>/<run>/<table>.csv.gz     COPY ... TO STDOUT (FORMAT csv, HEADER), gzip
+    backups/<stage>/<run>/manifest.json      written last: a run without it failed
+
+``<run>`` is the UTC start time, ``20260101T030000Z``. Each table goes from ``COPY`` through
+gzip (zlib's gzip container, level 1 by default) into ``common.storage.MultipartUpload``
+(SSE-S3, a SHA-256 checksum per part that S3 verifies, and the SHA-256 of the whole
+object, which the manifest records: a multipart ETag is not a content hash). Memory stays
+constant whatever the table size: rows are gathered into ~1 MiB blocks, a block is
+compressed as a whole (block-wise gzip is much faster than row by row), and the upload
+holds one part.
+
+The COPY reader and the compressor/uploader run in two threads joined by a short queue:
+zlib, hashlib and socket I/O release the GIL, so compressing and uploading one block
+overlaps reading the next (measured ~15% faster than one thread on 1M rows; see
+scripts/bench/backup.py). Hand-written because it is 30 lines over the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import secrets
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from backup_export import catalog
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+BLOCK_SIZE = 1024 * 1024
+QUEUE_DEPTH = 4  # blocks between the reader and the compressor: at most ~4 MiB in flight
+RUN_FORMAT = "%Y%m%dT%H%M%SZ"
+GZIP_WBITS = 31  # zlib's gzip container (header and CRC trailer), readable by gzip/zcat
+
+#: Serialises backup runs (two scheduler deliveries, or a hand-run during the nightly
+#: one): a second run finds the lock taken and stops without writing anything.
+LOCK_ID = 0x6261636B7570  # "backup"
+
+BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+# COPY of a large table outlives the connection's statement_timeout: lifted for this
+# transaction only (set_config(..., true) is SET LOCAL).
+NO_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', '0', true)"
+TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s) AS locked"
+SNAPSHOT_TIME = "SELECT now() AS at"
+
+
+class BackupBusy(Exception):
+    """Another backup run holds the lock."""
+
+
+class OutOfTime(Exception):
+    """The Lambda deadline is too close to start the next table; the run is incomplete
+    (no manifest) and its objects are removed by retention or the lifecycle rule."""
+
+
+def run_id(at: datetime) -> str:
+    return at.astimezone(UTC).strftime(RUN_FORMAT)
+
+
+def run_prefix(stage: str, run: str) -> str:
+    return f"backups/{stage}/{run}/"
+
+
+# --- Redaction -------------------------------------------------------------------------
+
+
+def parse_redactions(text: str) -> dict[str, frozenset[str]]:
+    """``"users.email, journal_entries.content"`` -> ``{"users": {"email"}, ...}``."""
+    out: dict[str, set[str]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        table, dot, column = item.partition(".")
+        if not (dot and table and column):
+            raise ValueError(f"BACKUP_REDACT_COLUMNS: {item!r} is not table.column")
+        out.setdefault(table, set()).add(column)
+    return {table: frozenset(columns) for table, columns in out.items()}
+
+
+def _redacted(column: catalog.Column, salt: str) -> Any:
+    """The SQL that replaces a redacted column's value (NULL stays NULL).
+
+    Text becomes ``redacted:<salted hash>`` (distinct values stay distinct, so unique
+    constraints still hold on restore, yet the salt is random per run and never stored,
+    so the values can't be recovered by hashing guesses); JSON becomes
+    ``{"redacted": true}``; other nullable columns become NULL. A NOT NULL column of any
+    other type cannot be redacted (refused before anything is written).
+    """
+    from psycopg import sql
+
+    name = sql.Identifier(column.name)
+    if column.category == "S":
+        replacement = sql.SQL(
+            "'redacted:' || left(encode(sha256(convert_to({} || {}::text, 'UTF8')), 'hex'), 24)"
+        ).format(sql.Literal(salt), name)
+    elif column.type_name in ("json", "jsonb"):
+        replacement = sql.SQL("""'{{"redacted": true}}'::{}""").format(sql.Identifier(column.type_name))
+    elif not column.not_null:
+        return sql.SQL("NULL::{} AS {}").format(sql.Identifier(column.type_name), name)
+    else:
+        raise ValueError(f"cannot redact NOT NULL column of type {column.type_name}: {column.name}")
+    return sql.SQL("CASE WHEN {n} IS NULL THEN NULL ELSE {r} END AS {n}").format(n=name, r=replacement)
+
+
+def check_redactions(schema: catalog.Schema, redact: dict[str, frozenset[str]]) -> None:
+    """Every table.column to redact exists and can be redacted (a typo must not let
+    personal data through silently)."""
+    tables = {t.name: t for t in schema.tables}
+    for table, columns in redact.items():
+        if table not in tables:
+            raise ValueError(f"BACKUP_REDACT_COLUMNS: no exported table {table!r}")
+        known = {c.name: c for c in tables[table].columns}
+        for column in sorted(columns):
+            if column not in known:
+                raise ValueError(f"BACKUP_REDACT_COLUMNS: no column {table}.{column}")
+            _redacted(known[column], "check")
+
+
+def copy_statement(table: catalog.Table, redacted: frozenset[str], salt: str) -> Any:
+    from psycopg import sql
+
+    names = [sql.Identifier(c.name) for c in table.columns]
+    options = sql.SQL("TO STDOUT (FORMAT csv, HEADER, ENCODING 'UTF8')")
+    if not redacted and not table.partitioned:
+        return sql.SQL("COPY {} ({}) {}").format(sql.Identifier(table.name), sql.SQL(", ").join(names),
+                                                  options)
+    exprs = [_redacted(c, salt) if c.name in redacted else sql.Identifier(c.name) for c in table.columns]
+    return sql.SQL("COPY (SELECT {} FROM {}) {}").format(sql.SQL(", ").join(exprs),
+                                                          sql.Identifier(table.name), options)
+
+
+# --- Streaming -------------------------------------------------------------------------
+
+
+class _Handoff(threading.Thread):
+    """Runs ``write`` on blocks handed over by the reader, in its own thread. An error in
+    ``write`` is raised in the reader at its next ``put`` (or at ``close``)."""
+
+    def __init__(self, write: Callable[[bytes | bytearray], Any]):
+        super().__init__(name="backup-writer", daemon=True)
+        self._write = write
+        self._queue: queue.Queue[bytearray | None] = queue.Queue(QUEUE_DEPTH)
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(block)
+                except BaseException as exc:  # handed to the reader; keep draining
+                    self._error = exc
+
+    def put(self, block: bytearray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def close(self, *, reraise: bool = True) -> None:
+        self._queue.put(None)
+        self.join()
+        if reraise and self._error is not None:
+            raise self._error
+
+
+def stream_table(conn: Any, statement: Any, out: Any, *, gzip_level: int) -> tuple[int, int]:
+    """COPY one table through gzip into the file object ``out``: ``(rows, csv_bytes)``."""
+    compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, GZIP_WBITS)
+    writer = _Handoff(lambda block: out.write(compressor.compress(block)))
+    csv_bytes = 0
+    cursor = conn.cursor()
+    try:
+        block = bytearray()
+        with cursor.copy(statement) as copy:
+            for data in copy:  # one row per message
+                block += data
+                if len(block) >= BLOCK_SIZE:
+                    csv_bytes += len(block)
+                    writer.put(block)
+                    block = bytearray()
+        csv_bytes += len(block)
+        writer.put(block)
+    except BaseException:
+        writer.close(reraise=False)  # the reader's error is the one to see
+        raise
+    writer.close()
+    out.write(compressor.flush())
+    return cursor.rowcount, csv_bytes
+
+
+# --- A run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    bucket: str
+    stage: str
+    exclude: frozenset[str]
+    redact: dict[str, frozenset[str]]
+    gzip_level: int = 1
+    part_size: int = 8 * 1024 * 1024
+
+
+def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lambda: float("inf"),
+           min_time_s: float = 0.0,
+           now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> dict[str, Any]:
+    """Back up every table in one snapshot; return the manifest (already written).
+
+    ``conn`` must be in a fresh transaction (``common.db.transaction()``): its first
+    statement makes it the snapshot. ``time_left()`` (seconds) is checked before each
+    table; below ``min_time_s`` the run stops with OutOfTime.
+    """
+    from common import storage
+
+    started = now()
+    conn.execute(BEGIN_SNAPSHOT)
+    conn.execute(NO_STATEMENT_TIMEOUT)
+    if not conn.execute(TRY_LOCK, (LOCK_ID,)).fetchone()["locked"]:
+        raise BackupBusy("another backup run is in progress")
+    snapshot_at = conn.execute(SNAPSHOT_TIME).fetchone()["at"]
+    schema = catalog.read(conn, exclude=options.exclude)
+    check_redactions(schema, options.redact)
+    salt = secrets.token_hex(16)  # per run, never stored
+    run = run_id(started)
+    prefix = run_prefix(options.stage, run)
+    entries = []
+    for table in schema.tables:
+        if time_left() < min_time_s:
+            raise OutOfTime(f"stopped before {table.name}: the Lambda deadline is near")
+        redacted = options.redact.get(table.name, frozenset())
+        key = f"{prefix}{table.name}.csv.gz"
+        with storage.MultipartUpload(options.bucket, key, content_type="application/gzip",
+                                     part_size=options.part_size) as upload:
+            rows, csv_bytes = stream_table(conn, copy_statement(table, redacted, salt), upload,
+                                           gzip_level=options.gzip_level)
+        assert upload.result is not None
+        entries.append({
+            "name": table.name, "key": key, "columns": [c.name for c in table.columns],
+            "depends_on": table.depends_on, "rows": rows, "bytes": upload.result.size,
+            "csv_bytes": csv_bytes, "sha256": upload.result.sha256, "redacted": sorted(redacted),
+        })
+    manifest = {
+        "format": FORMAT_VERSION,
+        "stage": options.stage,
+        "run": run,
+        "started_at": started.isoformat(),
+        "snapshot_at": snapshot_at.isoformat(),
+        "finished_at": now().isoformat(),
+        "server_version": schema.server_version,
+        "server_version_num": schema.server_version_num,
+        "migration_version": schema.migration_version,
+        "migrations": schema.migrations,
+        "excluded": sorted(options.exclude | catalog.YOYO_TABLES),
+        "redacted": any(e["redacted"] for e in entries),
+        "compression": {"format": "gzip", "level": options.gzip_level},
+        "csv": {"format": "csv", "header": True, "encoding": "UTF8"},
+        "sequences": schema.sequences,
+        "tables": entries,
+    }
+    storage.put(options.bucket, f"{prefix}{MANIFEST}", json.dumps(manifest, indent=1).encode(),
+                "application/json")
+    return manifest

@@ -1,0 +1,39 @@
+"""The job's settings (environment variables, read with pydantic-settings)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CleanupSettings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    #: A reservation still open after this long is refunded. It must exceed the longest
+    #: any holder can live: process-image's AI timeout plus its own work, and in any case
+    #: its Lambda Timeout (a holder cannot outlive its invocation). 120 s AI timeout +
+    #: margin -> 300 s.
+    RESERVATION_STALE_AFTER_S: int = Field(default=300, ge=60)
+    #: Finished webhook deliveries (processed, ignored) are kept this long for audit and
+    #: replays; unfinished ones (received, unmatched, failed) are never purged.
+    INBOX_RETENTION_DAYS: int = Field(default=90, ge=1)
+    #: Rate-limit windows that started longer ago than this are deleted (windows are 60 s;
+    #: the layer's ratelimit.purge uses the same default).
+    RATE_LIMIT_KEEP_S: int = Field(default=3600, ge=60)
+    #: The run stops when less than this (plus twice its slowest batch) is left before
+    #: the Lambda deadline or the event's max_seconds.
+    CLEANUP_DEADLINE_MARGIN_MS: int = Field(default=1000, ge=0)
+
+    @property
+    def reservation_stale_after(self) -> timedelta:
+        return timedelta(seconds=self.RESERVATION_STALE_AFTER_S)
+
+    @property
+    def inbox_retention(self) -> timedelta:
+        return timedelta(days=self.INBOX_RETENTION_DAYS)
+
+    @property
+    def rate_limit_keep(self) -> timedelta:
+        return timedelta(seconds=self.RATE_LIMIT_KEEP_S)

@@ -1,0 +1,372 @@
+"""Restore a backup-export run into a Postgres database (``scripts/restore``).
+
+The steps, each of which stops the restore with a RestoreError before the target is
+changed (1-4) or rolls the load back (5-6):
+
+1. Resolve the run: ``latest`` is the newest run under ``backups/<stage>/`` that has a
+   ``manifest.json`` (a run without one failed and is skipped).
+2. Refuse a non-empty target (any table holding a row) unless ``force``.
+3. Download every object to a work folder and verify its size and SHA-256 against the
+   manifest, all of them before anything is loaded (a corrupted or truncated object is
+   CorruptBackup). What is loaded is exactly what was verified.
+4. Migrate the target to the manifest's migration version (``devkit.migrations.apply``,
+   the same SQL files) and check it has exactly the backup's migrations.
+5. In one transaction: empty the backed-up tables (migrations seed catalog rows, which
+   the backup holds too), disable their user triggers (a trigger that records history on
+   insert would duplicate rows the backup already has), drop their keys and indexes,
+   ``COPY ... FROM STDIN`` each table in dependency order from its gzip CSV, check each
+   row count against the manifest, re-create the keys and indexes (then the foreign keys,
+   which validates every reference), re-enable the triggers and move identity/serial
+   sequences past the restored ids. Keys are added after loading as pg_restore does
+   it: building an index once is much faster than maintaining it row by row.
+6. Commit, then ANALYZE the restored tables.
+
+The format it reads is backup-export's (functions/backup-export/backup_export/export.py),
+described in docs/housekeeping.md; the round-trip test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from devkit import migrations
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+RUN_FORMAT = "%Y%m%dT%H%M%SZ"
+CHUNK = 1024 * 1024
+YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"})
+
+
+class RestoreError(Exception):
+    """The restore cannot go on; the message says why (the target is left unchanged)."""
+
+
+class CorruptBackup(RestoreError):
+    """An object is missing, or its size or SHA-256 differs from the manifest."""
+
+
+class TargetNotEmpty(RestoreError):
+    """The target database holds data (pass force to overwrite the backed-up tables)."""
+
+
+@dataclass
+class TableReport:
+    name: str
+    rows: int
+    seconds: float
+
+
+@dataclass
+class Report:
+    run: str
+    migration_version: str | None
+    migrated: list[str]
+    tables: list[TableReport] = field(default_factory=list)
+    download_seconds: float = 0.0
+    load_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables)
+
+
+# --- The run and its manifest ------------------------------------------------------------
+
+
+def _s3() -> Any:
+    from common import storage
+
+    return storage.s3()
+
+
+def list_runs(bucket: str, stage: str) -> list[tuple[str, bool]]:
+    """``(run, complete)`` for every run under the stage's prefix, newest first."""
+    prefix = f"backups/{stage}/"
+    names = []
+    for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        for common_prefix in page.get("CommonPrefixes", []):
+            name = common_prefix["Prefix"][len(prefix):].rstrip("/")
+            try:
+                datetime.strptime(name, RUN_FORMAT)
+            except ValueError:
+                continue
+            names.append(name)
+    from common import storage
+
+    return [(name, storage.head(bucket, f"{prefix}{name}/{MANIFEST}") is not None)
+            for name in sorted(names, reverse=True)]
+
+
+def resolve_run(bucket: str, stage: str, run: str) -> str:
+    if run != "latest":
+        return run
+    for name, complete in list_runs(bucket, stage):
+        if complete:
+            return name
+    raise RestoreError(f"no complete backup run under s3://{bucket}/backups/{stage}/")
+
+
+def load_manifest(bucket: str, stage: str, run: str) -> dict[str, Any]:
+    from common import storage
+    from common.errors import NotFound
+
+    key = f"backups/{stage}/{run}/{MANIFEST}"
+    try:
+        manifest = json.loads(storage.read(bucket, key, max_bytes=16 * 1024 * 1024))
+    except NotFound:
+        raise RestoreError(f"s3://{bucket}/{key} does not exist: no such run, or the run failed") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise RestoreError(f"unsupported manifest format {manifest.get('format')!r}")
+    return manifest
+
+
+# --- Download and verify -----------------------------------------------------------------
+
+
+def download_verified(bucket: str, manifest: dict[str, Any], workdir: Path, *,
+                      progress: bool = True) -> dict[str, Path]:
+    """Every table's object in ``workdir``, each checked against the manifest's size and
+    SHA-256; CorruptBackup naming every object that failed."""
+    from botocore.exceptions import ClientError, FlexibleChecksumError
+    from tqdm import tqdm
+
+    paths: dict[str, Path] = {}
+    problems: list[str] = []
+    total = sum(t["bytes"] for t in manifest["tables"])
+    with tqdm(total=total, unit="B", unit_scale=True, desc="download+verify",
+              disable=_quiet(progress)) as bar:
+        for table in manifest["tables"]:
+            path = workdir / f"{table['name']}.csv.gz"
+            digest, size = hashlib.sha256(), 0
+            try:
+                body = _s3().get_object(Bucket=bucket, Key=table["key"])["Body"]
+            except ClientError as exc:
+                problems.append(f"{table['key']}: {exc.response.get('Error', {}).get('Code', 'error')}")
+                continue
+            try:
+                with body, path.open("wb") as out:
+                    for chunk in body.iter_chunks(CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                        bar.update(len(chunk))
+            except FlexibleChecksumError:  # botocore checks S3's stored checksum on the way
+                problems.append(f"{table['key']}: the bytes received differ from S3's stored checksum")
+                continue
+            if size != table["bytes"]:
+                problems.append(f"{table['key']}: {size} bytes, manifest says {table['bytes']}")
+            elif digest.hexdigest() != table["sha256"]:
+                problems.append(f"{table['key']}: SHA-256 differs from the manifest")
+            paths[table["name"]] = path
+    if problems:
+        raise CorruptBackup("backup objects failed verification, nothing was loaded:\n  "
+                            + "\n  ".join(problems))
+    return paths
+
+
+# --- The target -------------------------------------------------------------------------
+
+USER_TABLES = """
+SELECT c.relname AS name FROM pg_class c
+ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+"""
+
+# Keys and indexes of the restored tables, dropped before loading and re-created after.
+# Foreign keys are collected from both ends (a key from an excluded table into a restored
+# one would otherwise block dropping the referenced primary key).
+FOREIGN_KEYS = """
+SELECT k.conrelid::regclass::text AS tbl, k.conname AS name, pg_get_constraintdef(k.oid) AS def
+  FROM pg_constraint k
+ WHERE k.contype = 'f' AND (k.conrelid = ANY(%(oids)s) OR k.confrelid = ANY(%(oids)s))
+ ORDER BY k.conrelid, k.conname
+"""
+
+KEY_CONSTRAINTS = """
+SELECT k.conrelid::regclass::text AS tbl, k.conname AS name, pg_get_constraintdef(k.oid) AS def
+  FROM pg_constraint k
+ WHERE k.contype IN ('p', 'u', 'x') AND k.conrelid = ANY(%(oids)s)
+ ORDER BY k.conrelid, k.contype, k.conname
+"""
+
+PLAIN_INDEXES = """
+SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def
+  FROM pg_index i
+ WHERE i.indrelid = ANY(%(oids)s)
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint k
+                    WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))
+ ORDER BY 1
+"""
+
+SEQUENCE_OF = "SELECT pg_get_serial_sequence(%s, %s) AS seq"
+
+
+def _quiet(progress: bool) -> bool | None:
+    return None if progress else True  # tqdm: None = only on a terminal
+
+
+def target_is_empty(conn: psycopg.Connection[Any]) -> bool:
+    for row in conn.execute(USER_TABLES).fetchall():
+        if row["name"] in YOYO_TABLES:
+            continue
+        if conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {}) AS any").format(
+                sql.Identifier(row["name"]))).fetchone()["any"]:
+            return False
+    return True
+
+
+def _migrate(url: str, manifest: dict[str, Any], report: Report) -> None:
+    version = manifest.get("migration_version")
+    if version is None:
+        raise RestoreError("the manifest records no migration version; migrate the target by hand first")
+    report.migrated = migrations.apply(url, to=version)
+    have, want = set(migrations.applied(url)), set(manifest.get("migrations") or [version])
+    if missing := sorted(want - have):
+        raise RestoreError(f"this checkout cannot apply the backup's migrations {missing}")
+    if extra := sorted(have - want):
+        report.warnings.append(f"the target has migrations the backup did not: {extra}")
+
+
+@dataclass
+class _Keys:
+    foreign: list[dict[str, str]]
+    constraints: list[dict[str, str]]
+    indexes: list[dict[str, str]]
+
+    @classmethod
+    def read(cls, conn: psycopg.Connection[Any], oids: list[int]) -> _Keys:
+        params = {"oids": oids}
+        return cls(conn.execute(FOREIGN_KEYS, params).fetchall(),
+                   conn.execute(KEY_CONSTRAINTS, params).fetchall(),
+                   conn.execute(PLAIN_INDEXES, params).fetchall())
+
+    def drop(self, conn: psycopg.Connection[Any]) -> None:
+        for k in [*self.foreign, *self.constraints]:
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.SQL(k["tbl"]), sql.Identifier(k["name"])))  # tbl: regclass text, already quoted
+        for i in self.indexes:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(i["name"])))
+
+    def create(self, conn: psycopg.Connection[Any]) -> None:
+        for k in self.constraints:
+            conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.SQL(k["tbl"]), sql.Identifier(k["name"]), sql.SQL(k["def"])))
+        for i in self.indexes:
+            conn.execute(sql.SQL(i["def"]))
+        for k in self.foreign:
+            conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.SQL(k["tbl"]), sql.Identifier(k["name"]), sql.SQL(k["def"])))
+
+
+def _copy_in(conn: psycopg.Connection[Any], table: dict[str, Any], path: Path,
+              advance: Callable[[int], Any]) -> int:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER, ENCODING 'UTF8')").format(
+        sql.Identifier(table["name"]), sql.SQL(", ").join(map(sql.Identifier, table["columns"])))
+    inflate = zlib.decompressobj(31)  # gzip container
+    cursor = conn.cursor()
+    with path.open("rb") as src, cursor.copy(statement) as copy:
+        while chunk := src.read(CHUNK):
+            data = inflate.decompress(chunk)
+            copy.write(data)
+            advance(len(data))
+        copy.write(inflate.flush())
+        if not inflate.eof:
+            raise CorruptBackup(f"{table['key']}: the gzip stream is truncated")
+    return cursor.rowcount
+
+
+def _set_sequences(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> None:
+    """Move each identity/serial sequence past the restored ids and the source's value."""
+    recorded = manifest.get("sequences", {})
+    for table in manifest["tables"]:
+        for column in table["columns"]:
+            name = sql.Identifier(table["name"]).as_string(conn)
+            seq = conn.execute(SEQUENCE_OF, (name, column)).fetchone()["seq"]
+            if seq is None:
+                continue
+            top = conn.execute(sql.SQL("SELECT max({}) AS top FROM {}").format(
+                sql.Identifier(column), sql.Identifier(table["name"]))).fetchone()["top"]
+            values = [v for v in (top, recorded.get(f"{table['name']}.{column}")) if v is not None]
+            if values:
+                conn.execute("SELECT setval(%s::regclass, %s, true)", (seq, max(values)))
+
+
+def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Report, *,
+         progress: bool = True, keys_after_load: bool = True) -> None:
+    """Step 5 and 6 (see the module docstring) on an already migrated target."""
+    from tqdm import tqdm
+
+    tables = manifest["tables"]
+    started = time.monotonic()
+    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+        present = {row["name"] for row in conn.execute(USER_TABLES)}
+        if missing := [t["name"] for t in tables if t["name"] not in present]:
+            raise RestoreError(f"the migrated target has no table(s) {missing}")
+        idents = [sql.Identifier(t["name"]) for t in tables]
+        with conn.transaction():
+            conn.execute("SELECT set_config('statement_timeout', '0', true)")
+            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(idents)))
+            oids = [conn.execute("SELECT %s::regclass::oid AS oid", (i.as_string(conn),)).fetchone()["oid"]
+                    for i in idents]
+            keys = _Keys.read(conn, oids) if keys_after_load else None
+            for ident in idents:
+                conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(ident))
+            if keys:
+                keys.drop(conn)
+            total = sum(t.get("csv_bytes", 0) for t in tables)
+            with tqdm(total=total, unit="B", unit_scale=True, desc="load", disable=_quiet(progress)) as bar:
+                for table in tables:
+                    bar.set_postfix_str(table["name"])
+                    t0 = time.monotonic()
+                    rows = _copy_in(conn, table, paths[table["name"]], bar.update)
+                    if rows != table["rows"]:
+                        raise RestoreError(f"{table['name']}: loaded {rows} rows, "
+                                           f"the manifest says {table['rows']}")
+                    report.tables.append(TableReport(table["name"], rows, time.monotonic() - t0))
+            if keys:
+                keys.create(conn)
+            for ident in idents:
+                conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
+            _set_sequences(conn, manifest)
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(idents)))
+    report.load_seconds = time.monotonic() - started
+
+
+def restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool = False,
+            workdir: Path | None = None, progress: bool = True, keys_after_load: bool = True,
+            log: Callable[[str], Any] = print) -> Report:
+    """Restore one run (``latest`` or a run timestamp) into ``database_url``."""
+    name = resolve_run(bucket, stage, run)
+    manifest = load_manifest(bucket, stage, name)
+    log(f"run {name}: {len(manifest['tables'])} tables, "
+        f"{sum(t['rows'] for t in manifest['tables'])} rows, migration {manifest.get('migration_version')}, "
+        f"server {manifest.get('server_version')}" + (", REDACTED" if manifest.get("redacted") else ""))
+    report = Report(run=name, migration_version=manifest.get("migration_version"), migrated=[])
+    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
+        if not target_is_empty(conn):
+            if not force:
+                raise TargetNotEmpty("the target database holds data; restore into a new database, "
+                                     "or pass --force to replace the backed-up tables")
+            report.warnings.append("target was not empty: the backed-up tables were replaced (--force)")
+    with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
+        t0 = time.monotonic()
+        paths = download_verified(bucket, manifest, Path(tmp), progress=progress)
+        report.download_seconds = time.monotonic() - t0
+        log(f"verified {len(paths)} objects against the manifest (SHA-256)")
+        _migrate(database_url, manifest, report)
+        load(database_url, manifest, paths, report, progress=progress, keys_after_load=keys_after_load)
+    return report

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS webhook_inbox_finished_received_idx;

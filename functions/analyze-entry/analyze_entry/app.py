@@ -16,7 +16,6 @@ from aws_lambda_powertools.event_handler import Response, content_types
 
 from analyze_entry import logic
 from analyze_entry.schema import Entry, EntryIn
-from analyze_entry.settings import settings
 from common import http
 
 #: Entries are at most 20,000 characters (80 KB of UTF-8) plus a title.
@@ -25,7 +24,7 @@ app = http.make_resolver(max_body_bytes=128 * 1024)
 
 @app.post("/entries")
 def create_entry(body: EntryIn) -> Response[Entry]:
-    user = http.current_user(app, route_limit=settings().ANALYZE_RATE_LIMIT_PER_MINUTE)
+    user = http.current_user(app, route_limit=_analyse_limit())
     stored = http.idempotent(app, lambda: logic.create_entry(user.user_id, body).model_dump(mode="json"),
                              user=user)
     return _json(201, stored)
@@ -33,7 +32,7 @@ def create_entry(body: EntryIn) -> Response[Entry]:
 
 @app.post("/entries/<entry_id>/analyze")
 def analyze_entry(entry_id: str) -> Entry:
-    user = http.current_user(app, route_limit=settings().ANALYZE_RATE_LIMIT_PER_MINUTE)
+    user = http.current_user(app, route_limit=_analyse_limit())
     return logic.reanalyse_entry(user.user_id, entry_id)
 
 
@@ -41,6 +40,14 @@ def analyze_entry(entry_id: str) -> Entry:
 def get_entry(entry_id: str) -> Entry:
     user = http.current_user(app)
     return logic.get_entry(user.user_id, entry_id)
+
+
+def _analyse_limit() -> int:
+    # Imported on first use: pydantic-settings costs ~50 ms, which the layer's own
+    # settings pay on the first request anyway.
+    from analyze_entry.settings import settings
+
+    return settings().ANALYZE_RATE_LIMIT_PER_MINUTE
 
 
 def _json(status: int, body: dict[str, Any]) -> Response[Entry]:

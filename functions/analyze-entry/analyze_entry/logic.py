@@ -17,15 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from analyze_entry import entries
 from analyze_entry.schema import SCHEMA_VERSION, Analysis, Entry, EntryIn
-from analyze_entry.settings import AnalyzeSettings, settings
 from common import cache
 from common.errors import InvalidInput, NotFound, PaymentRequired
 from common.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from analyze_entry.settings import AnalyzeSettings
 
 
 class EntitlementRequired(PaymentRequired):
@@ -90,6 +92,8 @@ def _pair_for(user_id: UUID, body: EntryIn) -> UUID | None:
 
 def require_entitlement(user_id: UUID) -> None:
     """Analysis needs ANALYZE_ENTITLEMENT (the user's or their pair's), when it is set."""
+    from analyze_entry.settings import settings
+
     needed = settings().ANALYZE_ENTITLEMENT
     if needed is None:
         return
@@ -118,6 +122,7 @@ def analyse(user_id: UUID, title: str | None, content: str) -> Analysis:
     """The entry's analysis: OpenAI (through the cache) when configured, offline
     otherwise, or offline when OpenAI fails and ANALYZE_FALLBACK_OFFLINE is on."""
     from analyze_entry import offline_analyser, openai_analyser
+    from analyze_entry.settings import settings
 
     s = settings()
     started = time.perf_counter()

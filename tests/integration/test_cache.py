@@ -33,8 +33,12 @@ def _in_thread(fn):
 
 
 def _advisory_locks(database_url) -> int:
+    """Advisory locks held or awaited in this test database (others share the server)."""
     with psycopg.connect(database_url, autocommit=True) as admin:
-        return admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+        return admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()[0]
 
 
 # --- keys ---------------------------------------------------------------------------

@@ -87,19 +87,27 @@ def key(namespace: str, *parts: Any, **named: Any) -> str:
     - Anything else (bytes, arbitrary objects) raises TypeError: pass a digest or a
       plain dict (``model.model_dump(mode="json")``) instead.
     """
-    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
-        raise ValueError("cache namespace must be 1-100 characters of [A-Za-z0-9_.:/-]")
-    text = json.dumps(
-        [[_canonical(p) for p in parts], _canonical(named)],
-        sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
-    )
+    if type(namespace) is not str or namespace not in _valid_namespaces:
+        if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise ValueError("cache namespace must be 1-100 characters of [A-Za-z0-9_.:/-]")
+        if len(_valid_namespaces) < 1000:  # namespaces are constants; stay bounded anyway
+            _valid_namespaces.add(namespace)
+    text = _CANONICAL_JSON.encode([[_canonical(p) for p in parts], _canonical(named)])
     return f"{namespace}:{hashlib.sha256(text.encode('ascii')).hexdigest()}"
+
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+_valid_namespaces: builtins.set[str] = builtins.set()
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _canonical(value: Any) -> Any:
     # Hand-written: json's `default=` hook is never called for floats, and there is no
     # well-kept canonical-JSON library with these numeric and datetime rules.
-    if value is None or isinstance(value, bool):
+    if type(value) in _PLAIN:  # the common case, exact types only
+        return value
+    if isinstance(value, bool):
         return value
     if isinstance(value, str):
         return str(value)  # a str subclass (StrEnum) as its plain text
@@ -117,7 +125,7 @@ def _canonical(value: Any) -> Any:
         return [_canonical(v) for v in value]
     if isinstance(value, builtins.set | frozenset):
         items = [_canonical(v) for v in value]
-        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True, separators=(",", ":")))
+        return sorted(items, key=_CANONICAL_JSON.encode)
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise TypeError("cache key parts cannot be NaN or infinite")

@@ -437,6 +437,33 @@ def ai_png(size=(40, 30)) -> bytes:
     return out.getvalue()
 
 
+def test_every_ai_prompt_in_the_catalog_is_filled_from_enums_only():
+    from process_image import ai_tools, catalog
+
+    ai = [t for t in catalog.list_tools() if t.is_ai]
+    assert len(ai) >= 5
+    for tool in ai:
+        params = catalog.canonical_params(tool, {
+            name: spec["enum"][-1] for name, spec in tool.params_schema.get("properties", {}).items()
+            if name in tool.params_schema.get("required", [])})
+        prompt = ai_tools.render_prompt(tool, params)
+        assert "$" not in prompt and "_" not in prompt, tool.id
+        assert ai_tools.provider_options(tool) == tool.ai_options
+
+
+def test_changing_a_prompt_needs_a_new_version(database_url):
+    with psycopg.connect(database_url) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("UPDATE tools SET prompt_template = 'Make it ${style}.' WHERE id = 'style_transfer'")
+        conn.rollback()
+        version = conn.execute("SELECT prompt_version FROM tools WHERE id = 'restore'").fetchone()[0]
+        conn.execute("UPDATE tools SET prompt_template = prompt_template || ' Keep it subtle.', "
+                     "prompt_version = prompt_version + 1 WHERE id = 'restore'")
+        assert conn.execute("SELECT array_agg(version ORDER BY version) FROM tool_versions "
+                            "WHERE tool_id = 'restore'").fetchone()[0] == [version, version + 1]
+        conn.rollback()  # leave the catalog as the migration seeded it
+
+
 def test_ai_tool_end_to_end(openai_fake):
     openai_fake.script("/v1/images/edits", fake_openai.Scripted(body=fake_openai.image_result(ai_png())))
     user = new_user(20)

@@ -1,11 +1,15 @@
 """process-image's settings: environment variables, read with pydantic-settings.
 
-Read per request (``get()``; a few microseconds) rather than cached, so a changed
-environment (tests, the local runner) takes effect without a restart. Secrets
-(``OPENAI_API_KEY``) go through ``common.config.secret`` instead.
+``get()`` returns the settings for the environment as it is now: building them costs
+~0.5 ms, so they are kept per distinct set of values of their variables (looking those
+up costs microseconds), and a changed environment (tests, the local runner) still takes
+effect without a restart. Secrets (``OPENAI_API_KEY``) go through
+``common.config.secret`` instead.
 """
 
 from __future__ import annotations
+
+import os
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,5 +51,15 @@ class Settings(BaseSettings):
         return str(value)
 
 
+_NAMES = tuple(Settings.model_fields)
+_built: dict[tuple[str | None, ...], Settings] = {}
+
+
 def get() -> Settings:
-    return Settings()
+    values = tuple(os.environ.get(name) for name in _NAMES)
+    settings = _built.get(values)
+    if settings is None:
+        if len(_built) > 16:
+            _built.clear()
+        settings = _built[values] = Settings()
+    return settings

@@ -132,3 +132,23 @@ def test_encode_writes_no_metadata_but_keeps_the_colour_profile():
 def test_jpeg_output_flattens_transparency_on_white():
     out = images.encode(Image.new("RGBA", (4, 4), (0, 0, 0, 0)), "jpeg")
     assert Image.open(io.BytesIO(out.data)).convert("RGB").getpixel((0, 0)) == (255, 255, 255)
+
+
+# --- template ------------------------------------------------------------------------------
+
+
+def test_template_sizes_the_function_for_images_and_the_ai_timeout():
+    from devkit.lambdas import functions, template
+
+    spec = functions()["process-image"]
+    env = spec.environment
+    worst_ai_s = float(env["AI_TIMEOUT_S"]) * (int(env["AI_MAX_RETRIES"]) + 1)
+    assert spec.timeout > worst_ai_s + ai_tools.DEADLINE_MARGIN_S and spec.memory >= 2048 and spec.has_url
+    props = template()["Resources"][spec.logical_id]["Properties"]
+    policies = props["Policies"]
+    assert {"S3ReadPolicy": {"BucketName": {"Ref": "UploadsBucket"}}} in policies
+    assert {"S3CrudPolicy": {"BucketName": {"Ref": "GenerationsBucket"}}} in policies
+    statements = [s for p in policies if isinstance(p, dict) and "Statement" in p for s in p["Statement"]]
+    assert all(s["Resource"] == {"Fn::Sub": "${UploadsBucket.Arn}/users/*"} for s in statements)
+    cors = template()["Resources"]["UploadsBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
+    assert any("POST" in rule["AllowedMethods"] for rule in cors)

@@ -92,11 +92,17 @@ def photo(fmt: str = "jpeg", size=(64, 48), orientation: int | None = None) -> b
 
 
 def upload(user_id: uuid.UUID, data: bytes, content_type: str = "image/jpeg") -> str:
+    return upload_with_etag(user_id, data, content_type)[0]
+
+
+def upload_with_etag(user_id: uuid.UUID, data: bytes, content_type: str = "image/jpeg") -> tuple[str, str]:
     status, form = call("POST", "/uploads", user_id, {"content_type": content_type, "size": len(data)})
     assert status == 200, form
     posted = requests.post(form["url"], data=form["fields"], files={"file": ("photo", data)}, timeout=10)
     assert posted.status_code in (200, 204), posted.text
-    return form["key"]
+    # S3 answers a POST upload with its ETag; moto does not, so ask it the way S3 would know
+    etag = posted.headers.get("ETag") or storage.head(os.environ["UPLOADS_BUCKET"], form["key"])["ETag"]
+    return form["key"], etag
 
 
 def generate(user_id, tool_id, params, source_key, headers=None, timeout_s=None):
@@ -413,6 +419,37 @@ def test_cache_is_per_user():
     _, first = generate(a, "grayscale", {}, upload(a, data))
     status, other = generate(b, "grayscale", {}, upload(b, data))
     assert status == 201 and other["generation_id"] != first["generation_id"]
+
+
+def test_source_etag_from_the_upload_makes_a_hit_without_any_s3_call(monkeypatch):
+    user = new_user(10)
+    key, etag = upload_with_etag(user, photo())
+    body = {"tool_id": "blur", "params": {}, "source_key": key, "source_etag": etag}
+    status, first = call("POST", "/generations", user, body)
+    assert status == 201
+    # The same request without the ETag is the same cache entry
+    assert generate(user, "blur", {}, key)[1]["generation_id"] == first["generation_id"]
+
+    def no_s3(*args, **kwargs):
+        raise AssertionError("S3 was asked")
+
+    monkeypatch.setattr(storage, "head", no_s3)
+    monkeypatch.setattr(storage, "read", no_s3)
+    status, again = call("POST", "/generations", user, body)
+    assert status == 200 and again["cached"] and again["generation_id"] == first["generation_id"]
+    assert ledger.balance(user) == 9
+
+
+def test_wrong_source_etag_is_409_before_charging():
+    user = new_user(10)
+    key = upload(user, photo())
+    status, body = call("POST", "/generations", user, {"tool_id": "blur", "params": {}, "source_key": key,
+                                                        "source_etag": '"' + "0" * 32 + '"'})
+    assert (status, body["error"]["code"]) == (409, "conflict")
+    assert reservations(user) == [] and ledger.balance(user) == 10
+    status, body = call("POST", "/generations", user, {"tool_id": "blur", "params": {}, "source_key": key,
+                                                        "source_etag": "<script>"})
+    assert (status, body["error"]["code"]) == (422, "invalid_input")
 
 
 def test_idempotency_key_replays_the_first_answer():

@@ -62,7 +62,7 @@ def create_generation(body: GenerationIn) -> Response[GenerationOut]:
 
     def run() -> dict:
         created = generations.create(user.user_id, body.tool_id, body.params, body.source_key,
-                                     deadline=deadline)
+                                     source_etag=body.source_etag, deadline=deadline)
         return GenerationOut(**created.as_dict()).model_dump(mode="json")
 
     result = http.idempotent(app, run)

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from common import cache, db, ledger, storage
-from common.errors import AppError, Conflict, GatewayTimeout, NotFound, Unavailable
+from common.errors import AppError, Conflict, GatewayTimeout, InvalidInput, NotFound, Unavailable
 from common.observability import logger
 from process_image import catalog, images
 from process_image import settings as settings_module
@@ -42,6 +43,7 @@ CACHE_NAMESPACE = "process-image:generation"
 RESERVATION_PREFIX = "process-image:"
 #: Longest wait for another caller's identical local generation.
 LOCAL_WAIT_S = 60.0
+_ETAG = re.compile(r"[0-9A-Za-z_.:+/=-]{1,128}")
 
 # --- Queries ---------------------------------------------------------------------------
 
@@ -104,10 +106,12 @@ class Source:
 
 
 def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str, *,
-           deadline: float | None = None) -> Created:
+           source_etag: str | None = None, deadline: float | None = None) -> Created:
     """Run ``tool_id`` on ``source_key`` for the user, charged once (see the module doc).
 
-    ``deadline`` is the Lambda's deadline as a ``time.monotonic()`` value.
+    ``source_etag``: the ETag S3 answered to the upload, if the client passes it on; a
+    cache hit then needs no S3 call (a wrong value can only miss, and a miss checks it
+    before charging). ``deadline`` is the Lambda's deadline as a ``time.monotonic()`` value.
     """
     s = settings_module.get()
     tool = catalog.enabled_tool(tool_id)
@@ -118,8 +122,12 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
 
         ai_tools.render_prompt(tool, canonical)  # a catalog bug fails before anything is charged
         model = tool.model or s.AI_IMAGE_MODEL
-    source = _head_source(s, storage.validate_user_key(source_key, user_id))
-    key = cache_key(user_id, tool, model, canonical, source)
+    object_key = storage.validate_user_key(source_key, user_id)
+    source = None
+    if source_etag is None:
+        source = _head_source(s, object_key)
+        source_etag = source.etag
+    key = cache_key(user_id, tool, model, canonical, _etag(source_etag))
 
     hit = cache.get(key)
     if hit is not None:
@@ -128,6 +136,10 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         from process_image import ai_tools
 
         ai_tools.require_available()  # 503 ai_unavailable: nothing reserved, nothing charged
+    if source is None:
+        source = _head_source(s, object_key)
+        if _etag(source.etag) != _etag(source_etag):
+            raise Conflict("source_etag does not match the uploaded object; upload again or leave it out")
     with cache.single_flight(key, wait_s=_wait_s(tool, s, deadline)):
         hit = cache.get(key)  # stored by the caller we waited for
         if hit is not None:
@@ -135,8 +147,11 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         return _generate(user_id, tool, model, canonical, source, key, s, deadline)
 
 
-def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any],
-              source: Source) -> str:
+def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], etag: str) -> str:
+    """The request's identity. The source is named by its ETag, which S3 derives from the
+    content (single-part: its MD5; multipart: the parts' MD5s): the same photo uploaded
+    twice hits, a replaced object misses. The version id is left out on purpose: two
+    versions with one ETag hold the same bytes."""
     if tool.is_ai:
         from process_image import ai_tools
 
@@ -146,8 +161,15 @@ def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
 
         engine = f"local-{local_tools.ENGINE_VERSION}"
     return cache.key(CACHE_NAMESPACE, user=user_id, tool=tool.id, version=tool.prompt_version,
-                     engine=engine, model=model, params=params,
-                     source={"etag": source.etag, "version": source.version_id, "size": source.size})
+                     engine=engine, model=model, params=params, source_etag=etag)
+
+
+def _etag(value: str) -> str:
+    """An ETag as S3 writes it, without quotes: hex, maybe ``-<parts>``."""
+    etag = value.strip().strip('"')
+    if not _ETAG.fullmatch(etag):
+        raise InvalidInput("source_etag is not an S3 ETag", code="invalid_input")
+    return etag.lower()
 
 
 def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], source: Source,

@@ -29,6 +29,9 @@ class GenerationIn(BaseModel):
     tool_id: str = Field(min_length=1, max_length=40)
     params: dict[str, Any] = Field(default_factory=dict)
     source_key: str = Field(min_length=1, max_length=1024)
+    #: Optional: the ETag header S3 answered to the upload. With it a repeated request is
+    #: answered from the cache without asking S3 about the source.
+    source_etag: str | None = Field(default=None, min_length=1, max_length=130)
 
 
 class GenerationOut(BaseModel):

@@ -183,6 +183,14 @@ def test_issuer_and_audience_enforced_when_configured(auth_settings):
     rejected(bearer(jwt.encode(claims(), SECRET, algorithm="HS256")))
 
 
+def test_empty_issuer_and_audience_are_not_enforced(auth_settings):
+    # Given the template's defaults: JWT_ISSUER and JWT_AUDIENCE set, but empty
+    configure(auth_settings, JWT_ISSUER="", JWT_AUDIENCE="")
+    # Then a token without iss/aud passes, as with the variables unset
+    assert auth.authenticate(bearer(jwt.encode(claims(), SECRET, algorithm="HS256"))).user_id == USER
+    assert auth.authenticate(bearer(auth.mint_token(USER))).user_id == USER
+
+
 def test_alg_none_is_rejected(reasons):
     # PyJWT makes unsigned tokens on request; variants are made by hand
     unsigned = jwt.encode(claims(), None, algorithm="none")

@@ -128,8 +128,10 @@ def authenticate(authorization_header: str | None) -> Principal:
     claims: dict[str, Any] | None = None
     for key in keys:
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], issuer=s.JWT_ISSUER,
-                                audience=s.JWT_AUDIENCE, leeway=LEEWAY_S,
+            # An empty JWT_ISSUER / JWT_AUDIENCE (the template's defaults) means "not
+            # enforced": PyJWT would require an "iss" equal to "" for issuer="".
+            claims = jwt.decode(token, key, algorithms=[alg], issuer=s.JWT_ISSUER or None,
+                                audience=s.JWT_AUDIENCE or None, leeway=LEEWAY_S,
                                 options={"require": required})
             break
         except jwt.InvalidSignatureError:

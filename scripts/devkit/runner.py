@@ -66,6 +66,15 @@ PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "
                "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "XDG_RUNTIME_DIR")
 #: Settings taken from the shell when set there (secrets and provider endpoints).
 SHELL_SETTINGS = ("OPENAI_BASE_URL", "PAYMOB_API_URL", "STRIPE_API_BASE", "REVENUECAT_API_URL")
+#: The payment providers' APIs are local fakes (devkit.fake_paymob, devkit.fake_stripe)
+#: unless you configure the provider's secret key (shell or env.local.json): then the
+#: settings that point at the fake are left out, and the template's (real) ones apply.
+FAKE_PROVIDER_SETTINGS = {
+    "PAYMOB_SECRET_KEY": ("PAYMOB_API_URL", "PAYMOB_PUBLIC_KEY", "PAYMOB_INTEGRATION_IDS"),
+    "STRIPE_API_KEY": ("STRIPE_API_BASE",),
+}
+LOCAL_PAYMOB_KEYS = {"PAYMOB_SECRET_KEY": "local-paymob-secret-key", "PAYMOB_PUBLIC_KEY": "pk_test_local"}
+LOCAL_STRIPE_API_KEY = "sk_test_local_stripe_key"
 _TEXT_TYPES = re.compile(r"text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded"
                          r"|graphql|x-ndjson)")
 _SKIP_DIRS = {"__pycache__", "node_modules"}
@@ -576,6 +585,7 @@ class Runner:
                       for name, fn in self.functions.items()}
         self.scheduler = Scheduler(self)
         self._threads: list[threading.Thread] = []
+        self.services: Services | None = None  # set by main() when it started them
 
     # -- configuration ---------------------------------------------------------------
     def function_env(self, fn: cfn.LocalFunction) -> dict[str, str]:
@@ -590,9 +600,16 @@ class Runner:
             # the template would make the function call AWS for them.
             if not key.endswith(("_PARAM", "_SECRET_ARN")):
                 env[key] = ",".join(map(str, value)) if isinstance(value, list) else cfn._env_value(value)
-        env.update(self.services_env)
-        env.update({k: os.environ[k] for k in (*SECRET_NAMES, *SHELL_SETTINGS) if os.environ.get(k)})
-        env.update(self.env_file.for_function(fn))
+        services = dict(self.services_env)
+        shell = {k: os.environ[k] for k in (*SECRET_NAMES, *SHELL_SETTINGS) if os.environ.get(k)}
+        own = self.env_file.for_function(fn)
+        for key, names in FAKE_PROVIDER_SETTINGS.items():
+            if shell.get(key) or own.get(key):  # a real account: no setting may point at the fake
+                for name in (key, *names):
+                    services.pop(name, None)
+        env.update(services)
+        env.update(shell)
+        env.update(own)
         env.update({
             "AWS_LAMBDA_FUNCTION_NAME": fn.name, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory),
@@ -771,16 +788,27 @@ class Services:
     applied: list[str] = field(default_factory=list)
     seeded: Any = None
     moto: Any = None
+    paymob: Any = None  # devkit.fake_paymob.FakePaymob
+    stripe: Any = None  # devkit.fake_stripe.FakeStripe
 
     def env(self) -> dict[str, str]:
         env = {**LOCAL_SECRETS, "DATABASE_URL": self.database_url}
         env.update(s3.environment(self.s3_endpoint))
+        if self.paymob is not None:
+            from devkit.fake_paymob import INTEGRATION_ID
+
+            env.update(LOCAL_PAYMOB_KEYS, PAYMOB_API_URL=self.paymob.base_url,
+                       PAYMOB_INTEGRATION_IDS=str(INTEGRATION_ID))
+        if self.stripe is not None:
+            env.update(STRIPE_API_KEY=LOCAL_STRIPE_API_KEY, STRIPE_API_BASE=self.stripe.base_url)
         return env
 
     def stop(self) -> None:
-        if self.moto is not None:
-            self.moto.stop()
-            self.moto = None
+        for name in ("moto", "paymob", "stripe"):
+            server = getattr(self, name)
+            if server is not None:
+                server.stop()
+                setattr(self, name, None)
 
 
 def _start_database() -> tuple[str, str, list[str], Any]:
@@ -808,11 +836,20 @@ def _embedded_url() -> str:
 
 
 def _start_s3(buckets: list[str], port: int | None) -> tuple[Any, str]:
+    from devkit import seed
+
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every S3 request
     if port is not None and not _port_free(port):
         port = None
     server, endpoint = s3.start_server(port)
-    s3.create_buckets(endpoint, buckets)
+    try:
+        s3.create_buckets(endpoint, buckets)
+        if {s3.LOCAL_BUCKETS["UPLOADS_BUCKET"], s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"]} <= set(buckets):
+            seed.seed_objects(endpoint, uploads_bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"],
+                              generations_bucket=s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"])
+    except BaseException:
+        server.stop()
+        raise
     return server, endpoint
 
 
@@ -827,8 +864,9 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def start_services(buckets: list[str], *, s3_port: int | None = None) -> Services:
-    """Postgres (migrated and seeded) and moto S3 (with ``buckets``), started in parallel."""
+def start_services(buckets: list[str], *, s3_port: int | None = None, fakes: bool = True) -> Services:
+    """Postgres (migrated and seeded) and moto S3 (with ``buckets`` and the demo objects),
+    started in parallel, and the Paymob and Stripe fakes (threads of this process)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         database = pool.submit(_start_database)
         storage = pool.submit(_start_s3, buckets, s3_port)
@@ -838,7 +876,13 @@ def start_services(buckets: list[str], *, s3_port: int | None = None) -> Service
         except BaseException:
             moto.stop()
             raise
-    return Services(url, source, endpoint, buckets, applied, seeded, moto)
+    services = Services(url, source, endpoint, buckets, applied, seeded, moto)
+    if fakes:
+        from devkit import fake_paymob, fake_stripe
+
+        services.paymob = fake_paymob.FakePaymob().start()
+        services.stripe = fake_stripe.FakeStripe().start()
+    return services
 
 
 def redact_url(url: str) -> str:
@@ -866,28 +910,76 @@ def status_line(services: Services, runner: Runner) -> str:
         "offline providers (OPENAI_API_KEY not set)"
     urls = sum(1 for f in runner.functions.values() if f.url is not None)
     scheduled = sum(1 for f in runner.functions.values() if f.schedule_list)
+    envs = [runner.function_env(fn) for fn in runner.functions.values()]
+    payments = []
+    for label, fake, setting in (("Paymob", services.paymob, "PAYMOB_API_URL"),
+                                 ("Stripe", services.stripe, "STRIPE_API_BASE")):
+        if fake is not None and any(env.get(setting) == fake.base_url for env in envs):
+            payments.append(f"{label} fake at {fake.base_url}")
+        else:
+            payments.append(f"{label} as configured")
     return (f"postgres {redact_url(services.database_url)} ({services.database_source}) | "
             f"s3 moto at {services.s3_endpoint} ({', '.join(services.buckets)}; in memory) | ai {ai} | "
+            f"payments {', '.join(payments)} | "
             f"functions {urls} URL(s) at {runner.base_url}/<function>/, {scheduled} scheduled")
 
 
+#: The sample shown for a route that has several (else the first by name); the others
+#: run with scripts/invoke.
+HEADLINE_SAMPLES = ("transaction-paid", "initial-purchase", "checkout-session-completed")
+_ID_SEGMENT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|\d+")
+
+
+def sample_route(event: Any) -> tuple[str, str] | None:
+    """(method, path with ids as ``{id}``) of a Function URL sample event, else None."""
+    if not isinstance(event, dict) or "rawPath" not in event:
+        return None
+    method = str(((event.get("requestContext") or {}).get("http") or {}).get("method") or "GET").upper()
+    path = "/".join("{id}" if _ID_SEGMENT.fullmatch(part) else part for part in event["rawPath"].split("/"))
+    return method, path or "/"
+
+
+def _samples(folder: Path) -> list[tuple[Path, Any]]:
+    samples = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stem) if folder.is_dir() else []:
+        try:
+            samples.append((path, json.loads(path.read_text())))
+        except ValueError:
+            continue
+    return samples
+
+
 def curl_examples(runner: Runner, events_dir: Path | None = None) -> list[str]:
-    """One curl per URL function (its base URL), one per sample event in
-    events/<function>/*.json, and one per schedule (run it now)."""
+    """One example per route of each URL function, from its sample events in
+    events/<function>/*.json (a curl, or for a sample whose signature expires a re-sign
+    piped to scripts/invoke), one curl to the base URL of a URL function without samples,
+    a scripts/invoke line per sample of a function without a URL, and one curl per
+    scheduled function (run it now)."""
     events_dir = events_dir or runner.template_path.parent / "events"
+    port = f" --port {runner.port}" if runner.port != DEFAULT_PORT else ""
     lines: list[str] = []
     for name, fn in sorted(runner.functions.items()):
-        samples = sorted((events_dir / name).glob("*.json")) if (events_dir / name).is_dir() else []
-        if fn.url is not None:
+        samples = _samples(events_dir / name)
+        if fn.url is None:
+            lines += [f"scripts/invoke {name} --event {_relative(path)}{port}" for path, _ in samples]
+        elif not samples:
             lines.append(f'curl -s {runner.base_url}/{name}/ -H "Authorization: Bearer $TOKEN"')
-        for sample in samples:
-            try:
-                event = json.loads(sample.read_text())
-            except ValueError:
-                continue
-            curl = sample_curl(runner.base_url, name, event) if fn.url is not None else None
-            lines.append(f"# {_relative(sample)}")
-            lines.append(curl or f"scripts/invoke {name} --event {_relative(sample)}")
+        routes: dict[tuple[str, str], list[tuple[Path, Any]]] = {}
+        for path, event in samples if fn.url is not None else []:
+            route = sample_route(event)
+            if route is not None:
+                routes.setdefault(route, []).append((path, event))
+        for (method, route), found in routes.items():
+            path, event = next((s for s in found if s[0].stem in HEADLINE_SAMPLES), found[0])
+            more = f" (+{len(found) - 1} more: {_relative(path.parent)}/)" if len(found) > 1 else ""
+            lines.append(f"# {name} {method} {route}: {_relative(path)}{more}")
+            if any(k.lower() == "stripe-signature" for k in event.get("headers") or {}):
+                # the signature's timestamp must be recent: sign it now, then invoke
+                signed = f"scripts/sign-webhook {_relative(path)}"
+                lines.append(f"{signed} | scripts/invoke {name} --event -{port}")
+            else:
+                lines.append(sample_curl(runner.base_url, name, event)
+                             or f"scripts/invoke {name} --event {_relative(path)}{port}")
         if fn.schedule_list:
             lines.append(f"curl -s -X POST {runner.base_url}/_schedules/{name}")
     return lines
@@ -984,6 +1076,7 @@ def _main(template: Path, port: int, env_file: Path | None, *, host: str, servic
             svc = start_services(sorted({*probe.bucket_names(), *s3.LOCAL_BUCKETS.values()}), s3_port=s3_port)
         runner = Runner(template, env_file=env_file, host=host, port=port,
                         services_env=svc.env() if svc else {}).start(run_schedules=run_schedules)
+        runner.services = svc  # for callers of on_ready (tests drive the fakes through it)
         _banner(out, runner, svc, time.perf_counter() - started)
         if on_ready:
             on_ready(runner)
@@ -1017,11 +1110,15 @@ def _banner(out: TextIO, runner: Runner, svc: Services | None, elapsed: float) -
             names = ("JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE")
             shell = {k: os.environ[k] for k in names if os.environ.get(k)}
             env = {**svc.env(), **shell, **runner.env_file.all_functions}
-        token = seed.token(demo.demo_user_id, env.get("JWT_SECRET") or LOCAL_JWT_SECRET,
-                           issuer=env.get("JWT_ISSUER") or None, audience=env.get("JWT_AUDIENCE") or None)
+        def token(user_id: Any) -> str:
+            return seed.token(user_id, env.get("JWT_SECRET") or LOCAL_JWT_SECRET,
+                              issuer=env.get("JWT_ISSUER") or None, audience=env.get("JWT_AUDIENCE") or None)
+
         lines += [f"demo user {demo.demo_user_id} ({demo.demo_credits} credits), partner "
                   f"{demo.partner_user_id}, pair {demo.pair_id}",
-                  "token for the demo user (valid 7 days):", f"export TOKEN={token}"]
+                  "tokens for the demo user and the partner (valid 7 days):",
+                  f"export TOKEN={token(demo.demo_user_id)}",
+                  f"export PARTNER_TOKEN={token(demo.partner_user_id)}"]
     else:
         lines.append(f"functions at {runner.base_url}/<function>/ (no local services)")
     examples = curl_examples(runner)

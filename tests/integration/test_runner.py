@@ -388,13 +388,41 @@ def test_cors_preflight_unknown_routes_and_payload_limit(served: rt.Runner) -> N
     assert status == 413
 
 
-def test_examples_include_base_urls_samples_and_schedules(served: rt.Runner, app: Path) -> None:
+def test_examples_give_one_curl_per_sampled_route_and_schedules(served: rt.Runner, app: Path) -> None:
     lines = rt.curl_examples(served)
-    assert f'curl -s {served.base_url}/echo/ -H "Authorization: Bearer $TOKEN"' in lines
+    # A function with samples gets one example per route, named after its sample
+    assert f"# echo POST /items: {app}/events/echo/create.json" in lines
+    assert f'curl -s {served.base_url}/echo/ -H "Authorization: Bearer $TOKEN"' not in lines
     create = next(line for line in lines if "/echo/items" in line)
     assert create.startswith(f"curl -s -X POST '{served.base_url}/echo/items?a=1'")
     assert '-H "authorization: Bearer $TOKEN"' in create and "--data-binary '{\"n\": 1}'" in create
     assert f"curl -s -X POST {served.base_url}/_schedules/tick" in lines
+    # Without samples, the base URL
+    (app / "events" / "echo" / "create.json").unlink()
+    assert f'curl -s {served.base_url}/echo/ -H "Authorization: Bearer $TOKEN"' in rt.curl_examples(served)
+
+
+def test_routes_of_samples_name_ids_and_pick_a_headline() -> None:
+    event = rt.request_event("POST", "/entries/00000000-0000-4000-8000-0000000e0001/analyze", "", [], b"")
+    assert rt.sample_route(event) == ("POST", "/entries/{id}/analyze")
+    assert rt.sample_route(rt.request_event("GET", "/orders/42", "", [], b"")) == ("GET", "/orders/{id}")
+    assert rt.sample_route({"max_seconds": 1}) is None
+
+
+def test_payment_fakes_are_used_unless_the_provider_key_is_configured(
+        app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fakes = {"PAYMOB_SECRET_KEY": "local", "PAYMOB_API_URL": "http://127.0.0.1:1", "PAYMOB_PUBLIC_KEY": "pk",
+             "PAYMOB_INTEGRATION_IDS": "1", "STRIPE_API_KEY": "sk_local", "STRIPE_API_BASE": "http://127.0.0.1:2"}
+    for name in fakes:
+        monkeypatch.delenv(name, raising=False)
+    local = rt.Runner(app / "template.yaml", env_file=None, port=None, services_env=fakes)
+    env = local.function_env(local.functions["echo"])
+    assert {k: env[k] for k in fakes} == fakes
+    # Given a real Stripe key in the shell: Stripe's settings are yours, Paymob stays fake
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_real")
+    env = local.function_env(local.functions["echo"])
+    assert env["STRIPE_API_KEY"] == "sk_test_real" and "STRIPE_API_BASE" not in env
+    assert env["PAYMOB_API_URL"] == "http://127.0.0.1:1"
 
 
 def test_seed_is_idempotent_and_keeps_the_ledger_equal_to_the_balance(clean_db: str) -> None:

@@ -1,0 +1,84 @@
+"""Every sample event under events/ works as committed, through the machinery of
+scripts/invoke (devkit.runner.Runner: worker processes, the template's environment, the
+runner's local secrets), against the demo data that `make dev` seeds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from importlib.machinery import SourceFileLoader
+from importlib.util import module_from_spec, spec_from_loader
+from pathlib import Path
+
+import pytest
+
+from devkit import ROOT, fake_paymob, fake_stripe, s3, samples, seed
+from devkit import runner as rt
+
+#: Samples that are refused locally on purpose, with the status they get.
+REFUSED = {
+    # Paymob's published sample verifies with Paymob's published secret only (docs/payments.md)
+    ("paymob-webhook", "published-sample"): 401,
+}
+SAMPLES = list(samples.all_samples())
+
+
+def sign_webhook():
+    loader = SourceFileLoader("sign_webhook", str(ROOT / "scripts" / "sign-webhook"))
+    module = module_from_spec(spec_from_loader("sign_webhook", loader))
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory, database_url: str, s3_endpoint: str, _openai_server) -> Iterator[rt.Runner]:
+    """A runner with make dev's services: the test database seeded, moto with the demo
+    objects, the payment fakes; the fake OpenAI for process-image (its AI sample)."""
+    import psycopg
+
+    from tests.conftest import MUTABLE_TABLES
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(MUTABLE_TABLES)} RESTART IDENTITY CASCADE")
+    seed.seed(database_url)
+    seed.seed_objects(s3_endpoint, uploads_bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"],
+                      generations_bucket=s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"])
+    paymob, stripe = fake_paymob.FakePaymob().start(), fake_stripe.FakeStripe().start()
+    services = rt.Services(database_url, "test", s3_endpoint, list(s3.LOCAL_BUCKETS.values()),
+                           paymob=paymob, stripe=stripe)
+    env_file = tmp_path_factory.mktemp("env") / "env.local.json"
+    env_file.write_text(json.dumps({
+        "Parameters": {"JWT_SECRET": rt.LOCAL_JWT_SECRET},  # the samples' tokens (the shell has the tests')
+        "process-image": {"OPENAI_API_KEY": "sk-test-local", "OPENAI_BASE_URL": _openai_server.base_url},
+    }))
+    runner = rt.Runner(env_file=env_file, port=None, services_env=services.env(), sink=lambda _line: None)
+    yield runner
+    runner.stop()
+    services.stop()
+
+
+def test_every_function_has_samples_and_every_client_sample_a_lasting_token() -> None:
+    import jwt
+
+    assert {function for function, _ in SAMPLES} == set(rt.Runner(port=None).functions)
+    for function, path in SAMPLES:
+        if function in samples.CLIENT_FUNCTIONS:
+            token = json.loads(path.read_text())["headers"]["authorization"].split(" ", 1)[1]
+            claims = jwt.decode(token, rt.LOCAL_JWT_SECRET, algorithms=["HS256"])
+            assert claims["exp"] >= samples.TOKEN_EXPIRES.timestamp() - 86400, path
+            assert claims["sub"] in (str(seed.DEMO_USER_ID), str(seed.PARTNER_USER_ID)), path
+
+
+@pytest.mark.parametrize(("function", "path"), SAMPLES, ids=[f"{f}/{p.stem}" for f, p in SAMPLES])
+def test_sample_runs_as_committed(local: rt.Runner, function: str, path: Path) -> None:
+    # Given the sample (a Stripe one re-signed: its signature's timestamp must be recent)
+    event = json.loads(path.read_text())
+    if function == "stripe-webhook":
+        event = sign_webhook().sign(event, rt.LOCAL_SECRETS["STRIPE_WEBHOOK_SECRET"], None)
+    # When scripts/invoke's machinery runs it
+    inv = local.invoke(function, event)
+    # Then the function succeeds: a 2xx answer for URL events (or the intended refusal)
+    assert inv.ok, inv.error
+    if local.functions[function].url is not None:
+        status, refused = inv.result["statusCode"], REFUSED.get((function, path.stem))
+        assert status == refused if refused else 200 <= status < 300, inv.result["body"][:300]

@@ -421,7 +421,7 @@ def test_no_entry_text_is_logged(database_url, openai_fake, monkeypatch, log_tex
 def test_sample_events_route(database_url):
     (user,) = new_users(database_url, 1)
     events = {p.stem: json.loads(p.read_text()) for p in (ROOT / "events" / FUNCTION).glob("*.json")}
-    assert set(events) == {"create-entry", "analyze-entry", "get-entry"}
+    assert {"create-entry", "analyze-entry", "get-entry"} <= set(events)  # test_events.py runs them all
 
     def run(name: str, entry_id: str | None = None) -> tuple[int, dict]:
         event = json.loads(json.dumps(events[name]))

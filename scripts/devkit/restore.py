@@ -77,7 +77,10 @@ class Report:
     migrated: list[str]
     tables: list[TableReport] = field(default_factory=list)
     download_seconds: float = 0.0
-    load_seconds: float = 0.0
+    migrate_seconds: float = 0.0
+    load_seconds: float = 0.0  # all of the load transaction and ANALYZE, of which:
+    keys_seconds: float = 0.0  # re-creating keys and indexes
+    analyze_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -182,7 +185,7 @@ def download_verified(bucket: str, manifest: dict[str, Any], workdir: Path, *,
 # --- The target -------------------------------------------------------------------------
 
 USER_TABLES = """
-SELECT c.relname AS name FROM pg_class c
+SELECT c.relname AS name, c.relkind AS kind FROM pg_class c
  WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 """
 
@@ -273,9 +276,12 @@ class _Keys:
 
 
 def _copy_in(conn: psycopg.Connection[Any], table: dict[str, Any], path: Path,
-              advance: Callable[[int], Any]) -> int:
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER, ENCODING 'UTF8')").format(
-        sql.Identifier(table["name"]), sql.SQL(", ").join(map(sql.Identifier, table["columns"])))
+              advance: Callable[[int], Any], *, freeze: bool) -> int:
+    # FREEZE (allowed because the table was emptied in this transaction) writes the rows
+    # already frozen: no hint-bit rewrite or anti-wraparound vacuum of them later.
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER, ENCODING 'UTF8'{})").format(
+        sql.Identifier(table["name"]), sql.SQL(", ").join(map(sql.Identifier, table["columns"])),
+        sql.SQL(", FREEZE" if freeze else ""))
     inflate = zlib.decompressobj(31)  # gzip container
     cursor = conn.cursor()
     with path.open("rb") as src, cursor.copy(statement) as copy:
@@ -313,12 +319,14 @@ def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Rep
     tables = manifest["tables"]
     started = time.monotonic()
     with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
-        present = {row["name"] for row in conn.execute(USER_TABLES)}
+        present = {row["name"]: row["kind"] for row in conn.execute(USER_TABLES)}
         if missing := [t["name"] for t in tables if t["name"] not in present]:
             raise RestoreError(f"the migrated target has no table(s) {missing}")
         idents = [sql.Identifier(t["name"]) for t in tables]
         with conn.transaction():
             conn.execute("SELECT set_config('statement_timeout', '0', true)")
+            # index builds sort in memory up to this (the server default is 64MB)
+            conn.execute("SELECT set_config('maintenance_work_mem', '256MB', true)")
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(idents)))
             oids = [conn.execute("SELECT %s::regclass::oid AS oid", (i.as_string(conn),)).fetchone()["oid"]
                     for i in idents]
@@ -332,17 +340,22 @@ def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Rep
                 for table in tables:
                     bar.set_postfix_str(table["name"])
                     t0 = time.monotonic()
-                    rows = _copy_in(conn, table, paths[table["name"]], bar.update)
+                    rows = _copy_in(conn, table, paths[table["name"]], bar.update,
+                                    freeze=present[table["name"]] == "r")
                     if rows != table["rows"]:
                         raise RestoreError(f"{table['name']}: loaded {rows} rows, "
                                            f"the manifest says {table['rows']}")
                     report.tables.append(TableReport(table["name"], rows, time.monotonic() - t0))
+            t0 = time.monotonic()
             if keys:
                 keys.create(conn)
+            report.keys_seconds = time.monotonic() - t0
             for ident in idents:
                 conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
             _set_sequences(conn, manifest)
+        t0 = time.monotonic()
         conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(idents)))
+        report.analyze_seconds = time.monotonic() - t0
     report.load_seconds = time.monotonic() - started
 
 
@@ -367,6 +380,8 @@ def restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool
         paths = download_verified(bucket, manifest, Path(tmp), progress=progress)
         report.download_seconds = time.monotonic() - t0
         log(f"verified {len(paths)} objects against the manifest (SHA-256)")
+        t0 = time.monotonic()
         _migrate(database_url, manifest, report)
+        report.migrate_seconds = time.monotonic() - t0
         load(database_url, manifest, paths, report, progress=progress, keys_after_load=keys_after_load)
     return report

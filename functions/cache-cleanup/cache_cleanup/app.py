@@ -24,7 +24,7 @@ class CleanupInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_seconds: float | None = Field(default=None, gt=0, le=900)
-    batch_size: int = Field(default=5000, ge=1, le=50_000)
+    batch_size: int = Field(default=2000, ge=1, le=50_000)
     dry_run: bool = False
 
 
@@ -37,7 +37,8 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
                           rate_limit_keep=settings.rate_limit_keep)
     budget = job.Budget(context.get_remaining_time_in_millis, max_seconds=request.max_seconds,
                         margin_ms=settings.CLEANUP_DEADLINE_MARGIN_MS)
-    report = job.run(budget, limits, batch_size=request.batch_size, dry_run=request.dry_run)
+    report = job.run(budget, limits, batch_size=request.batch_size, dry_run=request.dry_run,
+                     pause_s=settings.CLEANUP_PAUSE_MS / 1000)
     result = report.as_dict()
     _emit_metrics(report)
     logger.info("cleanup finished", extra={"report": result})

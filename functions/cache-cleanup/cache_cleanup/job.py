@@ -41,6 +41,10 @@ class Budget:
     def allows_batch(self) -> bool:
         return self.left_s() > self._margin_s + 2 * self._slowest_s
 
+    @property
+    def slowest_s(self) -> float:
+        return self._slowest_s
+
     def timed(self, fn: Any, *args: Any) -> Any:
         started = time.monotonic()
         try:
@@ -57,18 +61,24 @@ class Report:
     complete: bool = False
     dry_run: bool = False
     batches: int = 0
+    slowest_batch_s: float = 0.0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"deleted": dict(self.deleted), "refunded": self.refunded,
                 "remaining_expired": dict(self.remaining_expired), "complete": self.complete,
-                "dry_run": self.dry_run, "batches": self.batches, "seconds": round(self.seconds, 3)}
+                "dry_run": self.dry_run, "batches": self.batches,
+                "slowest_batch_ms": round(self.slowest_batch_s * 1000, 1), "seconds": round(self.seconds, 3)}
 
 
-def run(budget: Budget, limits: purge.Limits, *, batch_size: int, dry_run: bool = False) -> Report:
+def run(budget: Budget, limits: purge.Limits, *, batch_size: int, dry_run: bool = False,
+        pause_s: float = 0.0) -> Report:
     """Purge expired rows and refund stale reservations within ``budget``.
 
-    ``dry_run`` changes nothing and reports what is eligible (``remaining_expired``).
+    ``pause_s`` is slept after each round of batches while work remains: it leaves the
+    database's CPU to the application's own queries between rounds (measured with
+    scripts/bench/cleanup.py). ``dry_run`` changes nothing and reports what is eligible
+    (``remaining_expired``).
     Safe to run twice at once: the purges skip rows the other run has locked, and a
     reservation is refunded at most once (its status changes once).
     """
@@ -89,7 +99,10 @@ def run(budget: Budget, limits: purge.Limits, *, batch_size: int, dry_run: bool 
                 report.deleted[name] += seen
             if seen < batch_size:
                 pending.remove(name)
+        if pending and pause_s:
+            time.sleep(pause_s)
     report.complete = not pending
+    report.slowest_batch_s = budget.slowest_s
     report.remaining_expired = {p.name: p.remaining(limits, REMAINING_CAP) for p in purge.PURGES}
     report.remaining_expired[purge.RESERVATIONS] = purge.stale_remaining(limits, REMAINING_CAP)
     if dry_run:

@@ -155,6 +155,22 @@ def test_malformed_json_is_400(path):
     assert_envelope(body, "invalid_json")
 
 
+@pytest.mark.parametrize("path", ["/items", "/raw"])
+def test_body_that_is_not_utf8_is_400(path):
+    # Given bytes that are not UTF-8, which Lambda delivers base64-encoded
+    status, body, _ = call("POST", path, raw_body=b'{"name": "\xff\xfe"}',
+                           headers={"content-type": "application/json"})
+    assert status == 400
+    assert_envelope(body, "invalid_json")
+
+
+def test_multipart_body_without_boundary_is_415():
+    status, body, _ = call("POST", "/items", raw_body='{"name": "pen", "qty": 1}',
+                           headers={"content-type": "multipart/form-data"})
+    assert status == 415
+    assert_envelope(body, "unsupported_media_type")
+
+
 def test_other_content_type_is_415():
     status, body, _ = call("POST", "/items", raw_body="name=pen", headers={"content-type": "text/plain"})
     assert status == 415

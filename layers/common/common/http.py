@@ -235,6 +235,23 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
     def invalid_json(exc: json.JSONDecodeError) -> Response:
         return error_response(400, "invalid_json", "the request body is not valid JSON")
 
+    @app.exception_handler(UnicodeDecodeError)
+    def undecodable(exc: UnicodeDecodeError) -> Response:
+        # Powertools decodes a base64 body as UTF-8 before any JSON parsing: bytes that
+        # are not UTF-8 are the client's error. Raised by anything else, it is ours.
+        if _body_is_utf8(app.current_event):
+            return _internal_error(app, exc, "unhandled error")
+        return error_response(400, "invalid_json", "the request body is not valid JSON (not UTF-8)")
+
+    @app.exception_handler(ValueError)
+    def value_error(exc: ValueError) -> Response:
+        # Powertools parses multipart bodies for validation and raises a bare ValueError
+        # on a malformed one (no boundary): the client's error. Any other is ours.
+        content_type = app.current_event.headers.get("content-type") or ""
+        if content_type.lower().startswith("multipart/"):
+            return error_response(415, "unsupported_media_type", "send the body as application/json")
+        return _internal_error(app, exc, "unhandled error")
+
     @app.exception_handler(RequestUnsupportedContentType)
     def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response:
         return error_response(415, "unsupported_media_type", "send the body as application/json")
@@ -311,6 +328,20 @@ def _allowed_methods(app: LambdaFunctionUrlResolver) -> set[str]:
     method = app.current_event.http_method.upper()
     matching = {r.method for r in app._static_routes + app._dynamic_routes if r.rule.match(path)}
     return set() if method in matching else matching
+
+
+def _body_is_utf8(event: LambdaFunctionUrlEvent) -> bool:
+    import base64
+    import binascii
+
+    body = event.body
+    if not body or not event.is_base64_encoded:
+        return True
+    try:
+        base64.b64decode(body).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return True
 
 
 def _check_body_size(event: LambdaFunctionUrlEvent, limit: int) -> None:

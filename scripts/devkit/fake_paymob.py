@@ -38,7 +38,9 @@ class FakePaymob:
     intentions: dict[int, dict[str, Any]] = field(default_factory=dict)  # by intention_order_id
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
-    _order_ids: itertools.count = field(default_factory=lambda: itertools.count(217503754))
+    # Apart from the order ids of the sample events (Paymob's published 217503754, and
+    # 217503760, the demo Paymob order of devkit.seed), so an intention never collides.
+    _order_ids: itertools.count = field(default_factory=lambda: itertools.count(320000001))
     _transaction_ids: itertools.count = field(default_factory=lambda: itertools.count(192036465))
 
     @property

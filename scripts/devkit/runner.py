@@ -504,6 +504,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _dispatch
 
+    def __getattr__(self, name: str) -> Any:
+        # any other method (TRACE, QUERY, ...) reaches the function too, whose resolver
+        # answers 405, instead of the standard library's 501
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the runner logs one line per request itself
 

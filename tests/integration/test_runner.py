@@ -384,6 +384,7 @@ def test_cors_preflight_unknown_routes_and_payload_limit(served: rt.Runner) -> N
     _, headers, _, _ = request(served, "GET", "/echo/", headers=[("Origin", "https://evil.example.com")])
     assert "access-control-allow-origin" not in headers
     assert request(served, "GET", "/nope/")[0] == 404
+    assert request(served, "TRACE", "/echo/")[0] == request(served, "QUERY", "/echo/")[0] == 200  # any method
     status, _, _, _ = request(served, "POST", "/echo/", body=b"x" * (rt.MAX_PAYLOAD + 1))
     assert status == 413
 

@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 FUNCTION_REQS := $(wildcard functions/*/requirements.txt)
 
-.PHONY: venv dev test lint migrate build validate clean
+.PHONY: venv dev test lint migrate build validate clean fuzz openapi
 
 $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt $(FUNCTION_REQS) pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(TOOLS)/bin/cfn-lint template.yaml
+
+# Schemathesis against the client routes of a runner on a throw-away database (docs/local-dev.md).
+fuzz: venv
+	$(VENV)/bin/python scripts/fuzz $(FUZZ_ARGS)
+
+# Regenerate shared/openapi/<function>.json from the resolvers (a test fails while they are stale).
+openapi: venv
+	$(VENV)/bin/python scripts/openapi
 
 migrate: venv
 	$(VENV)/bin/python scripts/migrate

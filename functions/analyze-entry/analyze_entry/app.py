@@ -22,7 +22,7 @@ from common import http
 app = http.make_resolver(max_body_bytes=128 * 1024)
 
 
-@app.post("/entries")
+@app.post("/entries", status_code=201)
 def create_entry(body: EntryIn) -> Response[Entry]:
     user = http.current_user(app, route_limit=_analyse_limit())
     stored = http.idempotent(app, lambda: logic.create_entry(user.user_id, body).model_dump(mode="json"),

@@ -30,14 +30,14 @@ def products() -> ProductsOut:
     return ProductsOut.model_validate(logic.list_products())
 
 
-@app.post("/paymob")
+@app.post("/paymob", status_code=201)
 def paymob(body: PaymobCheckoutIn) -> Response[PaymobCheckoutOut]:
     user = http.current_user(app, route_limit=CHECKOUT_LIMIT_PER_MINUTE)
     result = http.idempotent(app, lambda: logic.start_paymob(user, body), user=user)
     return _created(PaymobCheckoutOut.model_validate(result).model_dump(mode="json"))
 
 
-@app.post("/stripe")
+@app.post("/stripe", status_code=201)
 def stripe(body: CheckoutIn) -> Response[StripeCheckoutOut]:
     user = http.current_user(app, route_limit=CHECKOUT_LIMIT_PER_MINUTE)
     result = http.idempotent(app, lambda: logic.start_stripe(user, body), user=user)

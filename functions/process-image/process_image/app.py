@@ -55,7 +55,12 @@ def create_upload(body: UploadIn) -> UploadOut:
     return UploadOut(**form)
 
 
-@app.post("/generations")
+@app.post("/generations", responses={
+    201: {"description": "the tool ran and the caller was charged",
+          "content": {"application/json": {"model": GenerationOut}}},
+    200: {"description": "an identical earlier request answered from the cache, free (cached: true)",
+          "content": {"application/json": {"model": GenerationOut}}},
+})
 def create_generation(body: GenerationIn) -> Response[GenerationOut]:
     user = http.current_user(app)
     deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000

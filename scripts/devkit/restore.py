@@ -76,6 +76,7 @@ class Report:
     migration_version: str | None
     migrated: list[str]
     tables: list[TableReport] = field(default_factory=list)
+    step: str = ""  # what the restore was doing (named in errors)
     download_seconds: float = 0.0
     migrate_seconds: float = 0.0
     load_seconds: float = 0.0  # all of the load transaction and ANALYZE, of which:
@@ -313,7 +314,25 @@ def _set_sequences(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> N
 
 def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Report, *,
          progress: bool = True, keys_after_load: bool = True) -> None:
-    """Step 5 and 6 (see the module docstring) on an already migrated target."""
+    """Step 5 and 6 (see the module docstring) on an already migrated target.
+
+    A database error rolls the load back and becomes a RestoreError naming the error
+    class, table, column and constraint only: the server's message and detail can quote
+    row values (journal text, emails), which must not reach a terminal or a log.
+    """
+    try:
+        _load(url, manifest, paths, report, progress=progress, keys_after_load=keys_after_load)
+    except psycopg.Error as exc:
+        diag = exc.diag
+        where = ", ".join(f"{name} {value}" for name, value in [
+            ("table", diag.table_name), ("column", diag.column_name), ("constraint", diag.constraint_name)]
+            if value)
+        raise RestoreError(f"{report.step} failed and the load was rolled back: {type(exc).__name__} "
+                           f"(SQLSTATE {exc.sqlstate})" + (f", {where}" if where else "")) from None
+
+
+def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Report, *,
+          progress: bool, keys_after_load: bool) -> None:
     from tqdm import tqdm
 
     tables = manifest["tables"]
@@ -327,6 +346,7 @@ def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Rep
             conn.execute("SELECT set_config('statement_timeout', '0', true)")
             # index builds sort in memory up to this (the server default is 64MB)
             conn.execute("SELECT set_config('maintenance_work_mem', '256MB', true)")
+            report.step = "emptying the tables"
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(idents)))
             oids = [conn.execute("SELECT %s::regclass::oid AS oid", (i.as_string(conn),)).fetchone()["oid"]
                     for i in idents]
@@ -334,11 +354,13 @@ def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Rep
             for ident in idents:
                 conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(ident))
             if keys:
+                report.step = "dropping keys and indexes"
                 keys.drop(conn)
             total = sum(t.get("csv_bytes", 0) for t in tables)
             with tqdm(total=total, unit="B", unit_scale=True, desc="load", disable=_quiet(progress)) as bar:
                 for table in tables:
                     bar.set_postfix_str(table["name"])
+                    report.step = f"COPY {table['name']}"
                     t0 = time.monotonic()
                     rows = _copy_in(conn, table, paths[table["name"]], bar.update,
                                     freeze=present[table["name"]] == "r")
@@ -347,13 +369,16 @@ def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Rep
                                            f"the manifest says {table['rows']}")
                     report.tables.append(TableReport(table["name"], rows, time.monotonic() - t0))
             t0 = time.monotonic()
+            report.step = "re-creating keys and indexes"
             if keys:
                 keys.create(conn)
             report.keys_seconds = time.monotonic() - t0
             for ident in idents:
                 conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
+            report.step = "setting sequences"
             _set_sequences(conn, manifest)
         t0 = time.monotonic()
+        report.step = "ANALYZE"
         conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(idents)))
         report.analyze_seconds = time.monotonic() - t0
     report.load_seconds = time.monotonic() - started

@@ -10,6 +10,7 @@ without a manifest is not "latest", redaction, retention, the deadline and the l
 
 import base64
 import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -298,27 +299,67 @@ def test_round_trip_restores_every_table_row_for_row(source, server, bucket, exp
                             """).fetchone()[0] == 0
 
 
-def test_a_corrupted_object_is_detected_before_anything_is_loaded(server, bucket, exported):
-    # Given a copy of the run in which one object was replaced (by valid gzip) afterwards
+def copy_run(bucket, exported, edit=None):
+    """A copy of the module's run under a new stage, its manifest passed through ``edit``."""
     stage, summary, manifest = exported
     copy_stage = _new_stage()
     copy = json.loads(json.dumps(manifest))
     for table in copy["tables"]:
+        original = storage.read(bucket, table["key"], max_bytes=1 << 26)
         table["key"] = table["key"].replace(f"backups/{stage}/", f"backups/{copy_stage}/")
-        original = storage.read(bucket, f"backups/{stage}/{summary['run']}/{table['name']}.csv.gz",
-                                max_bytes=1 << 26)
         storage.put(bucket, table["key"], original, "application/gzip")
+    if edit:
+        edit(copy)
     storage.put(bucket, f"backups/{copy_stage}/{summary['run']}/manifest.json", json.dumps(copy).encode(),
                 "application/json")
-    target = server("btgt")
+    return copy_stage, copy
+
+
+def test_a_corrupted_object_is_detected_before_anything_is_loaded(server, bucket, exported):
+    # Given a copy of the run in which one object was replaced (by valid gzip) afterwards
+    copy_stage, copy = copy_run(bucket, exported)
     users = next(t for t in copy["tables"] if t["name"] == "users")
     storage.put(bucket, users["key"], gzip.compress(b"id,email\n"), "application/gzip")
+    target = server("btgt")
 
     # When it is restored, then the restore refuses, naming the object, and the target is untouched
     with pytest.raises(restore.CorruptBackup, match=r"users\.csv\.gz"):
         quiet_restore(bucket, copy_stage, "latest", target)
     with psycopg.connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+def test_a_row_count_that_differs_from_the_manifest_rolls_the_load_back(server, bucket, exported):
+    def one_more_user(manifest):
+        next(t for t in manifest["tables"] if t["name"] == "users")["rows"] += 1
+
+    copy_stage, _ = copy_run(bucket, exported, one_more_user)
+    target = server("btgt")
+    with pytest.raises(restore.RestoreError, match="users: loaded 3 rows, the manifest says 4"):
+        quiet_restore(bucket, copy_stage, "latest", target)
+    assert table_rows(target, "users") == [] and table_rows(target, "credit_ledger") == []
+
+
+def test_a_failing_load_names_the_constraint_but_never_the_data(server, bucket, exported):
+    # Given a (checksummed) users object whose two rows share an email
+    row = ",secret.person@example.com,0,2026-01-01 00:00:00+00,2026-01-01 00:00:00+00\n"
+    csv = f"id,email,credits,created_at,updated_at\n{uuid.uuid4()}{row}{uuid.uuid4()}{row}"
+    body = gzip.compress(csv.encode())
+
+    def swap_users(manifest):
+        users = next(t for t in manifest["tables"] if t["name"] == "users")
+        storage.put(bucket, users["key"], body, "application/gzip")
+        users.update(rows=2, bytes=len(body), sha256=hashlib.sha256(body).hexdigest(),
+                     columns=["id", "email", "credits", "created_at", "updated_at"])
+
+    copy_stage, _ = copy_run(bucket, exported, swap_users)
+    target = server("btgt")
+    with pytest.raises(restore.RestoreError) as exc:
+        quiet_restore(bucket, copy_stage, "latest", target)
+    message = str(exc.value)
+    assert "re-creating keys and indexes failed" in message and "users_email_key" in message
+    assert "secret.person" not in message
+    assert table_rows(target, "users") == []
 
 
 def test_the_cli_restores_latest_refuses_a_non_empty_target_and_force_replaces(source, server, bucket,

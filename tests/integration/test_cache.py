@@ -133,16 +133,6 @@ def test_expired_rows_are_never_returned_even_before_cleanup():
     assert cache.get(k) == "fresh"
 
 
-def test_purge_expired_deletes_only_expired_rows():
-    live, dead = cache.key("t", "live"), cache.key("t", "dead")
-    cache.set(live, 1, 60)
-    db.execute(
-        "INSERT INTO cache_entries (key, value, expires_at) VALUES (%s, '1', now() - interval '1 s')", (dead,)
-    )
-    assert cache.purge_expired() == 1
-    assert db.execute("SELECT key FROM cache_entries").fetchall() == [{"key": live}]
-
-
 def test_set_inside_a_caller_transaction_commits_or_rolls_back_with_it():
     rolled_back, committed = cache.key("t", "rolled-back"), cache.key("t", "committed")
     with pytest.raises(RuntimeError), db.transaction() as conn:

@@ -203,12 +203,3 @@ def test_concurrent_duplicates_run_the_work_once():
     assert outcomes.count({"order": 1}) == 1 and outcomes.count("in_progress") == 9
     # And once it completed, a retry gets its result
     assert run(slow) == {"order": 1} and len(calls) == 1
-
-
-def test_purge_expired_removes_only_expired_records():
-    run(Counter(), key="old")
-    run(Counter(), key="new")
-    db.execute("UPDATE idempotency_records SET expires_at = now() - interval '1 second' "
-               "WHERE created_at = (SELECT min(created_at) FROM idempotency_records)")
-    assert idempotency.purge_expired() == 1
-    assert len(records()) == 1

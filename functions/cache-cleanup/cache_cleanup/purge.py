@@ -14,11 +14,9 @@ LOCKED``:
 The chosen rows are deleted by ``ctid`` (read and locked by the same statement, so it
 cannot move), which works alike for the tables with one-column and composite keys.
 
-Why not the layer's own helpers: ``ratelimit.purge`` and ``idempotency.purge_expired`` are
-single unbounded DELETEs (one DELETE of 500k rows blocked an upsert for 2 s), and
-``cache.purge_expired`` selects without locking, so overlapping runs queue on the same rows
-and a key renewed in between is deleted anyway. The expiry conditions are the same as
-theirs.
+Purging lives here only: one unbounded DELETE of 500k rows blocked an upsert for 2 s, and
+a purge that selects without locking makes overlapping runs queue on the same rows and
+delete a key renewed in between.
 
 Payments and the credits ledger are never purged. Stale credit reservations are not
 deleted either: they are refunded through ``common.ledger.refund`` (once, whatever the

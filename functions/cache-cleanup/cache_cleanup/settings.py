@@ -19,8 +19,7 @@ class CleanupSettings(BaseSettings):
     #: Finished webhook deliveries (processed, ignored) are kept this long for audit and
     #: replays; unfinished ones (received, unmatched, failed) are never purged.
     INBOX_RETENTION_DAYS: int = Field(default=90, ge=1)
-    #: Rate-limit windows that started longer ago than this are deleted (windows are 60 s;
-    #: the layer's ratelimit.purge uses the same default).
+    #: Rate-limit windows that started longer ago than this are deleted (windows are 60 s).
     RATE_LIMIT_KEEP_S: int = Field(default=3600, ge=60)
     #: The run stops when less than this (plus twice its slowest batch) is left before
     #: the Lambda deadline or the event's max_seconds.

@@ -165,12 +165,6 @@ ON CONFLICT (key) DO UPDATE
 
 _DELETE = "DELETE FROM cache_entries WHERE key = %s"
 
-_PURGE_EXPIRED = """
-DELETE FROM cache_entries
- WHERE key IN (SELECT key FROM cache_entries WHERE expires_at <= now()
-                ORDER BY expires_at LIMIT %s)
-"""
-
 _MISS = object()
 
 
@@ -218,12 +212,6 @@ def set(  # the cache's verb: this module says `builtins.set` for the type
 def delete(key: str) -> bool:
     """Remove the entry; True if there was one."""
     return db.execute(_DELETE, (key,), idempotent=True).rowcount > 0
-
-
-def purge_expired(limit: int = 10_000) -> int:
-    """Delete up to ``limit`` expired entries, oldest first; the number deleted. For
-    the scheduled cleanup job (reads never return expired rows either way)."""
-    return db.execute(_PURGE_EXPIRED, (limit,)).rowcount
 
 
 def _set_params(key: str, value: Any, ttl: int | float | timedelta, compute_ms: int) -> dict[str, Any]:

@@ -76,8 +76,6 @@ UPDATE idempotency_records
 
 DELETE_RECORD = "DELETE FROM idempotency_records WHERE id = %(id)s"
 
-PURGE_EXPIRED = "DELETE FROM idempotency_records WHERE expires_at < now()"
-
 
 class PostgresPersistenceLayer(BasePersistenceLayer):
     """Idempotency records in Postgres, through this thread's ``common.db`` connection."""
@@ -166,8 +164,3 @@ def run_idempotent(
         return fn()
 
     return once(request={"scope": scope, "key": idempotency_key, "payload": payload})
-
-
-def purge_expired() -> int:
-    """Delete expired records (housekeeping); returns how many."""
-    return db.execute(PURGE_EXPIRED, idempotent=True).rowcount

@@ -32,10 +32,6 @@ RETURNING w.hits,
 """
 
 # Windows that ended long ago; run by the housekeeping job.
-PURGE = """
-DELETE FROM rate_limit_windows WHERE window_start < now() - make_interval(secs => %(keep)s)
-"""
-
 
 @dataclass(frozen=True)
 class Usage:
@@ -68,8 +64,3 @@ def hit(subject: str, route: str, *, limit: int | None = None, window_s: int = W
         logger.info("rate limit hit", extra={"route": route, "limit": limit, "hits": usage.hits})
         raise TooManyRequests(retry_after=usage.reset_after)
     return usage
-
-
-def purge(*, keep_s: int = 3600) -> int:
-    """Delete windows that started more than ``keep_s`` seconds ago; returns the count."""
-    return db.execute(PURGE, {"keep": keep_s}, idempotent=True).rowcount

@@ -10,6 +10,7 @@ from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
 from pathlib import Path
 
+import boto3
 import pytest
 
 from devkit import ROOT, fake_paymob, fake_stripe, s3, samples, seed
@@ -34,12 +35,7 @@ def sign_webhook():
 def local(tmp_path_factory, database_url: str, s3_endpoint: str, _openai_server) -> Iterator[rt.Runner]:
     """A runner with make dev's services: the test database seeded, moto with the demo
     objects, the payment fakes; the fake OpenAI for process-image (its AI sample)."""
-    import psycopg
-
-    from tests.conftest import MUTABLE_TABLES
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(MUTABLE_TABLES)} RESTART IDENTITY CASCADE")
+    empty_tables(database_url)
     seed.seed(database_url)
     seed.seed_objects(s3_endpoint, uploads_bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"],
                       generations_bucket=s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"])
@@ -55,6 +51,20 @@ def local(tmp_path_factory, database_url: str, s3_endpoint: str, _openai_server)
     yield runner
     runner.stop()
     services.stop()
+    # Leave the session's database and S3 as other tests expect them: without the demo data
+    empty_tables(database_url)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client.delete_object(Bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"], Key=seed.DEMO_UPLOAD_KEY)
+    client.delete_object(Bucket=s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"], Key=seed.DEMO_RESULT_KEY)
+
+
+def empty_tables(database_url: str) -> None:
+    import psycopg
+
+    from tests.conftest import MUTABLE_TABLES
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(MUTABLE_TABLES)} RESTART IDENTITY CASCADE")
 
 
 def test_every_function_has_samples_and_every_client_sample_a_lasting_token() -> None:

@@ -155,13 +155,8 @@ SELECT value, compute_ms, extract(epoch FROM expires_at - now())::float8 AS ttl_
 
 _GET_MANY = "SELECT key, value FROM cache_entries WHERE key = ANY(%s) AND expires_at > now()"
 
-_SET = """
-INSERT INTO cache_entries (key, value, expires_at, compute_ms)
-VALUES (%(key)s, %(value)s, now() + make_interval(secs => %(ttl)s), %(compute_ms)s)
-ON CONFLICT (key) DO UPDATE
-   SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at,
-       compute_ms = EXCLUDED.compute_ms, created_at = now()
-"""
+# A server-side function (migration 0002): commits its own transaction asynchronously.
+_SET = "SELECT cache_put(%(key)s, %(value)s, %(ttl)s, %(compute_ms)s, %(async)s) AS value"
 
 _DELETE = "DELETE FROM cache_entries WHERE key = %s"
 
@@ -200,13 +195,15 @@ def set(  # the cache's verb: this module says `builtins.set` for the type
     timedelta), replacing any previous entry.
 
     With ``conn``, the write runs on that connection, inside the caller's transaction:
-    it commits or rolls back with the caller's other writes.
+    it commits or rolls back with the caller's other writes, as durably as they do.
+    Without, it is its own transaction, committed without waiting for the WAL flush
+    (a crash may lose the last moments of cache writes; they are computed again).
     """
     params = _set_params(key, value, ttl, compute_ms)
     if conn is not None:
-        conn.execute(_SET, params)
+        conn.execute(_SET, {**params, "async": False})
     else:
-        db.execute(_SET, params, idempotent=True)
+        db.execute(_SET, {**params, "async": True}, idempotent=True)
 
 
 def delete(key: str) -> bool:
@@ -353,9 +350,6 @@ def _get_or_refresh(key: str, ttl: int | float | timedelta, compute: Callable[[]
         return row["value"]  # someone else is refreshing; ours is still valid
 
 
-_STORE_RETURNING = _SET + " RETURNING value"
-
-
 def _require_no_open_transaction() -> None:
     """The computed entry must be committed before the lock is released, or the callers
     waiting for it would miss it and compute again: so the store runs in autocommit, and
@@ -374,7 +368,8 @@ def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable
     compute_ms = round((time.perf_counter() - started) * 1000)
     _count("CacheCompute")
     params = _set_params(key, value, ttl, compute_ms)
-    return db.execute(_STORE_RETURNING, params, idempotent=True).fetchone()["value"]
+    # Returned as stored, so this caller gets what the waiting callers will read.
+    return db.execute(_SET, {**params, "async": True}, idempotent=True).fetchone()["value"]
 
 
 # --- metrics ------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS cache_put(text, jsonb, double precision, integer, boolean);

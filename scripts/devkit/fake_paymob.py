@@ -12,18 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import json
 import secrets
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from devkit.fake_openai import Recorded, Scripted
+from devkit.fake_http import Default, FakeServer, Recorded, Scripted
 
 INTENTION_PATH = "/v1/intention/"
 #: The merchant (``owner``) and card integration the fake's callbacks carry.
@@ -32,32 +27,26 @@ INTEGRATION_ID = 4097558
 
 
 @dataclass
-class FakePaymob:
-    scripts: deque[Scripted] = field(default_factory=deque)
-    requests: list[Recorded] = field(default_factory=list)
+class FakePaymob(FakeServer):
     intentions: dict[int, dict[str, Any]] = field(default_factory=dict)  # by intention_order_id
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
     # Apart from the order ids of the sample events (Paymob's published 217503754, and
     # 217503760, the demo Paymob order of devkit.seed), so an intention never collides.
     _order_ids: itertools.count = field(default_factory=lambda: itertools.count(320000001))
     _transaction_ids: itertools.count = field(default_factory=lambda: itertools.count(192036465))
 
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
     def script(self, *responses: Scripted) -> None:
         """Queue responses for the next intention requests, used in order."""
-        with self.lock:
-            self.scripts.extend(responses)
+        self._queue(INTENTION_PATH, responses)
 
     def reset(self) -> None:
+        super().reset()
         with self.lock:
-            self.scripts.clear()
-            self.requests.clear()
             self.intentions.clear()
+
+    def route(self, request: Recorded) -> tuple[str | None, Default]:
+        if request.path.split("?")[0] != INTENTION_PATH:
+            return None, lambda _req: (404, {"detail": "Not found."})
+        return INTENTION_PATH, self.create_intention
 
     def create_intention(self, request: Recorded) -> tuple[int, dict[str, Any]]:
         """The default answer: an intention like Paymob's (201), remembered by order id."""
@@ -96,54 +85,6 @@ class FakePaymob:
         with self.lock:
             self.intentions[order_id] = intention
         return 201, intention
-
-    def _next(self) -> Scripted | None:
-        with self.lock:
-            return self.scripts.popleft() if self.scripts else None
-
-    def start(self) -> FakePaymob:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                request = Recorded(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                   self.rfile.read(length))
-                with fake.lock:
-                    fake.requests.append(request)
-                if self.path.split("?")[0] != INTENTION_PATH:
-                    return self._send(404, {"detail": "Not found."})
-                scripted = fake._next()
-                if scripted is None:
-                    return self._send(*fake.create_intention(request))
-                if scripted.delay:
-                    time.sleep(scripted.delay)
-                body = scripted.body(request) if callable(scripted.body) else scripted.body
-                self._send(scripted.status, body)
-
-            def _send(self, status: int, body: Any) -> None:
-                payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out first, as some tests intend
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
 
     def next_transaction_id(self) -> int:
         return next(self._transaction_ids)

@@ -13,18 +13,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import json
 import re
 import secrets
-import threading
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from devkit.fake_openai import Recorded, Scripted
+from devkit.fake_http import Default, FakeServer, Recorded, Scripted
 
 SESSIONS = "POST /v1/checkout/sessions"
 SUBSCRIPTION = "GET /v1/subscriptions"
@@ -35,6 +31,10 @@ def error(status: int, message: str, *, type: str = "invalid_request_error",
           code: str | None = None) -> Scripted:
     """A scripted Stripe error answer (``{"error": {...}}``)."""
     return Scripted(status=status, body={"error": {"type": type, "message": message, "code": code}})
+
+
+def _error_answer(status: int, message: str) -> Default:
+    return lambda _request: (status, error(status, message).body)
 
 
 def unflatten(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -58,34 +58,49 @@ def unflatten(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 @dataclass
-class FakeStripe:
-    scripts: dict[str, deque[Scripted]] = field(default_factory=lambda: defaultdict(deque))
-    requests: list[Recorded] = field(default_factory=list)
+class FakeStripe(FakeServer):
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    server: ThreadingHTTPServer | None = None
 
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+    methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
 
     def script(self, route: str, *responses: Scripted) -> None:
         """Queue responses for ``route`` (``SESSIONS`` or ``SUBSCRIPTION``), used in order."""
-        with self.lock:
-            self.scripts[route].extend(responses)
+        self._queue(route, responses)
 
     def calls(self, route: str) -> list[Recorded]:
         method, prefix = route.split(" ", 1)
         return [r for r in self.requests if r.headers.get(":method") == method and r.path.startswith(prefix)]
 
     def reset(self) -> None:
+        super().reset()
         with self.lock:
-            self.scripts.clear()
-            self.requests.clear()
             self.sessions.clear()
             self.subscriptions.clear()
+
+    def route(self, request: Recorded) -> tuple[str | None, Default]:
+        if request.headers[":method"] == "POST":
+            if not request.headers.get("authorization", "").startswith("Bearer "):
+                return None, _error_answer(401, "You did not provide an API key.")
+            if request.path.split("?")[0] != "/v1/checkout/sessions":
+                return None, _error_answer(404, "Unrecognized request URL")
+            return SESSIONS, self.create_session
+        match = _SUBSCRIPTION_PATH.match(request.path)
+        if not match:
+            return None, _error_answer(404, "Unrecognized request URL")
+        sub_id = match.group(1)
+
+        def subscription(_request: Recorded) -> tuple[int, dict[str, Any]]:
+            found = self.subscriptions.get(sub_id)
+            if found is None:
+                missing = error(404, f"No such subscription: '{sub_id}'", code="resource_missing")
+                return missing.status, missing.body
+            return 200, found
+
+        return SUBSCRIPTION, subscription
+
+    def response_headers(self) -> dict[str, str]:
+        return {"request-id": f"req_{secrets.token_hex(7)}"}
 
     def create_session(self, request: Recorded) -> tuple[int, dict[str, Any]]:
         """The default answer: an open Checkout Session built from the request."""
@@ -110,81 +125,6 @@ class FakeStripe:
         with self.lock:
             self.sessions[session_id] = session
         return 200, session
-
-    def _next(self, route: str) -> Scripted | None:
-        with self.lock:
-            queue = self.scripts.get(route)
-            return queue.popleft() if queue else None
-
-    def start(self) -> FakeStripe:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self, method: str) -> Recorded:
-                length = int(self.headers.get("content-length") or 0)
-                headers = {k.lower(): v for k, v in self.headers.items()} | {":method": method}
-                request = Recorded(self.path, headers, self.rfile.read(length))
-                with fake.lock:
-                    fake.requests.append(request)
-                return request
-
-            def do_POST(self) -> None:
-                request = self._record("POST")
-                if not request.headers.get("authorization", "").startswith("Bearer "):
-                    return self._send(401, error(401, "You did not provide an API key.").body)
-                if self.path.split("?")[0] != "/v1/checkout/sessions":
-                    return self._send(404, error(404, "Unrecognized request URL").body)
-                self._answer(SESSIONS, request, fake.create_session)
-
-            def do_GET(self) -> None:
-                request = self._record("GET")
-                match = _SUBSCRIPTION_PATH.match(self.path)
-                if not match:
-                    return self._send(404, error(404, "Unrecognized request URL").body)
-
-                def subscription(_request: Recorded) -> tuple[int, dict[str, Any]]:
-                    found = fake.subscriptions.get(match.group(1))
-                    if found is None:
-                        missing = error(404, f"No such subscription: '{match.group(1)}'",
-                                        code="resource_missing")
-                        return missing.status, missing.body
-                    return 200, found
-
-                self._answer(SUBSCRIPTION, request, subscription)
-
-            def _answer(self, route: str, request: Recorded, default: Any) -> None:
-                scripted = fake._next(route)
-                if scripted is None:
-                    return self._send(*default(request))
-                if scripted.delay:
-                    time.sleep(scripted.delay)
-                body = scripted.body(request) if callable(scripted.body) else scripted.body
-                self._send(scripted.status, body)
-
-            def _send(self, status: int, body: Any) -> None:
-                payload = json.dumps(body or {}).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(payload)))
-                    self.send_header("request-id", f"req_{secrets.token_hex(7)}")
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out first, as some tests intend
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def form(request: Recorded) -> dict[str, Any]:

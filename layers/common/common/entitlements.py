@@ -23,7 +23,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from common import db
-from common.errors import InvalidInput
+from common.ids import as_uuid
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,7 +50,7 @@ def has_entitlement(user_id: uuid.UUID | str, entitlement_id: str, *,
     """True when the user, or the other member of their pair, has ``entitlement_id``
     active now. An unknown user simply has nothing (False); a malformed id is
     InvalidInput. ``conn`` runs the query in the caller's transaction."""
-    params = {"user_id": _uuid(user_id), "entitlement_id": entitlement_id}
+    params = {"user_id": as_uuid(user_id), "entitlement_id": entitlement_id}
     return bool(_query(HAS_ENTITLEMENT, params, conn).fetchone()["ok"])
 
 
@@ -58,7 +58,7 @@ def active_entitlements(user_id: uuid.UUID | str, *,
                         conn: psycopg.Connection | None = None) -> list[dict[str, Any]]:
     """The user's usable entitlements now: dicts with ``entitlement_id``, ``source``,
     ``expires_at`` (None = no expiry) and ``owner`` ('self' or 'pair')."""
-    return _query(ACTIVE_ENTITLEMENTS, {"user_id": _uuid(user_id)}, conn).fetchall()
+    return _query(ACTIVE_ENTITLEMENTS, {"user_id": as_uuid(user_id)}, conn).fetchall()
 
 
 # --- Helpers ---------------------------------------------------------------------------
@@ -72,12 +72,3 @@ def _query(sql: str, params: dict[str, Any],
     from psycopg.rows import dict_row
 
     return conn.cursor(row_factory=dict_row).execute(sql, params)
-
-
-def _uuid(value: uuid.UUID | str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput("not a valid id") from None

@@ -27,7 +27,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from common import db
-from common.errors import Conflict, InsufficientCredits, InvalidInput, NotFound
+from common.errors import Conflict, InsufficientCredits, NotFound
+from common.ids import as_uuid
 
 if TYPE_CHECKING:
     import psycopg
@@ -153,7 +154,7 @@ def grant(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, re
     that reference was already applied. The user row must exist (NotFound otherwise)."""
     import psycopg
 
-    params = {"user_id": _uuid(user_id), "amount": _positive(amount), "reason": reason,
+    params = {"user_id": as_uuid(user_id), "amount": _positive(amount), "reason": reason,
               "source": source, "ref": ref}
     with _transaction(conn) as c:
         try:
@@ -172,7 +173,7 @@ def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
     """
     import psycopg
 
-    params = {"user_id": _uuid(user_id), "amount": _positive(amount), "key": idempotency_key,
+    params = {"user_id": as_uuid(user_id), "amount": _positive(amount), "key": idempotency_key,
               "reason": reason}
     with _transaction(conn) as c:
         row = _run(c, RESERVATION_BY_KEY, params).fetchone()
@@ -196,7 +197,7 @@ def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
 def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection | None = None) -> bool:
     """Mark the reservation as spent (no balance change, no ledger entry). True if settled
     now, False if it already was; a refunded reservation cannot be settled (Conflict)."""
-    params = {"id": _uuid(reservation_id)}
+    params = {"id": as_uuid(reservation_id)}
     with _transaction(conn) as c:
         if _run(c, SETTLE, params).fetchone() is not None:
             return True
@@ -208,7 +209,7 @@ def refund(reservation_id: uuid.UUID | str, *, reason: str = "refund",
     """Give a reserved amount back (status, balance and a ``refund`` entry in one
     statement). True if refunded now, False if it already was; a settled reservation
     cannot be refunded (Conflict): give credits back with ``grant`` instead."""
-    params = {"id": _uuid(reservation_id), "reason": reason}
+    params = {"id": as_uuid(reservation_id), "reason": reason}
     with _transaction(conn) as c:
         if _run(c, REFUND, params).fetchone() is not None:
             return True
@@ -220,7 +221,7 @@ def clawback(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str,
     """Take back up to ``amount`` credits (a refunded purchase): as much as the balance
     holds, never below zero; the rest is recorded as the entry's ``shortfall``. Returns
     ``(taken, shortfall)``; a repeated ``(source, ref)`` returns the first outcome."""
-    params: dict[str, Any] = {"user_id": _uuid(user_id), "reason": reason, "source": source, "ref": ref}
+    params: dict[str, Any] = {"user_id": as_uuid(user_id), "reason": reason, "source": source, "ref": ref}
     amount = _positive(amount)
     with _transaction(conn) as c:
         # The user row lock serialises clawbacks and spends of this user, so the amount
@@ -238,7 +239,7 @@ def clawback(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str,
 
 
 def balance(user_id: uuid.UUID | str) -> int:
-    row = db.execute(BALANCE, {"user_id": _uuid(user_id)}, idempotent=True).fetchone()
+    row = db.execute(BALANCE, {"user_id": as_uuid(user_id)}, idempotent=True).fetchone()
     if row is None:
         raise NotFound("user not found")
     return int(row["credits"])
@@ -254,7 +255,7 @@ def stale_reservations(older_than: timedelta, limit: int = 100) -> list[Reservat
 
 def ledger_matches_balance(user_id: uuid.UUID | str | None = None) -> bool:
     """True when every balance (or this user's) equals the sum of its ledger entries."""
-    params = {"user_id": None if user_id is None else _uuid(user_id)}
+    params = {"user_id": None if user_id is None else as_uuid(user_id)}
     return db.execute(MISMATCHES, params, idempotent=True).fetchone()["n"] == 0
 
 
@@ -285,15 +286,6 @@ def _resolved(conn: psycopg.Connection, params: dict[str, Any], *, expected: str
     if row["status"] != expected:
         raise Conflict(f"reservation is {row['status']}")
     return False
-
-
-def _uuid(value: uuid.UUID | str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput("not a valid id") from None
 
 
 def _positive(amount: int) -> int:

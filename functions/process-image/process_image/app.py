@@ -68,7 +68,7 @@ def create_generation(body: GenerationIn) -> Response[GenerationOut]:
     def run() -> dict:
         created = generations.create(user.user_id, body.tool_id, body.params, body.source_key,
                                      source_etag=body.source_etag, deadline=deadline)
-        return GenerationOut(**created.as_dict()).model_dump(mode="json")
+        return created.model_dump(mode="json")
 
     result = http.idempotent(app, run)
     return Response(status_code=200 if result["cached"] else 201, content_type=content_types.APPLICATION_JSON,

@@ -26,8 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 from common import cache, db, ledger, storage
@@ -36,6 +35,7 @@ from common.observability import logger
 from process_image import catalog, images
 from process_image import settings as settings_module
 from process_image.catalog import Tool
+from process_image.models import GenerationOut
 from process_image.settings import Settings
 
 CACHE_NAMESPACE = "process-image:generation"
@@ -79,22 +79,6 @@ SELECT {_GENERATION_COLUMNS}
 
 
 @dataclass(frozen=True)
-class Created:
-    generation_id: str
-    status: str
-    tool_id: str
-    url: str
-    expires_at: datetime
-    cached: bool
-    credits_charged: int
-    balance: int
-    content_type: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class Source:
     key: str
     etag: str
@@ -106,7 +90,7 @@ class Source:
 
 
 def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str, *,
-           source_etag: str | None = None, deadline: float | None = None) -> Created:
+           source_etag: str | None = None, deadline: float | None = None) -> GenerationOut:
     """Run ``tool_id`` on ``source_key`` for the user, charged once (see the module doc).
 
     ``source_etag``: the ETag S3 answered to the upload, if the client passes it on; a
@@ -173,7 +157,7 @@ def _etag(value: str) -> str:
 
 
 def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], source: Source,
-              key: str, s: Settings, deadline: float | None) -> Created:
+              key: str, s: Settings, deadline: float | None) -> GenerationOut:
     generation_id = uuid.uuid4()
     started = time.perf_counter()
     reservation = None
@@ -223,16 +207,17 @@ def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
                                             "ms": round((time.perf_counter() - started) * 1000)})
     url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), result_key,
                                             expires_s=s.DOWNLOAD_URL_TTL_S)
-    return Created(str(generation_id), "succeeded", tool.id, url, expires_at, cached=False,
-                   credits_charged=tool.credit_cost, balance=ledger.balance(user_id),
-                   content_type=encoded.content_type)
+    return GenerationOut(generation_id=str(generation_id), status="succeeded", tool_id=tool.id, url=url,
+                         expires_at=expires_at, cached=False, credits_charged=tool.credit_cost,
+                         balance=ledger.balance(user_id), content_type=encoded.content_type)
 
 
-def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) -> Created:
+def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) -> GenerationOut:
     url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), entry["result_key"],
                                             expires_s=s.DOWNLOAD_URL_TTL_S)
-    return Created(entry["generation_id"], "succeeded", tool.id, url, expires_at, cached=True,
-                   credits_charged=0, balance=ledger.balance(user_id), content_type=entry["content_type"])
+    return GenerationOut(generation_id=entry["generation_id"], status="succeeded", tool_id=tool.id, url=url,
+                         expires_at=expires_at, cached=True, credits_charged=0,
+                         balance=ledger.balance(user_id), content_type=entry["content_type"])
 
 
 def _settle(reservation_id: uuid.UUID, tx: Any) -> None:

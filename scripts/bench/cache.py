@@ -203,7 +203,7 @@ def run(args, url: str, r, redis_version: str | None, prefix: str) -> int:
     named = psycopg.connect(url, autocommit=True, prepare_threshold=0)
 
     def params(i: int) -> dict:
-        return cache._set_params(keys[i], values[i], TTL_S, 0)
+        return cache._set_params(keys[i], values[i], TTL_S, 0, None)
 
     # The layer's read is plain SQL; a named prepared statement would skip its parse and
     # plan but is session state. The layer's write (cache_put, migration 0002) is

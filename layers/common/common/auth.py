@@ -17,7 +17,8 @@ Claims: ``exp`` and ``sub`` are required; ``exp``/``nbf``/``iat`` are checked wi
 ``LEEWAY_S`` of clock skew; ``iss``/``aud`` are required and checked when
 ``JWT_ISSUER``/``JWT_AUDIENCE`` are set (a token naming an audience is refused when none is
 configured: PyJWT's default, we cannot tell it was meant for us). ``sub`` must be a UUID:
-it is the ``users.id``; ``ensure_user`` provisions that row on first sight.
+it is the ``users.id``; ``ensure_user`` provisions that row on first sight, and refuses
+(``AccountDeleted``, 401) an id whose account was deleted.
 
 Every refusal raises ``Unauthorized`` with one generic message; the log says why, never
 with the token. PyJWT is imported on first use (~100 ms with cryptography).
@@ -33,7 +34,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from common import config, db
-from common.errors import ConfigError, Unauthorized, Unavailable
+from common.errors import AccountDeleted, ConfigError, Unauthorized, Unavailable
 from common.observability import logger
 
 if TYPE_CHECKING:
@@ -148,11 +149,19 @@ def authenticate(authorization_header: str | None) -> Principal:
 
 
 # The user row is made on first sight. The email is kept only when no other user has it
-# (users.email is UNIQUE, and a token's email claim must never block provisioning).
+# (users.email is UNIQUE, and a token's email claim must never block provisioning). A
+# deleted account keeps its row (the tombstone), so it is never made again: the same
+# statement says whether the row it found is one. (A row inserted now is invisible to the
+# statement's own SELECT: ``deleted`` is then NULL.)
 _PROVISION_USER = """
+WITH made AS (
     INSERT INTO users (id, email)
     VALUES (%(id)s, (SELECT %(email)s::text WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = %(email)s)))
     ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM made) AS created,
+       (SELECT deleted_at IS NOT NULL FROM users WHERE id = %(id)s) AS deleted
 """
 
 
@@ -160,10 +169,15 @@ def ensure_user(user_id: uuid.UUID | str, email: str | None = None) -> bool:
     """Make the ``users`` row for an authenticated caller if it does not exist yet.
 
     Idempotent and safe under concurrency (one statement, ``ON CONFLICT DO NOTHING``);
-    True when this call created the row. Call it after ``authenticate``.
+    True when this call created the row. Call it after ``authenticate``. A deleted
+    account raises ``AccountDeleted`` (401): its old tokens never bring it back.
     """
     params = {"id": uuid.UUID(str(user_id)), "email": email}
-    return db.execute(_PROVISION_USER, params, idempotent=True).rowcount == 1
+    row = db.execute(_PROVISION_USER, params, idempotent=True).fetchone()
+    if row["deleted"]:
+        logger.info("authentication rejected", extra={"reason": "account deleted"})
+        raise AccountDeleted("this account has been deleted")
+    return bool(row["created"])
 
 
 def mint_token(

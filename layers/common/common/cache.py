@@ -155,8 +155,9 @@ SELECT value, compute_ms, extract(epoch FROM expires_at - now())::float8 AS ttl_
 
 _GET_MANY = "SELECT key, value FROM cache_entries WHERE key = ANY(%s) AND expires_at > now()"
 
-# A server-side function (migration 0002): commits its own transaction asynchronously.
-_SET = "SELECT cache_put(%(key)s, %(value)s, %(ttl)s, %(compute_ms)s, %(async)s) AS value"
+# A server-side function (migrations 0002, 0012): commits its own transaction
+# asynchronously; records the entry's owner (a user id, so a deletion finds it).
+_SET = "SELECT cache_put(%(key)s, %(value)s, %(ttl)s, %(compute_ms)s, %(async)s, %(owner)s) AS value"
 
 _DELETE = "DELETE FROM cache_entries WHERE key = %s"
 
@@ -190,16 +191,18 @@ def set(  # the cache's verb: this module says `builtins.set` for the type
     *,
     conn: psycopg.Connection[Any] | None = None,
     compute_ms: int = 0,
+    owner: uuid.UUID | str | None = None,
 ) -> None:
     """Store ``value`` (JSON-serialisable) under ``key`` for ``ttl`` (seconds or a
-    timedelta), replacing any previous entry.
+    timedelta), replacing any previous entry. ``owner``: the user whose data the entry
+    holds (an account deletion removes their entries); None for shared entries.
 
     With ``conn``, the write runs on that connection, inside the caller's transaction:
     it commits or rolls back with the caller's other writes, as durably as they do.
     Without, it is its own transaction, committed without waiting for the WAL flush
     (a crash may lose the last moments of cache writes; they are computed again).
     """
-    params = _set_params(key, value, ttl, compute_ms)
+    params = _set_params(key, value, ttl, compute_ms, owner)
     if conn is not None:
         conn.execute(_SET, {**params, "async": False})
     else:
@@ -211,13 +214,15 @@ def delete(key: str) -> bool:
     return db.execute(_DELETE, (key,), idempotent=True).rowcount > 0
 
 
-def _set_params(key: str, value: Any, ttl: int | float | timedelta, compute_ms: int) -> dict[str, Any]:
+def _set_params(key: str, value: Any, ttl: int | float | timedelta, compute_ms: int,
+                owner: uuid.UUID | str | None) -> dict[str, Any]:
     from psycopg.types.json import Jsonb
 
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
         raise ValueError("cache ttl must be a positive number of seconds or a timedelta")
-    return {"key": key, "value": Jsonb(value), "ttl": float(seconds), "compute_ms": int(compute_ms)}
+    return {"key": key, "value": Jsonb(value), "ttl": float(seconds), "compute_ms": int(compute_ms),
+            "owner": None if owner is None else uuid.UUID(str(owner))}
 
 
 # --- single flight ------------------------------------------------------------------
@@ -292,6 +297,7 @@ def get_or_compute(
     *,
     wait_s: float = DEFAULT_WAIT_S,
     early_refresh: float = 0.0,
+    owner: uuid.UUID | str | None = None,
 ) -> T | Any:
     """The cached value, or ``compute()`` run once across all concurrent callers.
 
@@ -307,9 +313,11 @@ def get_or_compute(
     rising towards expiry, if nobody else is already doing so (otherwise it returns the
     still-valid value). Off by default: where ``compute`` is a paid AI call, an early
     refresh spends money on a request that would have been a free hit.
+
+    ``owner``: the user whose data the value holds (see ``set``).
     """
     if early_refresh > 0:
-        value = _get_or_refresh(key, ttl, compute, early_refresh)
+        value = _get_or_refresh(key, ttl, compute, early_refresh, owner)
     else:
         row = db.execute(_GET, (key,), idempotent=True).fetchone()
         value = row["value"] if row else _MISS
@@ -323,7 +331,7 @@ def get_or_compute(
             row = db.execute(_GET, (key,), idempotent=True).fetchone()
             if row:
                 return row["value"]  # computed by the caller we waited for
-            return _compute_and_store(key, ttl, compute)
+            return _compute_and_store(key, ttl, compute, owner)
     except CacheBusy:
         _count("CacheBusy")
         row = db.execute(_GET, (key,), idempotent=True).fetchone()
@@ -332,7 +340,8 @@ def get_or_compute(
         raise
 
 
-def _get_or_refresh(key: str, ttl: int | float | timedelta, compute: Callable[[], T], beta: float) -> Any:
+def _get_or_refresh(key: str, ttl: int | float | timedelta, compute: Callable[[], T], beta: float,
+                    owner: uuid.UUID | str | None) -> Any:
     row = db.execute(_GET_WITH_AGE, (key,), idempotent=True).fetchone()
     if not row:
         return _MISS
@@ -345,7 +354,7 @@ def _get_or_refresh(key: str, ttl: int | float | timedelta, compute: Callable[[]
             if again and again["ttl_left"] > row["ttl_left"] + 1:
                 return again["value"]  # refreshed by someone else meanwhile
             _count("CacheEarlyRefresh")
-            return _compute_and_store(key, ttl, compute)
+            return _compute_and_store(key, ttl, compute, owner)
     except CacheBusy:
         return row["value"]  # someone else is refreshing; ours is still valid
 
@@ -362,12 +371,13 @@ def _require_no_open_transaction() -> None:
         )
 
 
-def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable[[], T]) -> Any:
+def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable[[], T],
+                       owner: uuid.UUID | str | None) -> Any:
     started = time.perf_counter()
     value = compute()
     compute_ms = round((time.perf_counter() - started) * 1000)
     _count("CacheCompute")
-    params = _set_params(key, value, ttl, compute_ms)
+    params = _set_params(key, value, ttl, compute_ms, owner)
     # Returned as stored, so this caller gets what the waiting callers will read.
     return db.execute(_SET, {**params, "async": True}, idempotent=True).fetchone()["value"]
 

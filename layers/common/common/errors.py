@@ -25,6 +25,26 @@ class Unauthorized(AppError):
     code = "unauthorized"
 
 
+class AccountDeleted(Unauthorized):
+    """The token names an account that was deleted (its tombstone): every route answers
+    401, and no request may provision it again."""
+
+    code = "account_deleted"
+
+
+#: The constraint name the database gives its refusal of a row for a deleted account
+#: (trigger ``refuse_deleted_user``, migration 0012).
+ACCOUNT_DELETED_CONSTRAINT = "account_deleted"
+
+
+def is_account_deleted(exc: BaseException) -> bool:
+    """True for the database's refusal of a write for a deleted account (a request or a
+    webhook that raced the deletion). Duck-typed on psycopg's ``diag``, so callers need
+    not import psycopg."""
+    diag = getattr(exc, "diag", None)
+    return getattr(diag, "constraint_name", None) == ACCOUNT_DELETED_CONSTRAINT
+
+
 class SignatureError(AppError):
     """A webhook's signature (or shared authorization value) did not verify."""
 

@@ -41,7 +41,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     ResponseValidationError,
 )
 
-from common.errors import AppError, PayloadTooLarge, TooManyRequests, Unauthorized
+from common.errors import AppError, PayloadTooLarge, TooManyRequests, Unauthorized, is_account_deleted
 from common.observability import logger, metrics, service_name, tracer
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ def idempotent(
     if payload is None:
         payload = event.json_body
     return idempotency.run_idempotent(scope, key, payload, fn, expires_after_seconds=expires_after_seconds,
-                                      lambda_context=app.lambda_context)
+                                      lambda_context=app.lambda_context, owner=principal.user_id)
 
 
 # --- the error registry ------------------------------------------------------------------
@@ -278,6 +278,11 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
 
     @app.exception_handler(Exception)
     def unexpected(exc: Exception) -> Response:
+        if is_account_deleted(exc):
+            # The account was deleted while this request ran: the database refused its write.
+            logger.info("request refused", extra={"status": 401, "code": "account_deleted"})
+            return error_response(401, "account_deleted", "this account has been deleted",
+                                  headers={"WWW-Authenticate": "Bearer"})
         return _internal_error(app, exc, "unhandled error")
 
 

@@ -49,12 +49,12 @@ KEY_PREFIX = "client"
 # Insert, or take over a record that has expired or whose in-progress holder timed out;
 # returns a row only when this call now owns the record.
 PUT_RECORD = """
-INSERT INTO idempotency_records AS r (id, status, expires_at, in_progress_expiry_ms, payload_hash)
-VALUES (%(id)s, %(status)s, to_timestamp(%(expiry)s), %(in_progress_expiry_ms)s, %(payload_hash)s)
+INSERT INTO idempotency_records AS r (id, status, expires_at, in_progress_expiry_ms, payload_hash, owner)
+VALUES (%(id)s, %(status)s, to_timestamp(%(expiry)s), %(in_progress_expiry_ms)s, %(payload_hash)s, %(owner)s)
 ON CONFLICT (id) DO UPDATE
    SET status = excluded.status, expires_at = excluded.expires_at,
        in_progress_expiry_ms = excluded.in_progress_expiry_ms,
-       response_data = NULL, payload_hash = excluded.payload_hash, created_at = now()
+       response_data = NULL, payload_hash = excluded.payload_hash, created_at = now(), owner = excluded.owner
  WHERE r.expires_at < to_timestamp(%(now_s)s)
     OR (r.status = 'INPROGRESS' AND r.in_progress_expiry_ms < %(now_ms)s)
 RETURNING r.id
@@ -78,7 +78,14 @@ DELETE_RECORD = "DELETE FROM idempotency_records WHERE id = %(id)s"
 
 
 class PostgresPersistenceLayer(BasePersistenceLayer):
-    """Idempotency records in Postgres, through this thread's ``common.db`` connection."""
+    """Idempotency records in Postgres, through this thread's ``common.db`` connection.
+
+    ``owner`` (the user whose request it is) is stored with each record, so that an
+    account deletion finds the user's records (their ids are hashes)."""
+
+    def __init__(self, owner: Any = None) -> None:
+        super().__init__()
+        self.owner = owner
 
     def _get_record(self, idempotency_key: str) -> DataRecord:
         row = db.execute(GET_RECORD, {"id": idempotency_key}, idempotent=True).fetchone()
@@ -101,6 +108,7 @@ class PostgresPersistenceLayer(BasePersistenceLayer):
             "expiry": data_record.expiry_timestamp,
             "in_progress_expiry_ms": data_record.in_progress_expiry_timestamp,
             "payload_hash": data_record.payload_hash or None,
+            "owner": self.owner,
             "now_s": int(now),
             "now_ms": int(now * 1000),
         }
@@ -130,6 +138,7 @@ def run_idempotent(
     *,
     expires_after_seconds: int = 24 * 3600,
     lambda_context: Any = None,
+    owner: Any = None,
 ) -> T:
     """Run ``fn`` at most once per (``scope``, ``idempotency_key``) while the record lives.
 
@@ -142,6 +151,8 @@ def run_idempotent(
     - ``fn`` raised: the record is deleted and the exception propagates (retry allowed);
     - expired record, or an INPROGRESS one past its holder's Lambda deadline (taken from
       ``lambda_context``): ``fn`` runs again.
+
+    ``owner`` (a user id) is stored with the record: an account deletion removes them.
     """
     if not idempotency_key:
         return fn()
@@ -158,7 +169,7 @@ def run_idempotent(
         config.register_lambda_context(lambda_context)
 
     # A layer per call: Powertools configures a layer once and keeps that configuration.
-    @idempotent_function(data_keyword_argument="request", persistence_store=PostgresPersistenceLayer(),
+    @idempotent_function(data_keyword_argument="request", persistence_store=PostgresPersistenceLayer(owner),
                          config=config, key_prefix=KEY_PREFIX)
     def once(request: dict[str, Any]) -> T:
         return fn()

@@ -16,7 +16,7 @@ and then sees it finished, so an event takes effect once, however often it arriv
 ``record`` returns True when the caller must process the event: its first delivery, or
 a redelivery of one whose earlier attempt ended ``failed`` or ``unmatched`` (nothing was
 applied then: an error rolls the effects back, and unmatched means no effect). For a
-processed or ignored event it returns False and only counts the attempt. Always ``mark``
+processed, ignored or parked event it returns False and only counts the attempt. Always ``mark``
 before committing; mark a delivery that failed its signature check ``failed`` (never
 ``ignored``), so the genuine delivery of that event id is still processed.
 
@@ -37,9 +37,10 @@ from common import db
 if TYPE_CHECKING:
     import psycopg
 
-STATUSES = frozenset({"received", "processed", "ignored", "unmatched", "failed"})
-#: Statuses after which a redelivery is only counted.
-DONE = ("processed", "ignored")
+STATUSES = frozenset({"received", "processed", "ignored", "unmatched", "failed", "parked"})
+#: Statuses after which a redelivery is only counted. 'parked': a delivery for a deleted
+#: account, kept without its body, never applied (``park``).
+DONE = ("processed", "ignored", "parked")
 MAX_ERROR_CHARS = 1000
 
 #: Header names redacted besides observability's SENSITIVE_KEYS (provider-specific
@@ -56,12 +57,12 @@ INSERT INTO webhook_inbox AS w (provider, event_id, event_type, headers, body, s
 VALUES (%(provider)s, %(event_id)s, %(event_type)s, %(headers)s, %(body)s, %(signature_ok)s)
 ON CONFLICT (provider, event_id) DO UPDATE SET
     attempts     = w.attempts + 1,
-    status       = CASE WHEN w.status IN ('processed', 'ignored') THEN w.status ELSE 'received' END,
-    event_type   = CASE WHEN w.status IN ('processed', 'ignored') THEN w.event_type
+    status       = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.status ELSE 'received' END,
+    event_type   = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.event_type
                         ELSE coalesce(EXCLUDED.event_type, w.event_type) END,
-    headers      = CASE WHEN w.status IN ('processed', 'ignored') THEN w.headers ELSE EXCLUDED.headers END,
-    body         = CASE WHEN w.status IN ('processed', 'ignored') THEN w.body ELSE EXCLUDED.body END,
-    signature_ok = CASE WHEN w.status IN ('processed', 'ignored') THEN w.signature_ok
+    headers      = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.headers ELSE EXCLUDED.headers END,
+    body         = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.body ELSE EXCLUDED.body END,
+    signature_ok = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.signature_ok
                         ELSE EXCLUDED.signature_ok END
 RETURNING status
 """
@@ -139,6 +140,16 @@ def mark(conn: psycopg.Connection, provider: str, event_id: str, status: str, *,
         error = scrub(str(error))[:MAX_ERROR_CHARS]
     params = {"provider": provider, "event_id": str(event_id), "status": status, "error": error}
     return conn.execute(MARK, params).fetchone() is not None
+
+
+def park(provider: str, event_id: str, *, event_type: str | None = None) -> None:
+    """Keep a delivery for a deleted account as 'parked': after its transaction rolled
+    back on the database's refusal (``errors.is_account_deleted``), in a transaction of
+    its own. Its body and headers are not kept (they hold the deleted user's data); the
+    provider's event id is enough to look it up there. A redelivery is only counted."""
+    with db.transaction() as conn:
+        record(conn, provider, event_id, headers={}, body="", signature_ok=True, event_type=event_type)
+        mark(conn, provider, event_id, "parked", error="account deleted")
 
 
 def unmatched(provider: str, limit: int = 100) -> list[InboxEvent]:

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     UPLOADS_BUCKET: str | None = None
     GENERATIONS_BUCKET: str | None = None
     BACKUPS_BUCKET: str | None = None
+    EXPORTS_BUCKET: str | None = None
     JWT_JWKS_URL: str | None = None
     JWT_ISSUER: str | None = None
     JWT_AUDIENCE: str | None = None

@@ -21,7 +21,7 @@ from devkit import ROOT
 
 OUT_DIR = ROOT / "shared" / "openapi"
 #: The functions clients call with a user JWT (the webhooks verify signatures instead).
-CLIENT_FUNCTIONS = ("process-image", "analyze-entry", "checkout")
+CLIENT_FUNCTIONS = ("account", "process-image", "analyze-entry", "checkout")
 VERSION = "1.0.0"
 
 ERROR_ENVELOPE = {

@@ -6,9 +6,9 @@ import contextlib
 import os
 import socket
 
-BUCKET_VARS = ("UPLOADS_BUCKET", "GENERATIONS_BUCKET", "BACKUPS_BUCKET")
+BUCKET_VARS = ("UPLOADS_BUCKET", "GENERATIONS_BUCKET", "BACKUPS_BUCKET", "EXPORTS_BUCKET")
 LOCAL_BUCKETS = {"UPLOADS_BUCKET": "local-uploads", "GENERATIONS_BUCKET": "local-generations",
-                 "BACKUPS_BUCKET": "local-backups"}
+                 "BACKUPS_BUCKET": "local-backups", "EXPORTS_BUCKET": "local-exports"}
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                     "AWS_DEFAULT_REGION": "us-east-1"}
 

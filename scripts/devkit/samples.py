@@ -23,7 +23,7 @@ from devkit import ROOT
 
 EVENTS = ROOT / "events"
 #: Client functions: their samples carry a bearer token.
-CLIENT_FUNCTIONS = ("process-image", "analyze-entry", "checkout")
+CLIENT_FUNCTIONS = ("account", "process-image", "analyze-entry", "checkout")
 #: Sample tokens expire on this date (re-mint before then).
 TOKEN_EXPIRES = datetime(2036, 1, 1, tzinfo=UTC)
 

@@ -164,6 +164,8 @@ CREATE TABLE pair_audit (
 );
 CREATE INDEX pair_audit_visible_idx ON pair_audit USING gin (visible_to);
 CREATE INDEX pair_audit_pair_idx ON pair_audit (pair_id) WHERE pair_id IS NOT NULL;
+-- A join finds its invite's row to move it into the pair's trail.
+CREATE INDEX pair_audit_pending_invite_idx ON pair_audit ((details ->> 'invite_id')) WHERE pair_id IS NULL;
 
 -- Entries shared or unshared in a pair are audited by the database, whichever code
 -- writes them: an insert or update that makes an entry visible to the pair, an update

@@ -673,22 +673,31 @@ def test_ten_concurrent_identical_requests_charge_once_and_call_ai_once(openai_f
     assert len(generations_objects(user)) == 1
 
 
-# --- GET /me -----------------------------------------------------------------------------
+# --- GET /generations --------------------------------------------------------------------
 
 
-def test_me_shows_balance_entitlements_and_recent_generations():
+def test_generations_lists_the_callers_recent_ones_newest_first():
     user = new_user(10)
-    _, created = generate(user, "thumbnail", {}, upload(user, photo()))
-    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
-        conn.execute("INSERT INTO entitlements (user_id, entitlement_id, source, expires_at, last_event_at) "
-                     "VALUES (%s, 'premium', 'stripe', now() + interval '1 day', now())", (user,))
-    status, body = call("GET", "/me", user)
+    source = upload(user, photo())
+    _, first = generate(user, "thumbnail", {}, source)
+    _, second = generate(user, "grayscale", {}, source)
+    other = new_user(10)
+    generate(other, "thumbnail", {}, upload(other, photo()))  # someone else's
+
+    def listed(query: dict[str, str] | None = None) -> tuple[int, dict]:
+        event = url_event("GET", "/generations", query=query,
+                          headers={"authorization": f"Bearer {auth.mint_token(user)}"})
+        response = invoke("process-image", event)
+        return response["statusCode"], json.loads(response["body"])
+
+    status, body = listed()
     assert status == 200
-    assert body["balance"] == 9 and body["user_id"] == str(user)
-    assert [(e["entitlement_id"], e["owner"]) for e in body["entitlements"]] == [("premium", "self")]
-    (recent,) = body["recent_generations"]
-    assert recent["generation_id"] == created["generation_id"] and recent["url"]
-    assert recent["params"] == {"size": 256}
+    listed_ids = [g["generation_id"] for g in body["generations"]]
+    assert listed_ids == [second["generation_id"], first["generation_id"]]
+    assert body["generations"][1]["url"] and body["generations"][1]["params"] == {"size": 256}
+    status, body = listed({"limit": "1"})
+    assert status == 200 and [g["generation_id"] for g in body["generations"]] == [second["generation_id"]]
+    assert listed({"limit": "0"})[0] == 422
 
 
 
@@ -697,7 +706,7 @@ def test_me_shows_balance_entitlements_and_recent_generations():
 
 @pytest.mark.parametrize(("name", "status"), [
     ("list-tools", 200), ("create-upload", 200), ("create-generation", 404), ("create-generation-ai", 404),
-    ("get-generation", 404), ("me", 200),
+    ("get-generation", 404), ("list-generations", 200),
 ])
 def test_sample_events_are_answered(name, status):
     from devkit import ROOT

@@ -32,7 +32,11 @@ def test_documents_cover_every_route_with_auth_and_the_error_envelope():
         assert "HTTPValidationError" not in json.dumps(doc)
     assert routes == {
         "process-image GET /tools", "process-image POST /uploads", "process-image POST /generations",
-        "process-image GET /generations/{generation_id}", "process-image GET /me",
+        "process-image GET /generations/{generation_id}", "process-image GET /generations",
+        "account GET /me", "account DELETE /me", "account POST /me/exports",
+        "account GET /me/exports/{export_id}", "account POST /pairs/invites", "account GET /pairs/invites",
+        "account DELETE /pairs/invites/{invite_id}", "account POST /pairs/join", "account GET /pairs/current",
+        "account DELETE /pairs/current", "account GET /pairs/audit",
         "analyze-entry POST /entries", "analyze-entry POST /entries/{entry_id}/analyze",
         "analyze-entry GET /entries/{entry_id}",
         "checkout GET /products", "checkout POST /paymob", "checkout POST /stripe",

@@ -180,7 +180,7 @@ def _cached_openai(user_id: UUID, title: str | None, content: str, api_key: str,
 
     key = cache_key(user_id, text_digest(title, content), s.ANALYZE_OPENAI_MODEL,
                     openai_analyser.PROMPT_VERSION)
-    value = cache.get_or_compute(key, s.ANALYZE_CACHE_TTL_S, compute)
+    value = cache.get_or_compute(key, s.ANALYZE_CACHE_TTL_S, compute, owner=user_id)
     return Analysis.model_validate(value), computed
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import db, inbox, payments
+from common.errors import is_account_deleted
 from common.observability import logger
 from paymob_webhook.models import Transaction
 
@@ -48,6 +49,10 @@ def process(txn: Transaction, callback: dict[str, Any], *, headers: Any, raw: st
             outcome = apply(conn, txn, callback, event_id=key)
             inbox.mark(conn, PROVIDER, key, outcome.inbox, error=outcome.note)
     except Exception as exc:
+        if is_account_deleted(exc):  # the order's account was deleted: kept, never applied
+            inbox.park(PROVIDER, key, event_type=EVENT_TYPE)
+            logger.info("paymob callback parked: account deleted", extra={"event_id": key})
+            return "parked"
         payments.record_failure(PROVIDER, key, headers=headers, body=raw, event_type=EVENT_TYPE, error=exc)
         raise
     logger.info("paymob callback applied", extra={"event_id": key, "outcome": outcome.status})

@@ -3,8 +3,10 @@
     GET  /tools               the tools catalog
     POST /uploads             a presigned upload form for one image
     POST /generations         run a tool on an uploaded image, charged once
+    GET  /generations         the caller's recent generations, newest first (?limit=)
     GET  /generations/<id>    one of the caller's generations, with a fresh URL
-    GET  /me                  balance, entitlements, recent generations
+
+The caller's balance and entitlements are the account function's ``GET /me``.
 
 Every route needs a Bearer JWT and counts against the caller's rate limit; POSTs honour
 ``Idempotency-Key``. The work is in the domain modules (docs/process-image.md).
@@ -13,16 +15,18 @@ Every route needs a Bearer JWT and counts against the caller's rate limit; POSTs
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from common import http
-from process_image import account, catalog, generations, uploads
+from process_image import catalog, generations, uploads
 from process_image.models import (
     GenerationIn,
     GenerationOut,
+    GenerationsOut,
     GenerationView,
-    MeOut,
     ToolOut,
     ToolsOut,
     UploadIn,
@@ -75,16 +79,16 @@ def create_generation(body: GenerationIn) -> Response[GenerationOut]:
                     body=result)
 
 
+@app.get("/generations")
+def list_generations(limit: Annotated[int, Query(ge=1, le=100)] = 10) -> GenerationsOut:
+    user = http.current_user(app)
+    return GenerationsOut(generations=[GenerationView(**g) for g in generations.recent(user.user_id, limit)])
+
+
 @app.get("/generations/<generation_id>")
 def get_generation(generation_id: str) -> GenerationView:
     user = http.current_user(app)
     return GenerationView(**generations.get(user.user_id, generation_id))
-
-
-@app.get("/me")
-def me() -> MeOut:
-    user = http.current_user(app)
-    return MeOut(**account.me(user.user_id))
 
 
 handler = http.make_handler(app)

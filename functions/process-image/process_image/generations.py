@@ -196,7 +196,7 @@ def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
             if reservation is not None:
                 _settle(reservation.id, tx)
             tx.execute(INSERT_GENERATION, row)
-            cache.set(key, entry, s.GENERATION_CACHE_TTL_S, conn=tx)
+            cache.set(key, entry, s.GENERATION_CACHE_TTL_S, conn=tx, owner=user_id)
     except BaseException as exc:
         if reservation is not None:
             _refund(reservation.id, exc)

@@ -77,15 +77,5 @@ class ToolsOut(BaseModel):
     tools: list[ToolOut]
 
 
-class Entitlement(BaseModel):
-    entitlement_id: str
-    source: str
-    expires_at: datetime | None
-    owner: Literal["self", "pair"]
-
-
-class MeOut(BaseModel):
-    user_id: str
-    balance: int
-    entitlements: list[Entitlement]
-    recent_generations: list[GenerationView]
+class GenerationsOut(BaseModel):
+    generations: list[GenerationView]

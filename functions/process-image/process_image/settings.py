@@ -37,9 +37,6 @@ class Settings(BaseSettings):
     #: Lifetime of presigned download URLs and of upload forms.
     DOWNLOAD_URL_TTL_S: int = Field(default=900, ge=60, le=7 * 24 * 3600)
     UPLOAD_URL_TTL_S: int = Field(default=300, ge=30, le=3600)
-    #: How many recent generations GET /me lists.
-    RECENT_GENERATIONS: int = Field(default=10, ge=0, le=100)
-
 
     def bucket(self, name: str) -> str:
         """A bucket setting that this code path cannot do without."""

@@ -3,7 +3,9 @@ then the replay of events that were waiting for this user.
 
 Statuses (the inbox's, plus ``duplicate``): processed, ignored (TEST, unknown types,
 sandbox where not applied, nothing to apply), unmatched (no user of ours yet: parked,
-replayed later), duplicate (already processed or ignored: counted only). A database
+replayed later), parked (for a deleted account: the database refused its effects; kept
+without its body, never applied), duplicate (already processed, ignored or parked:
+counted only). A database
 that cannot be reached raises ``Unavailable`` (503), so RevenueCat retries.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import config, db, inbox
-from common.errors import Unavailable
+from common.errors import Unavailable, is_account_deleted
 from common.observability import logger
 from revenuecat_webhook import apply, events
 
@@ -42,7 +44,7 @@ LIMIT %(limit)s
 @dataclass(frozen=True)
 class Delivery:
     event_id: str
-    status: str  # processed | ignored | unmatched | duplicate
+    status: str  # processed | ignored | unmatched | parked | duplicate
     reason: str | None = None
     user_id: uuid.UUID | None = None
 
@@ -80,6 +82,10 @@ def deliver(webhook: events.Webhook, body: bytes | str, headers: Mapping[str, An
         logger.warning("database unavailable", extra={**events.summary(event), "error": type(exc).__name__})
         raise Unavailable("the database is unavailable; retry later") from None
     except Exception as exc:
+        if is_account_deleted(exc):  # its user deleted their account: kept, never applied
+            inbox.park(PROVIDER, event.id, event_type=event.type)
+            logger.info("revenuecat event parked: account deleted", extra=events.summary(event))
+            return Delivery(event.id, "parked", "account deleted")
         _record_failure(event, body, headers, exc)
         raise
     logger.info("revenuecat event", extra={**events.summary(event), "status": delivery.status,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import db, inbox, payments
+from common.errors import is_account_deleted
 from common.observability import logger
 from stripe_webhook import subscriptions
 from stripe_webhook.models import OBJECTS, Charge, Event, Invoice, Session, Subscription
@@ -59,6 +60,11 @@ def process(ev: Event, obj: Any, event: dict[str, Any], *, headers: Any, raw: by
             outcome = handler(conn, ev, obj, event) if handler else Outcome("ignored", "ignored")
             inbox.mark(conn, PROVIDER, ev.id, outcome.inbox, error=outcome.note)
     except Exception as exc:
+        if is_account_deleted(exc):  # the order's account was deleted: kept, never applied
+            inbox.park(PROVIDER, ev.id, event_type=ev.type)
+            logger.info("stripe event parked: account deleted",
+                        extra={"event_id": ev.id, "event_type": ev.type})
+            return "parked"
         payments.record_failure(PROVIDER, ev.id, headers=headers, body=raw, event_type=ev.type, error=exc)
         raise
     logger.info("stripe event applied", extra={"event_id": ev.id, "event_type": ev.type,

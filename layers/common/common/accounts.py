@@ -52,7 +52,9 @@ SELECT user_id, deleted_at FROM account_deletions
  LIMIT %(limit)s
 """
 
-MARK_LOGGED = "UPDATE account_deletions SET logged_at = now() WHERE user_id = %(user_id)s AND logged_at IS NULL"
+MARK_LOGGED = """
+UPDATE account_deletions SET logged_at = now() WHERE user_id = %(user_id)s AND logged_at IS NULL
+"""
 
 #: Takes due tasks by moving them past a lease: another run skips them meanwhile, and a
 #: run that dies leaves them to be taken again when the lease ends.
@@ -80,7 +82,8 @@ UPDATE account_object_deletions
 PREFIX_FAILED = """
 UPDATE account_object_deletions
    SET objects_deleted = objects_deleted + %(deleted)s, last_error = %(error)s,
-       next_attempt_at = now() + least(%(max_backoff)s, make_interval(mins => power(2, least(attempts, 12))::int))
+       next_attempt_at = now() + least(%(max_backoff)s,
+                                       make_interval(mins => power(2, least(attempts, 12))::int))
  WHERE id = %(id)s
 """
 
@@ -199,7 +202,8 @@ def read_log(bucket: str, stage: str) -> list[Deletion]:
             entry = json.loads(storage.read(bucket, item["Key"], max_bytes=64 * 1024))
             if entry.get("format") != LOG_FORMAT:
                 raise ValueError(f"{item['Key']}: unsupported deletions log format {entry.get('format')!r}")
-            deletions.append(Deletion(uuid.UUID(entry["user_id"]), datetime.fromisoformat(entry["deleted_at"])))
+            deletions.append(Deletion(uuid.UUID(entry["user_id"]),
+                                      datetime.fromisoformat(entry["deleted_at"])))
     return sorted(deletions, key=lambda d: d.deleted_at)
 
 

@@ -38,9 +38,11 @@ ACCOUNT_DELETED_CONSTRAINT = "account_deleted"
 
 
 def is_account_deleted(exc: BaseException) -> bool:
-    """True for the database's refusal of a write for a deleted account (a request or a
-    webhook that raced the deletion). Duck-typed on psycopg's ``diag``, so callers need
-    not import psycopg."""
+    """True for ``AccountDeleted``, and for the database's refusal of a write for a
+    deleted account (a request or a webhook that raced the deletion). Duck-typed on
+    psycopg's ``diag``, so callers need not import psycopg."""
+    if isinstance(exc, AccountDeleted):
+        return True
     diag = getattr(exc, "diag", None)
     return getattr(diag, "constraint_name", None) == ACCOUNT_DELETED_CONSTRAINT
 

@@ -60,7 +60,8 @@ ON CONFLICT (provider, event_id) DO UPDATE SET
     status       = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.status ELSE 'received' END,
     event_type   = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.event_type
                         ELSE coalesce(EXCLUDED.event_type, w.event_type) END,
-    headers      = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.headers ELSE EXCLUDED.headers END,
+    headers      = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.headers
+                        ELSE EXCLUDED.headers END,
     body         = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.body ELSE EXCLUDED.body END,
     signature_ok = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.signature_ok
                         ELSE EXCLUDED.signature_ok END

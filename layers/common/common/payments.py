@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from common import db, ledger
-from common.errors import NotFound
+from common.errors import AccountDeleted, NotFound
 from common.observability import logger
 
 if TYPE_CHECKING:
@@ -97,6 +97,8 @@ LOCK_BY_PROVIDER_ORDER = (f"{_SELECT_ORDER} WHERE o.provider = %(provider)s"
 LOCK_BY_SUBSCRIPTION = (f"{_SELECT_ORDER} WHERE o.provider = %(provider)s"
                         " AND o.subscription_id = %(ref)s FOR UPDATE OF o")
 GET_ORDER = f"{_SELECT_ORDER} WHERE o.id = %(id)s"
+#: An order of a deleted account belongs to its pseudonym (migration 0012).
+ORDER_ACCOUNT_DELETED = "SELECT deleted_at IS NOT NULL AS deleted FROM users WHERE id = %(user_id)s"
 
 #: A plan bought once (Paymob) runs from now, or from the end of the user's current
 #: period of the same entitlement when that is later (buying again extends).
@@ -278,7 +280,8 @@ def lock_order(conn: psycopg.Connection, *, order_id: uuid.UUID | str | None = N
                provider: str | None = None, provider_order_id: str | None = None,
                subscription_id: str | None = None) -> Order | None:
     """The order, locked for this transaction (webhooks serialise on it), found by our id,
-    by the provider's order id, or by its Stripe subscription; None when there is none."""
+    by the provider's order id, or by its Stripe subscription; None when there is none.
+    The order of a deleted account raises AccountDeleted: the webhook parks the event."""
     if order_id is not None:
         try:
             oid = order_id if isinstance(order_id, uuid.UUID) else uuid.UUID(str(order_id))
@@ -291,7 +294,11 @@ def lock_order(conn: psycopg.Connection, *, order_id: uuid.UUID | str | None = N
         row = _run(conn, LOCK_BY_SUBSCRIPTION, {"provider": provider, "ref": subscription_id}).fetchone()
     else:
         raise ValueError("lock_order needs an order id, a provider order id or a subscription id")
-    return None if row is None else Order(**row)
+    if row is None:
+        return None
+    if _run(conn, ORDER_ACCOUNT_DELETED, {"user_id": row["user_id"]}).fetchone()["deleted"]:
+        raise AccountDeleted("the order's account has been deleted")
+    return Order(**row)
 
 
 def reload(conn: psycopg.Connection, order: Order) -> Order:

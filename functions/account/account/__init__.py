@@ -1,0 +1,1 @@
+"""account: the user's account (profile, export, deletion) and couples' pairing."""

@@ -43,13 +43,14 @@ ONE = f"SELECT {_COLUMNS} FROM account_exports WHERE id = %(id)s AND user_id = %
 
 # --- the job's queries ---
 
-#: The oldest export to run: queued, or running in an invocation that died.
+#: The oldest export to run: queued, or running in an invocation that died (not one that
+#: failed in this run: it waits for the next one).
 CLAIM = """
 UPDATE account_exports e
    SET status = 'running', attempts = e.attempts + 1, started_at = now(), error_code = NULL
  WHERE e.id = (SELECT id FROM account_exports
                 WHERE (status = 'queued' OR (status = 'running' AND started_at < now() - %(stale)s))
-                  AND attempts < %(max_attempts)s
+                  AND attempts < %(max_attempts)s AND id <> ALL(%(skip)s::uuid[])
                 ORDER BY created_at
                 LIMIT 1
                   FOR UPDATE SKIP LOCKED)
@@ -141,8 +142,10 @@ def run_queue(time_left_s: Any) -> dict[str, int]:
     stale = timedelta(seconds=s.EXPORT_STALE_AFTER_S)
     counts = {"completed": 0, "failed": 0, "retried": 0}
     counts["failed"] += db.execute(GIVE_UP, {"stale": stale, "max_attempts": s.EXPORT_MAX_ATTEMPTS}).rowcount
+    failed: list[UUID] = []
     while time_left_s() > s.EXPORT_MIN_TIME_S:
-        job = db.execute(CLAIM, {"stale": stale, "max_attempts": s.EXPORT_MAX_ATTEMPTS}).fetchone()
+        job = db.execute(CLAIM, {"stale": stale, "max_attempts": s.EXPORT_MAX_ATTEMPTS,
+                                 "skip": failed}).fetchone()
         if job is None:
             break
         started = time.monotonic()
@@ -153,6 +156,7 @@ def run_queue(time_left_s: Any) -> dict[str, int]:
             db.execute(FAIL, {"id": job["id"], "attempts": job["attempts"], "error": type(exc).__name__,
                               "max_attempts": s.EXPORT_MAX_ATTEMPTS})
             counts["failed" if job["attempts"] >= s.EXPORT_MAX_ATTEMPTS else "retried"] += 1
+            failed.append(job["id"])
             continue
         done = db.execute(COMPLETE, {"id": job["id"], "attempts": job["attempts"], "key": built.key,
                                      "size": built.size, "sha256": built.sha256,
@@ -161,6 +165,7 @@ def run_queue(time_left_s: Any) -> dict[str, int]:
             archive.discard(built.key)
             continue
         counts["completed"] += 1
-        logger.info("export completed", extra={"export_id": str(job["id"]), "bytes": built.size, "files": built.files,
+        logger.info("export completed", extra={"export_id": str(job["id"]), "bytes": built.size,
+                                               "files": built.files,
                                                "seconds": round(time.monotonic() - started, 1)})
     return counts

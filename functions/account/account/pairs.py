@@ -3,10 +3,11 @@
 The database decides the invariants (migrations 0001, 0012): a user is in one pair at
 most (``pair_members.user_id`` unique), a pair has two members at most and a dissolved
 pair none (trigger ``pair_members_limit``), an invite is used once (its row is locked by
-the join that uses it, which checks ``used_at`` under that lock). A join locks the invite
-row, then both users' rows in id order: two users racing for one code queue on the
-invite, and the second finds it used; a user joining while their own invite is being
-used queues on their user row and then finds themselves paired.
+the join that uses it, which checks ``used_at`` under that lock). A join locks both
+users' rows in id order, then the invite row (every path that takes both locks takes
+them in that order, so none can deadlock): two users racing for one code queue on the
+inviter's row, and the second finds the code used; two users joining each other's codes
+at once queue the same way, and the second finds themselves paired.
 
 Every pair action is written to ``pair_audit`` (entries shared or unshared by a trigger
 on journal_entries). Invite codes are never logged; only their SHA-256 is stored.
@@ -92,9 +93,12 @@ RETURNING id
 
 INVITE_OF = "SELECT id, used_at, revoked_at FROM pair_invites WHERE id = %(id)s AND inviter_id = %(user_id)s"
 
-INVITE_BY_CODE = """
-SELECT id, inviter_id, created_at, expires_at <= now() AS expired, used_at, used_by, pair_id, revoked_at
-  FROM pair_invites WHERE code_sha256 = %(digest)s
+INVITE_BY_CODE = "SELECT id, inviter_id, used_by, pair_id FROM pair_invites WHERE code_sha256 = %(digest)s"
+
+#: Taken after the users' rows (see _join).
+LOCK_INVITE = """
+SELECT id, expires_at <= now() AS expired, used_at, used_by, pair_id, revoked_at
+  FROM pair_invites WHERE id = %(id)s
    FOR UPDATE
 """
 
@@ -226,25 +230,31 @@ def _join(user_id: UUID, digest: bytes) -> UUID:
     import psycopg
 
     with db.transaction() as conn:
-        invite = conn.execute(INVITE_BY_CODE, {"digest": digest}).fetchone()
-        if invite is None:
+        found = conn.execute(INVITE_BY_CODE, {"digest": digest}).fetchone()
+        if found is None:
+            raise NotFound("no invite has this code", code="unknown_code")
+        if found["used_by"] == user_id:
+            return found["pair_id"]  # a retry of the join that used it
+        inviter = found["inviter_id"]
+        if inviter == user_id:
+            raise InvalidInput("this is your own invite: give it to your partner", code="own_code")
+        # Users first, then the invite, in every path that takes both: no lock cycle.
+        members = sorted([user_id, inviter])
+        conn.execute(LOCK_USERS, {"ids": members})
+        invite = conn.execute(LOCK_INVITE, {"id": found["id"]}).fetchone()
+        if invite is None:  # its inviter's account was deleted meanwhile
             raise NotFound("no invite has this code", code="unknown_code")
         if invite["used_by"] == user_id:
-            return invite["pair_id"]  # a retry of the join that used it
-        if invite["inviter_id"] == user_id:
-            raise InvalidInput("this is your own invite: give it to your partner", code="own_code")
+            return invite["pair_id"]
+        paired = {row["user_id"] for row in conn.execute(PAIR_OF, {"ids": members})}
+        if user_id in paired:
+            raise AlreadyPaired("you are already in a pair; unlink first")
         if invite["used_at"] is not None:
             raise CodeGone("this invite was already used", code="code_used")
         if invite["revoked_at"] is not None:
             raise CodeGone("this invite was revoked", code="code_revoked")
         if invite["expired"]:
             raise CodeGone("this invite has expired; ask for a new one", code="code_expired")
-        inviter = invite["inviter_id"]
-        members = sorted([user_id, inviter])
-        conn.execute(LOCK_USERS, {"ids": members})
-        paired = {row["user_id"] for row in conn.execute(PAIR_OF, {"ids": members})}
-        if user_id in paired:
-            raise AlreadyPaired("you are already in a pair; unlink first")
         if inviter in paired:
             raise AlreadyPaired("the person who invited you is already in a pair")
         try:

@@ -62,7 +62,8 @@ ON CONFLICT (provider, event_id) DO UPDATE SET
                         ELSE coalesce(EXCLUDED.event_type, w.event_type) END,
     headers      = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.headers
                         ELSE EXCLUDED.headers END,
-    body         = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.body ELSE EXCLUDED.body END,
+    body         = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.body
+                        ELSE EXCLUDED.body END,
     signature_ok = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.signature_ok
                         ELSE EXCLUDED.signature_ok END
 RETURNING status

@@ -46,8 +46,14 @@ def setenv(monkeypatch, **values: str) -> None:
     settings.cache_clear()
 
 
-def call(method: str, path: str, user: uuid.UUID | None, body=None, headers=None,
-         query: dict[str, str] | None = None) -> tuple[int, dict]:
+def call(
+    method: str,
+    path: str,
+    user: uuid.UUID | None,
+    body=None,
+    headers=None,
+    query: dict[str, str] | None = None,
+) -> tuple[int, dict]:
     hdrs = dict(headers or {})
     if user is not None:
         hdrs["authorization"] = f"Bearer {mint_token(user)}"
@@ -104,7 +110,9 @@ def test_two_users_pair_with_a_code_and_both_see_the_pair_and_its_audit():
         status, trail = call("GET", "/pairs/audit", user)
         assert status == 200
         assert [(e["action"], e["actor"]) for e in trail["events"]] == [
-            ("joined", joined_by), ("invite_created", "you" if joined_by == "partner" else "partner")]
+            ("joined", joined_by),
+            ("invite_created", "you" if joined_by == "partner" else "partner"),
+        ]
         assert {e["pair_id"] for e in trail["events"]} == {pair["pair_id"]}
     # And only the code's hash is stored
     stored = sql("SELECT code_sha256 FROM pair_invites WHERE id = %s", (code["invite_id"],))[0][0]
@@ -122,8 +130,11 @@ def test_joining_refusals_are_clear_and_change_nothing(monkeypatch):
     assert error(call("POST", "/pairs/join", ben, {})) == (422, "invalid_input")
     # expired
     expired = invite(cat)
-    sql("UPDATE pair_invites SET created_at = now() - interval '2 days', expires_at = now() - interval '1 day' "
-        "WHERE id = %s", (expired["invite_id"],))
+    sql(
+        "UPDATE pair_invites SET created_at = now() - interval '2 days', "
+        "expires_at = now() - interval '1 day' WHERE id = %s",
+        (expired["invite_id"],),
+    )
     assert error(call("POST", "/pairs/join", ben, {"code": expired["code"]})) == (410, "code_expired")
     # revoked
     revoked = invite(cat)
@@ -139,7 +150,9 @@ def test_joining_refusals_are_clear_and_change_nothing(monkeypatch):
     # joining again with the code that made one's pair answers the pair (a retry)
     status, again = call("POST", "/pairs/join", ben, {"code": code})
     assert status == 201 and again["partner"]["user_id"] == str(ana)
-    assert sql("SELECT count(*) FROM pairs")[0][0] == 1 and sql("SELECT count(*) FROM pair_members")[0][0] == 2
+    assert (
+        sql("SELECT count(*) FROM pairs")[0][0] == 1 and sql("SELECT count(*) FROM pair_members")[0][0] == 2
+    )
 
 
 def test_an_inviter_who_pairs_elsewhere_loses_their_open_invites():
@@ -147,7 +160,7 @@ def test_an_inviter_who_pairs_elsewhere_loses_their_open_invites():
     anas = invite(ana)
     pair_up(ben, ana)  # Ana joins Ben's invite
     assert error(call("POST", "/pairs/join", cat, {"code": anas["code"]})) == (410, "code_revoked")
-    status, trail = call("GET", "/pairs/audit", ana)
+    _, trail = call("GET", "/pairs/audit", ana)
     revoked = [e for e in trail["events"] if e["action"] == "invite_revoked"]
     assert revoked and revoked[0]["details"] == {"invite_id": anas["invite_id"], "reason": "paired"}
     assert revoked[0]["pair_id"] is None
@@ -160,10 +173,15 @@ def test_open_invites_are_capped_listed_and_revoked(monkeypatch):
     first, second = invite(ana), invite(ana)
     assert error(call("POST", "/pairs/invites", ana)) == (409, "too_many_invites")
     status, listed = call("GET", "/pairs/invites", ana)
-    assert status == 200 and [i["invite_id"] for i in listed["invites"]] == [first["invite_id"], second["invite_id"]]
+    assert status == 200 and [i["invite_id"] for i in listed["invites"]] == [
+        first["invite_id"],
+        second["invite_id"],
+    ]
     assert "code" not in json.dumps(listed)
     assert call("DELETE", f"/pairs/invites/{first['invite_id']}", ana) == (
-        200, {"invite_id": first["invite_id"], "status": "revoked"})
+        200,
+        {"invite_id": first["invite_id"], "status": "revoked"},
+    )
     assert call("DELETE", f"/pairs/invites/{first['invite_id']}", ana)[0] == 200  # again: the same
     assert error(call("DELETE", f"/pairs/invites/{second['invite_id']}", uuid.uuid4())) == (404, "not_found")
     assert error(call("DELETE", "/pairs/invites/not-an-id", ana)) == (404, "not_found")
@@ -181,7 +199,10 @@ def test_an_idempotency_key_returns_the_same_invite_and_the_same_join():
     assert sql("SELECT count(*) FROM pair_invites")[0][0] == 1
     join_key = {"idempotency-key": str(uuid.uuid4())}
     joined = call("POST", "/pairs/join", ben, {"code": first[1]["code"]}, headers=join_key)
-    assert joined[0] == 201 and call("POST", "/pairs/join", ben, {"code": first[1]["code"]}, headers=join_key) == joined
+    assert (
+        joined[0] == 201
+        and call("POST", "/pairs/join", ben, {"code": first[1]["code"]}, headers=join_key) == joined
+    )
     other = call("POST", "/pairs/join", ben, {"code": "AAAA-BBBB-CCCC"}, headers=join_key)
     assert error(other) == (422, "idempotency_key_reused")
     # the stored answer (it holds the code) lives no longer than the invite
@@ -194,10 +215,20 @@ def test_guessing_codes_is_rate_limited_per_user(monkeypatch):
     ana, guesser, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     code = invite(ana)["code"]
     for n in range(5):
-        assert error(call("POST", "/pairs/join", guesser, {"code": f"AAAA-AAAA-AAA{n}"})) == (404, "unknown_code")
+        assert error(call("POST", "/pairs/join", guesser, {"code": f"AAAA-AAAA-AAA{n}"})) == (
+            404,
+            "unknown_code",
+        )
     # the sixth attempt is refused, even with the right code, and says when to retry
-    result = lambdas.invoke(FUNCTION, lambdas.url_event("POST", "/pairs/join", body={"code": code},
-                            headers={"authorization": f"Bearer {mint_token(guesser)}"}))
+    result = lambdas.invoke(
+        FUNCTION,
+        lambdas.url_event(
+            "POST",
+            "/pairs/join",
+            body={"code": code},
+            headers={"authorization": f"Bearer {mint_token(guesser)}"},
+        ),
+    )
     assert result["statusCode"] == 429 and int(result["headers"]["Retry-After"]) > 0
     assert sql("SELECT count(*) FROM pairs")[0][0] == 0
     # another user is not affected
@@ -233,13 +264,20 @@ sys.stderr.write("RESULTS " + json.dumps(answers) + chr(10))
 
 
 def join_event(user: uuid.UUID, code: str) -> dict:
-    return lambdas.url_event("POST", "/pairs/join", body={"code": code},
-                             headers={"authorization": f"Bearer {mint_token(user)}"})
+    return lambdas.url_event(
+        "POST", "/pairs/join", body={"code": code}, headers={"authorization": f"Bearer {mint_token(user)}"}
+    )
 
 
 def race(rounds: list[list[dict]]) -> list[list[dict]]:
-    done = subprocess.run([sys.executable, "-c", RACE], input=json.dumps(rounds), capture_output=True,
-                          text=True, timeout=300, env=os.environ.copy())
+    done = subprocess.run(
+        [sys.executable, "-c", RACE],
+        input=json.dumps(rounds),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
     lines = [line for line in done.stderr.splitlines() if line.startswith("RESULTS ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     return json.loads(lines[0][8:])
@@ -254,8 +292,13 @@ def test_users_racing_for_one_code_make_exactly_one_pair_every_time():
         code = invite(inviter)["code"]
         left, right = uuid.uuid4(), uuid.uuid4()
         left_code, right_code = invite(left)["code"], invite(right)["code"]
-        rounds.append([*(join_event(r, code) for r in racers), join_event(left, right_code),
-                       join_event(right, left_code)])
+        rounds.append(
+            [
+                *(join_event(r, code) for r in racers),
+                join_event(left, right_code),
+                join_event(right, left_code),
+            ]
+        )
         cases.append((inviter, racers, left, right))
     # When each round's requests run at once, in separate containers
     answers = race(rounds)
@@ -265,8 +308,9 @@ def test_users_racing_for_one_code_make_exactly_one_pair_every_time():
         assert sorted(a["status"] for a in racing) == [201, 410, 410], racing
         assert {a["body"]["error"]["code"] for a in racing if a["status"] == 410} == {"code_used"}
         assert sorted(a["status"] for a in crossed) in ([201, 201], [201, 409], [201, 410]), crossed
-        members = sql("SELECT pair_id, user_id FROM pair_members WHERE user_id = ANY(%s)",
-                      ([inviter, *racers],))
+        members = sql(
+            "SELECT pair_id, user_id FROM pair_members WHERE user_id = ANY(%s)", ([inviter, *racers],)
+        )
         assert len(members) == 2 and len({m[0] for m in members}) == 1
         crossed_pairs = sql("SELECT pair_id FROM pair_members WHERE user_id = ANY(%s)", ([left, right],))
         assert len(crossed_pairs) == 2 and crossed_pairs[0] == crossed_pairs[1]
@@ -291,15 +335,23 @@ def test_the_database_refuses_a_third_member_and_members_of_a_dissolved_pair():
 
 def share_entry(author: uuid.UUID, text: str = "a shared thought") -> str:
     pair = sql("SELECT pair_id FROM pair_members WHERE user_id = %s", (author,))[0][0]
-    return str(sql("INSERT INTO journal_entries (author_id, pair_id, content, visibility) "
-                   "VALUES (%s, %s, %s, 'shared') RETURNING id", (author, pair, text))[0][0])
+    return str(
+        sql(
+            "INSERT INTO journal_entries (author_id, pair_id, content, visibility) "
+            "VALUES (%s, %s, %s, 'shared') RETURNING id",
+            (author, pair, text),
+        )[0][0]
+    )
 
 
 def test_the_pair_shows_what_it_shares_and_unlinking_makes_entries_private():
     ana, ben = uuid.uuid4(), uuid.uuid4()
     pair_id = pair_up(ana, ben)["pair_id"]
-    sql("INSERT INTO entitlements (user_id, entitlement_id, source, expires_at, last_event_at) "
-        "VALUES (%s, 'premium', 'revenuecat', now() + interval '30 days', now())", (ana,))
+    sql(
+        "INSERT INTO entitlements (user_id, entitlement_id, source, expires_at, last_event_at) "
+        "VALUES (%s, 'premium', 'revenuecat', now() + interval '30 days', now())",
+        (ana,),
+    )
     entry = share_entry(ana)
     share_entry(ben)
     share_entry(ben)
@@ -311,8 +363,13 @@ def test_the_pair_shows_what_it_shares_and_unlinking_makes_entries_private():
     sql("UPDATE journal_entries SET visibility = 'shared' WHERE id = %s", (entry,))
     status, trail = call("GET", "/pairs/audit", ben)
     actions = [(e["action"], e["actor"]) for e in trail["events"]]
-    assert actions[:5] == [("entry_shared", "partner"), ("entry_unshared", "partner"), ("entry_shared", "you"),
-                           ("entry_shared", "you"), ("entry_shared", "partner")]
+    assert actions[:5] == [
+        ("entry_shared", "partner"),
+        ("entry_unshared", "partner"),
+        ("entry_shared", "you"),
+        ("entry_shared", "you"),
+        ("entry_shared", "partner"),
+    ]
     assert trail["events"][0]["entry_id"] == entry
     # When Ben unlinks
     status, unlinked = call("DELETE", "/pairs/current", ben)
@@ -322,10 +379,14 @@ def test_the_pair_shows_what_it_shares_and_unlinking_makes_entries_private():
     for user in (ana, ben):
         assert error(call("GET", "/pairs/current", user)) == (404, "not_paired")
         status, trail = call("GET", "/pairs/audit", user)
-        assert trail["events"][0]["action"] == "unlinked" and trail["events"][0]["details"] == {"reason": "unlinked"}
+        assert trail["events"][0]["action"] == "unlinked" and trail["events"][0]["details"] == {
+            "reason": "unlinked"
+        }
     assert call("GET", "/pairs/audit", ana)[1]["events"][0]["actor"] == "partner"
     assert sql("SELECT DISTINCT visibility FROM journal_entries") == [("private",)]
-    assert sql("SELECT count(*) FROM journal_entries_visible_to(%s) WHERE author_id = %s", (ben, ana))[0][0] == 0
+    assert (
+        sql("SELECT count(*) FROM journal_entries_visible_to(%s) WHERE author_id = %s", (ben, ana))[0][0] == 0
+    )
     assert call("GET", "/me", ben)[1]["entitlements"] == []
     assert error(call("DELETE", "/pairs/current", ben)) == (404, "not_paired")
     # and they can pair again (a new pair; old entries stay private)
@@ -343,18 +404,28 @@ def test_the_audit_pages_newest_first_and_is_readable_only_by_the_members():
     assert [e["action"] for e in rest["events"]] == ["entry_shared", "joined", "invite_created"]
     assert rest["next_before"] == rest["events"][-1]["id"]
     assert call("GET", "/pairs/audit", ben, query={"before": str(rest["events"][-1]["id"])})[1] == {
-        "events": [], "next_before": None}
+        "events": [],
+        "next_before": None,
+    }
     assert call("GET", "/pairs/audit", eve)[1] == {"events": [], "next_before": None}
     assert error(call("GET", "/pairs/audit", ben, query={"limit": "0"})) == (422, "invalid_input")
     assert error(call("GET", "/pairs/audit", ben, query={"limit": "x"})) == (422, "invalid_input")
 
 
 def test_every_route_needs_a_valid_token():
-    routes = [("GET", "/me", None), ("DELETE", "/me", {"confirm_user_id": str(uuid.uuid4())}),
-              ("POST", "/me/exports", None), ("GET", f"/me/exports/{uuid.uuid4()}", None),
-              ("POST", "/pairs/invites", None), ("GET", "/pairs/invites", None),
-              ("DELETE", f"/pairs/invites/{uuid.uuid4()}", None), ("POST", "/pairs/join", {"code": "x"}),
-              ("GET", "/pairs/current", None), ("DELETE", "/pairs/current", None), ("GET", "/pairs/audit", None)]
+    routes = [
+        ("GET", "/me", None),
+        ("DELETE", "/me", {"confirm_user_id": str(uuid.uuid4())}),
+        ("POST", "/me/exports", None),
+        ("GET", f"/me/exports/{uuid.uuid4()}", None),
+        ("POST", "/pairs/invites", None),
+        ("GET", "/pairs/invites", None),
+        ("DELETE", f"/pairs/invites/{uuid.uuid4()}", None),
+        ("POST", "/pairs/join", {"code": "x"}),
+        ("GET", "/pairs/current", None),
+        ("DELETE", "/pairs/current", None),
+        ("GET", "/pairs/audit", None),
+    ]
     for method, path, body in routes:
         assert error(call(method, path, None, body)) == (401, "unauthorized"), (method, path)
         forged = {"authorization": f"Bearer {mint_token(uuid.uuid4(), secret='another-secret-0123456789')}"}
@@ -365,9 +436,17 @@ def test_every_route_needs_a_valid_token():
 def test_garbage_bodies_are_4xx():
     user = uuid.uuid4()
     hdrs = {"authorization": f"Bearer {mint_token(user)}", "content-type": "application/json"}
-    for raw in (b"{", b"\x00\xff", '{"code": "\ud800"}'.encode("utf-8", "surrogatepass"), b"[]", b"null",
-                json.dumps({"code": "A" * 10}).encode() * 2000):
-        result = lambdas.invoke(FUNCTION, lambdas.url_event("POST", "/pairs/join", headers=hdrs, raw_body=raw))
+    for raw in (
+        b"{",
+        b"\x00\xff",
+        '{"code": "\ud800"}'.encode("utf-8", "surrogatepass"),
+        b"[]",
+        b"null",
+        json.dumps({"code": "A" * 10}).encode() * 2000,
+    ):
+        result = lambdas.invoke(
+            FUNCTION, lambdas.url_event("POST", "/pairs/join", headers=hdrs, raw_body=raw)
+        )
         assert 400 <= result["statusCode"] < 500, (raw[:20], result)
         result = lambdas.invoke(FUNCTION, lambdas.url_event("DELETE", "/me", headers=hdrs, raw_body=raw))
         assert 400 <= result["statusCode"] < 500, (raw[:20], result)
@@ -382,12 +461,17 @@ def test_me_shows_the_profile_balance_entitlements_and_pair():
 
     ana, ben = uuid.uuid4(), uuid.uuid4()
     token = mint_token(ana, claims={"email": "ana@example.test"})
-    result = lambdas.invoke(FUNCTION, lambdas.url_event("GET", "/me", headers={"authorization": f"Bearer {token}"}))
+    result = lambdas.invoke(
+        FUNCTION, lambdas.url_event("GET", "/me", headers={"authorization": f"Bearer {token}"})
+    )
     assert result["statusCode"] == 200
     ledger.grant(ana, 25, reason="test", source="test", ref=str(uuid.uuid4()))
     pair_id = pair_up(ana, ben)["pair_id"]
-    sql("INSERT INTO entitlements (user_id, entitlement_id, source, expires_at, last_event_at) "
-        "VALUES (%s, 'premium', 'stripe', now() + interval '1 day', now())", (ben,))
+    sql(
+        "INSERT INTO entitlements (user_id, entitlement_id, source, expires_at, last_event_at) "
+        "VALUES (%s, 'premium', 'stripe', now() + interval '1 day', now())",
+        (ben,),
+    )
     status, me = call("GET", "/me", ana)
     assert status == 200
     assert me["user_id"] == str(ana) and me["email"] == "ana@example.test" and me["balance"] == 25
@@ -418,7 +502,7 @@ def test_an_export_is_queued_run_by_the_schedule_and_downloaded():
     pair_up(ana, ben)
     ledger.grant(ana, 40, reason="test", source="test", ref=str(uuid.uuid4()))
     entry = share_entry(ana, "Der Fluss, la rivière, 川 — and a \u2028 separator")
-    sql("UPDATE journal_entries SET analysis = '{\"mood\": \"calm\"}' WHERE id = %s", (entry,))
+    sql('UPDATE journal_entries SET analysis = \'{"mood": "calm"}\' WHERE id = %s', (entry,))
     share_entry(ben, "Ben's own entry")
     put_object("UPLOADS_BUCKET", f"users/{ana}/uploads/a.jpg", b"\xff\xd8photo")
     put_object("GENERATIONS_BUCKET", f"users/{ana}/generations/g.jpg", b"\xff\xd8edited")
@@ -441,12 +525,24 @@ def test_an_export_is_queued_run_by_the_schedule_and_downloaded():
     zf = zipfile.ZipFile(io.BytesIO(archive.content))
     assert zf.testzip() is None
     names = set(zf.namelist())
-    assert {"README.txt", "account.json", "credits_ledger.json", "orders.json", "payments.json",
-            "entitlements.json", "journal_entries.json", "generations.json", "pair.json", "manifest.json",
-            "images/uploads/a.jpg", "images/generations/g.jpg"} == names
+    assert {
+        "README.txt",
+        "account.json",
+        "credits_ledger.json",
+        "orders.json",
+        "payments.json",
+        "entitlements.json",
+        "journal_entries.json",
+        "generations.json",
+        "pair.json",
+        "manifest.json",
+        "images/uploads/a.jpg",
+        "images/generations/g.jpg",
+    } == names
     entries = json.loads(zf.read("journal_entries.json"))
     assert [(e["content"], e["analysis"]) for e in entries] == [
-        ("Der Fluss, la rivière, 川 — and a \u2028 separator", {"mood": "calm"})]
+        ("Der Fluss, la rivière, 川 — and a \u2028 separator", {"mood": "calm"})
+    ]
     assert json.loads(zf.read("account.json"))["balance"] == 40
     assert json.loads(zf.read("credits_ledger.json"))[0]["amount"] == 40
     assert zf.read("images/uploads/a.jpg") == b"\xff\xd8photo"
@@ -469,8 +565,10 @@ def test_exports_are_limited_per_day_and_one_at_a_time(monkeypatch):
     for _ in range(2):
         assert call("POST", "/me/exports", ana)[0] == 202
         run_exports()
-    result = lambdas.invoke(FUNCTION, lambdas.url_event("POST", "/me/exports",
-                            headers={"authorization": f"Bearer {mint_token(ana)}"}))
+    result = lambdas.invoke(
+        FUNCTION,
+        lambdas.url_event("POST", "/me/exports", headers={"authorization": f"Bearer {mint_token(ana)}"}),
+    )
     assert result["statusCode"] == 429 and result["headers"]["Retry-After"]
     # the database allows one export in progress per user
     sql("INSERT INTO account_exports (user_id) VALUES (%s)", (ana,))
@@ -491,7 +589,9 @@ def test_archives_expire_and_cache_cleanup_deletes_them():
     assert storage.head(os.environ["EXPORTS_BUCKET"], key) is not None
     assert accounts.expire_exports() == 1
     assert storage.head(os.environ["EXPORTS_BUCKET"], key) is None
-    assert sql("SELECT status, object_key FROM account_exports WHERE id = %s", (export_id,)) == [("expired", None)]
+    assert sql("SELECT status, object_key FROM account_exports WHERE id = %s", (export_id,)) == [
+        ("expired", None)
+    ]
     assert call("GET", f"/me/exports/{export_id}", ana)[1]["status"] == "expired"
 
 
@@ -506,7 +606,7 @@ def test_a_failing_export_is_retried_then_failed_and_a_dead_run_is_taken_over(mo
     assert run_exports()["exports"] == {"completed": 0, "failed": 0, "retried": 1}  # the next run retries
     assert call("GET", f"/me/exports/{export_id}", ana)[1]["status"] == "queued"
     assert run_exports()["exports"] == {"completed": 0, "failed": 1, "retried": 0}
-    status, seen = call("GET", f"/me/exports/{export_id}", ana)
+    _, seen = call("GET", f"/me/exports/{export_id}", ana)
     assert seen["status"] == "failed" and seen["error_code"] == "NoSuchBucket"
     monkeypatch.undo()
     config.settings.cache_clear()
@@ -514,10 +614,15 @@ def test_a_failing_export_is_retried_then_failed_and_a_dead_run_is_taken_over(mo
     # a run that died (its invocation timed out) is taken over once it is stale
     setenv(monkeypatch, EXPORT_STALE_AFTER_S="60")
     export_id = call("POST", "/me/exports", ana)[1]["export_id"]
-    sql("UPDATE account_exports SET status = 'running', attempts = 1, started_at = now() - interval '2 minutes' "
-        "WHERE id = %s", (export_id,))
+    sql(
+        "UPDATE account_exports SET status = 'running', attempts = 1, "
+        "started_at = now() - interval '2 minutes' WHERE id = %s",
+        (export_id,),
+    )
     assert run_exports()["exports"]["completed"] == 1
-    assert sql("SELECT status, attempts FROM account_exports WHERE id = %s", (export_id,)) == [("completed", 2)]
+    assert sql("SELECT status, attempts FROM account_exports WHERE id = %s", (export_id,)) == [
+        ("completed", 2)
+    ]
 
 
 def test_the_job_refuses_unknown_input():
@@ -538,16 +643,26 @@ def test_deleting_needs_the_explicit_confirmation_and_is_idempotent():
     ana = uuid.uuid4()
     assert call("GET", "/me", ana)[0] == 200
     assert error(call("DELETE", "/me", ana)) == (422, "invalid_input")
-    assert error(call("DELETE", "/me", ana, {"confirm_user_id": str(uuid.uuid4())})) == (422, "confirmation_mismatch")
+    assert error(call("DELETE", "/me", ana, {"confirm_user_id": str(uuid.uuid4())})) == (
+        422,
+        "confirmation_mismatch",
+    )
     assert error(call("DELETE", "/me", ana, {"confirm_user_id": "yes"})) == (422, "invalid_input")
     assert sql("SELECT deleted_at FROM users WHERE id = %s", (ana,)) == [(None,)]
     status, receipt = call("DELETE", "/me", ana, {"confirm_user_id": str(ana)})
     assert status == 200 and receipt["status"] == "deleted" and receipt["storage"] == "deleted"
     # again, with the same (old) token: the same receipt, nothing done again
     assert call("DELETE", "/me", ana, {"confirm_user_id": str(ana)}) == (200, receipt)
-    assert error(call("DELETE", "/me", ana, {"confirm_user_id": str(uuid.uuid4())})) == (422, "confirmation_mismatch")
+    assert error(call("DELETE", "/me", ana, {"confirm_user_id": str(uuid.uuid4())})) == (
+        422,
+        "confirmation_mismatch",
+    )
     # every other route refuses the old token, and a new token for the same id
-    for method, path in (("GET", "/me"), ("POST", "/pairs/invites"), ("POST", "/me/exports"),
-                         ("GET", "/pairs/current")):
+    for method, path in (
+        ("GET", "/me"),
+        ("POST", "/pairs/invites"),
+        ("POST", "/me/exports"),
+        ("GET", "/pairs/current"),
+    ):
         assert error(call(method, path, ana)) == (401, "account_deleted")
     assert sql("SELECT count(*) FROM users WHERE id = %s", (ana,)) == [(1,)]  # the tombstone, not re-made

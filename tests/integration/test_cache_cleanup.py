@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from common import db, ledger
 from devkit import lambdas
 
-REPORT_KEYS = {"cache_entries", "idempotency_records", "rate_limit_windows", "webhook_inbox"}
+REPORT_KEYS = {"cache_entries", "idempotency_records", "rate_limit_windows", "webhook_inbox", "pair_invites"}
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +88,20 @@ def test_expired_rows_of_every_kind_are_purged_and_live_ones_kept():
         db.execute("""INSERT INTO webhook_inbox (provider, event_id, body, signature_ok, status, received_at)
                       VALUES ('stripe', %s, '{}', true, %s, now() - %s::interval)""",
                    (f"evt_{i}", status, age))
+    # invites never used go a week after they expired; a used one stays with its pair
+    inviter, joiner = user_with_credits(1), user_with_credits(1)
+    pair_id = db.execute("INSERT INTO pairs DEFAULT VALUES RETURNING id").fetchone()["id"]
+    for n, (expired_days_ago, used) in enumerate([(8, False), (2, False), (30, True)]):
+        db.execute("""INSERT INTO pair_invites (inviter_id, code_sha256, created_at, expires_at, used_at,
+                                                used_by, pair_id)
+                      VALUES (%(inviter)s, sha256(%(n)s::bytea),
+                              now() - %(days)s * interval '1 day' - interval '1 day',
+                              now() - %(days)s * interval '1 day',
+                              CASE WHEN %(used)s THEN now() - interval '40 days' END,
+                              CASE WHEN %(used)s THEN %(joiner)s::uuid END,
+                              CASE WHEN %(used)s THEN %(pair)s::uuid END)""",
+                   {"inviter": inviter, "joiner": joiner, "pair": pair_id, "n": str(n).encode(),
+                    "days": expired_days_ago, "used": used})
     # payments and ledger rows are never purged, however old
     user_id = user_with_credits(5)
     db.execute("UPDATE credit_ledger SET created_at = now() - interval '10 years'")
@@ -100,7 +114,7 @@ def test_expired_rows_of_every_kind_are_purged_and_live_ones_kept():
 
     # Then each expired row is gone and reported, in small batches
     assert report["deleted"] == {"cache_entries": 30, "idempotency_records": 1, "rate_limit_windows": 1,
-                                 "webhook_inbox": 2}
+                                 "webhook_inbox": 2, "pair_invites": 1}
     assert report["complete"] is True and report["refunded"] == 0
     assert report["remaining_expired"] == {**dict.fromkeys(REPORT_KEYS, 0), "credit_reservations": 0}
     assert report["batches"] >= 30 // 7
@@ -108,7 +122,7 @@ def test_expired_rows_of_every_kind_are_purged_and_live_ones_kept():
     assert count("rate_limit_windows") == 1
     assert sorted(r["status"] for r in db.execute("SELECT status FROM webhook_inbox")) == [
         "failed", "processed", "received", "unmatched"]
-    assert count("payments") == 1 and count("credit_ledger") == 1
+    assert count("payments") == 1 and count("credit_ledger", f"user_id = '{user_id}'") == 1
     assert ledger.balance(user_id) == 5
 
 
@@ -217,6 +231,11 @@ def test_an_expired_key_renewed_during_a_purge_survives(database_url):
      "INSERT INTO webhook_inbox (provider, event_id, body, signature_ok, status, received_at) "
      "SELECT 'stripe', 'e' || i, '{}', true, CASE WHEN i % 2 = 0 THEN 'processed' ELSE 'failed' END, "
      "now() - i * interval '1 hour' FROM generate_series(1, 20000) i"),
+    ("pair_invites", "pair_invites_unused_expires_idx",
+     "WITH u AS (INSERT INTO users (id) VALUES (gen_random_uuid()) RETURNING id) "
+     "INSERT INTO pair_invites (inviter_id, code_sha256, created_at, expires_at, used_at, used_by, pair_id) "
+     "SELECT u.id, sha256(i::text::bytea), now() - i * interval '1 hour' - interval '1 day', "
+     "now() - i * interval '1 hour', NULL, NULL, NULL FROM u, generate_series(1, 20000) i"),
 ])
 def test_each_batch_walks_the_expiry_index(table, index, seed):
     lambdas.load_handler("cache-cleanup")  # the function's CodeUri on sys.path, as Lambda has it

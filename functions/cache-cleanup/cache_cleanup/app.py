@@ -1,8 +1,11 @@
 """cache-cleanup handler: EventBridge Scheduler (or a person) invokes it with the
 schedule's Input as the event, ``{"max_seconds", "batch_size", "dry_run"}``, all optional.
 
-Returns ``{"deleted": {table: n}, "refunded": n, "remaining_expired": {table: n},
-"complete": bool, ...}`` and emits one metric per count.
+First the account deletions' follow-ups (``common.accounts``: the deletions log, the
+deleted users' objects, the inbox scrubs; then expired export archives), with up to a
+third of the time; then the purges. Returns ``{"deleted": {table: n}, "refunded": n,
+"remaining_expired": {table: n}, "complete": bool, "accounts": {...}, ...}`` and emits one
+metric per count.
 """
 
 from __future__ import annotations
@@ -37,12 +40,30 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
                           rate_limit_keep=settings.rate_limit_keep)
     budget = job.Budget(context.get_remaining_time_in_millis, max_seconds=request.max_seconds,
                         margin_ms=settings.CLEANUP_DEADLINE_MARGIN_MS)
+    account_work = accounts_followups(budget, dry_run=request.dry_run, batch_size=request.batch_size)
     report = job.run(budget, limits, batch_size=request.batch_size, dry_run=request.dry_run,
                      pause_s=settings.CLEANUP_PAUSE_MS / 1000)
-    result = report.as_dict()
-    _emit_metrics(report)
+    result = {**report.as_dict(), "accounts": account_work}
+    _emit_metrics(report, account_work)
     logger.info("cleanup finished", extra={"report": result})
     return result
+
+
+def accounts_followups(budget: job.Budget, *, dry_run: bool, batch_size: int) -> dict[str, Any]:
+    """What account deletions left to do (docs/account.md), within a third of the time
+    left; failures are counted and retried by the next run."""
+    from common import accounts, db
+
+    if dry_run:
+        return {"pending": dict(db.execute(accounts.PENDING, idempotent=True).fetchone())}
+    done = accounts.run_followups(max(0.0, budget.left_s() / 3), with_pending=True).as_dict()
+    try:
+        done["exports_expired"] = accounts.expire_exports(limit=min(batch_size, 1000))
+    except Exception as exc:
+        logger.warning("expired exports not deleted; retried next run", extra={"error": type(exc).__name__})
+        done["errors"] += 1
+        done["exports_expired"] = 0
+    return done
 
 
 _METRIC_NAMES = {
@@ -50,10 +71,11 @@ _METRIC_NAMES = {
     "idempotency_records": "IdempotencyRecordsPurged",
     "rate_limit_windows": "RateLimitWindowsPurged",
     "webhook_inbox": "InboxRowsPurged",
+    "pair_invites": "InvitesPurged",
 }
 
 
-def _emit_metrics(report: job.Report) -> None:
+def _emit_metrics(report: job.Report, account_work: dict[str, Any]) -> None:
     # One metric set per invocation (EphemeralMetrics), flushed here: the shared
     # Powertools Metrics set is one dict for the whole process, and two runs overlapping
     # in one process (the local runner, the tests) would flush each other's.
@@ -66,4 +88,11 @@ def _emit_metrics(report: job.Report) -> None:
                        value=sum(report.remaining_expired.values()))
     metrics.add_metric(name="CleanupIncomplete", unit=MetricUnit.Count, value=0 if report.complete else 1)
     metrics.add_metric(name="CleanupSeconds", unit=MetricUnit.Seconds, value=report.seconds)
+    if not report.dry_run:
+        metrics.add_metric(name="AccountObjectsDeleted", unit=MetricUnit.Count,
+                           value=account_work["objects_deleted"])
+        metrics.add_metric(name="ExportsExpired", unit=MetricUnit.Count,
+                           value=account_work["exports_expired"])
+    metrics.add_metric(name="AccountDeletionsOverdue", unit=MetricUnit.Count,
+                       value=account_work["pending"]["overdue"])
     metrics.flush_metrics()

@@ -99,6 +99,23 @@ SELECT count(*) AS n FROM (
      LIMIT %(cap)s) s
 """
 
+#: Invites never used, some days after they expired (revoked ones too): walks
+#: pair_invites_unused_expires_idx (migration 0012). Used invites stay with their pair.
+PURGE_INVITES = """
+DELETE FROM pair_invites
+ WHERE ctid = ANY(ARRAY(
+       SELECT ctid FROM pair_invites
+        WHERE used_at IS NULL AND expires_at < now() - %(invite_keep)s
+        ORDER BY expires_at
+        LIMIT %(limit)s
+          FOR UPDATE SKIP LOCKED))
+"""
+
+COUNT_INVITES = """
+SELECT count(*) AS n FROM (
+    SELECT 1 FROM pair_invites WHERE used_at IS NULL AND expires_at < now() - %(invite_keep)s LIMIT %(cap)s) s
+"""
+
 #: Same condition as ledger.stale_reservations (credit_reservations_open_idx).
 COUNT_STALE_RESERVATIONS = """
 SELECT count(*) AS n FROM (
@@ -118,10 +135,11 @@ class Limits:
     stale_after: timedelta
     inbox_retention: timedelta
     rate_limit_keep: timedelta
+    invite_keep: timedelta = timedelta(days=7)
 
     def params(self, **more: Any) -> dict[str, Any]:
         return {"stale_after": self.stale_after, "inbox_retention": self.inbox_retention,
-                "rate_limit_keep": self.rate_limit_keep, **more}
+                "rate_limit_keep": self.rate_limit_keep, "invite_keep": self.invite_keep, **more}
 
 
 @dataclass(frozen=True)
@@ -146,6 +164,7 @@ PURGES = (
     Purge("idempotency_records", PURGE_IDEMPOTENCY, COUNT_IDEMPOTENCY),
     Purge("rate_limit_windows", PURGE_RATE_LIMITS, COUNT_RATE_LIMITS),
     Purge("webhook_inbox", PURGE_INBOX, COUNT_INBOX),
+    Purge("pair_invites", PURGE_INVITES, COUNT_INVITES),
 )
 
 RESERVATIONS = "credit_reservations"

@@ -109,12 +109,17 @@ UPDATE webhook_inbox w
 SCRUB_ADVANCE = "UPDATE account_inbox_scrubs SET next_id = %(next_id)s WHERE id = %(id)s"
 SCRUB_DONE = "DELETE FROM account_inbox_scrubs WHERE id = %(id)s"
 
+#: What is left; overdue: deletions not in the log after an hour, prefixes still failing
+#: after a day, inbox scrubs not done after a day (the alarm's metric).
 PENDING = """
 SELECT (SELECT count(*) FROM account_deletions WHERE logged_at IS NULL) AS unlogged,
        (SELECT count(*) FROM account_object_deletions) AS prefixes,
-       (SELECT count(*) FROM account_object_deletions
-         WHERE created_at < now() - interval '1 day' AND last_error IS NOT NULL) AS prefixes_overdue,
-       (SELECT count(*) FROM account_inbox_scrubs) AS scrubs
+       (SELECT count(*) FROM account_inbox_scrubs) AS scrubs,
+       (SELECT count(*) FROM account_deletions
+         WHERE logged_at IS NULL AND deleted_at < now() - interval '1 hour')
+     + (SELECT count(*) FROM account_object_deletions
+         WHERE created_at < now() - interval '1 day' AND last_error IS NOT NULL)
+     + (SELECT count(*) FROM account_inbox_scrubs WHERE created_at < now() - interval '1 day') AS overdue
 """
 
 #: Completed exports past their expiry (oldest first), taken by moving them to
@@ -177,10 +182,10 @@ def write_logs(*, user_id: uuid.UUID | None = None, limit: int = 100) -> int:
     from common import storage
     from common.config import settings
 
-    s = settings()
-    bucket = s.require("BACKUPS_BUCKET")
     rows = db.execute(UNLOGGED, {"user_id": user_id, "limit": limit}, idempotent=True).fetchall()
+    s = settings()
     for row in rows:
+        bucket = s.require("BACKUPS_BUCKET")
         body = json.dumps({"format": LOG_FORMAT, "user_id": str(row["user_id"]),
                            "deleted_at": row["deleted_at"].isoformat()}).encode()
         storage.put(bucket, log_key(s.STAGE, row["user_id"]), body, "application/json")
@@ -324,11 +329,11 @@ def expire_exports(limit: int = 100) -> int:
     from common import storage
     from common.config import settings
 
-    bucket = settings().require("EXPORTS_BUCKET")
     with db.transaction() as conn:
         rows = conn.execute(EXPIRED_EXPORTS, {"limit": limit}).fetchall()
         if not rows:
             return 0
+        bucket = settings().require("EXPORTS_BUCKET")
         keys = [{"Key": row["object_key"]} for row in rows]
         answer = storage.s3().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
         if errors := answer.get("Errors"):

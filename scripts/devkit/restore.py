@@ -18,7 +18,11 @@ changed (1-4) or rolls the load back (5-6):
    row count against the manifest, re-create the keys and indexes (then the foreign keys,
    which validates every reference), re-enable the triggers and move identity/serial
    sequences past the restored ids. Keys are added after loading as pg_restore does
-   it: building an index once is much faster than maintaining it row by row.
+   it: building an index once is much faster than maintaining it row by row. Then, still
+   in that transaction, re-apply the deletions log (``s3://<bucket>/deletions/<stage>/``,
+   read before anything is changed): every account deleted since the backup was taken is
+   deleted again by the same ``delete_account()`` (docs/account.md), so no restore brings
+   a deleted account back.
 6. Commit, then ANALYZE the restored tables.
 
 The format it reads is backup-export's (functions/backup-export/backup_export/export.py),
@@ -83,6 +87,7 @@ class Report:
     keys_seconds: float = 0.0  # re-creating keys and indexes
     analyze_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    deletions: dict[str, int] = field(default_factory=dict)  # delete_account() outcomes of the log
 
     @property
     def rows(self) -> int:
@@ -218,6 +223,9 @@ SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS de
 
 SEQUENCE_OF = "SELECT pg_get_serial_sequence(%s, %s) AS seq"
 
+HAS_DELETE_ACCOUNT = "SELECT to_regprocedure('delete_account(uuid, timestamptz)') IS NOT NULL AS present"
+DELETE_ACCOUNT = "SELECT delete_account(%(user_id)s, %(deleted_at)s) AS outcome"
+
 
 def _quiet(progress: bool) -> bool | None:
     return None if progress else True  # tqdm: None = only on a terminal
@@ -312,8 +320,36 @@ def _set_sequences(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> N
                 conn.execute("SELECT setval(%s::regclass, %s, true)", (seq, max(values)))
 
 
+def read_deletions(bucket: str, stage: str) -> list[Any]:
+    """The deletions log of the stage (``common.accounts.read_log``); an entry that cannot
+    be read stops the restore before anything is changed."""
+    from common import accounts
+
+    try:
+        return accounts.read_log(bucket, stage)
+    except Exception as exc:
+        raise RestoreError(f"the deletions log under s3://{bucket}/deletions/{stage}/ cannot be read "
+                           f"({type(exc).__name__}): a restore without it could bring deleted accounts "
+                           "back") from None
+
+
+def _reapply_deletions(conn: psycopg.Connection[Any], deletions: list[Any], report: Report) -> None:
+    """``delete_account()`` for every logged deletion, then the inbox scrubs it queued
+    (database work: done here, before anything reads the restored data). The objects were
+    deleted from S3 when the accounts were; cache-cleanup sweeps their prefixes again."""
+    from common import accounts
+
+    outcomes: dict[str, int] = {}
+    for deletion in deletions:
+        outcome = conn.execute(DELETE_ACCOUNT, {"user_id": deletion.user_id,
+                                                "deleted_at": deletion.deleted_at}).fetchone()["outcome"]
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    accounts.scrub_inbox_now(conn)
+    report.deletions = outcomes
+
+
 def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Report, *,
-         progress: bool = True, keys_after_load: bool = True) -> None:
+         progress: bool = True, keys_after_load: bool = True, deletions: list[Any] | None = None) -> None:
     """Step 5 and 6 (see the module docstring) on an already migrated target.
 
     A database error rolls the load back and becomes a RestoreError naming the error
@@ -321,7 +357,8 @@ def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Rep
     row values (journal text, emails), which must not reach a terminal or a log.
     """
     try:
-        _load(url, manifest, paths, report, progress=progress, keys_after_load=keys_after_load)
+        _load(url, manifest, paths, report, progress=progress, keys_after_load=keys_after_load,
+              deletions=deletions or [])
     except psycopg.Error as exc:
         diag = exc.diag
         where = ", ".join(f"{name} {value}" for name, value in [
@@ -332,7 +369,7 @@ def load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Rep
 
 
 def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Report, *,
-          progress: bool, keys_after_load: bool) -> None:
+          progress: bool, keys_after_load: bool, deletions: list[Any]) -> None:
     from tqdm import tqdm
 
     tables = manifest["tables"]
@@ -377,6 +414,9 @@ def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Re
                 conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
             report.step = "setting sequences"
             _set_sequences(conn, manifest)
+            if deletions:
+                report.step = "re-applying the deletions log"
+                _reapply_deletions(conn, deletions, report)
         t0 = time.monotonic()
         report.step = "ANALYZE"
         conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(idents)))
@@ -400,6 +440,8 @@ def restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool
                 raise TargetNotEmpty("the target database holds data; restore into a new database, "
                                      "or pass --force to replace the backed-up tables")
             report.warnings.append("target was not empty: the backed-up tables were replaced (--force)")
+    deletions = read_deletions(bucket, stage)
+    log(f"deletions log: {len(deletions)} deleted accounts to delete again after loading")
     with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
         t0 = time.monotonic()
         paths = download_verified(bucket, manifest, Path(tmp), progress=progress)
@@ -407,6 +449,21 @@ def restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool
         log(f"verified {len(paths)} objects against the manifest (SHA-256)")
         t0 = time.monotonic()
         _migrate(database_url, manifest, report)
+        if deletions:
+            _migrate_for_deletions(database_url, report)
         report.migrate_seconds = time.monotonic() - t0
-        load(database_url, manifest, paths, report, progress=progress, keys_after_load=keys_after_load)
+        load(database_url, manifest, paths, report, progress=progress, keys_after_load=keys_after_load,
+             deletions=deletions)
     return report
+
+
+def _migrate_for_deletions(url: str, report: Report) -> None:
+    """A backup older than the deletions log (migration 0012) still needs the log applied:
+    the target is migrated further, to the checkout's latest migrations."""
+    with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
+        if conn.execute(HAS_DELETE_ACCOUNT).fetchone()["present"]:
+            return
+    applied = migrations.apply(url)
+    report.migrated += applied
+    report.warnings.append(f"the backup predates the deletions log; the target was migrated further "
+                           f"({', '.join(applied)}) to re-apply it")

@@ -281,15 +281,31 @@ def scrub_inbox(deadline: float) -> int:
             task = conn.execute(CLAIM_SCRUB).fetchone()
             if task is None:
                 return scrubbed
-            to_id = min(task["next_id"] + SCRUB_STEP - 1, task["last_id"])
-            if task["needles"]:
-                params = {"from_id": task["next_id"], "to_id": to_id,
-                          "patterns": [_like_pattern(n) for n in task["needles"]]}
-                scrubbed += conn.execute(SCRUB_BATCH, params).rowcount
-            if to_id >= task["last_id"]:
-                conn.execute(SCRUB_DONE, {"id": task["id"]})
-            else:
-                conn.execute(SCRUB_ADVANCE, {"id": task["id"], "next_id": to_id + 1})
+            scrubbed += _scrub(conn, task, min(task["next_id"] + SCRUB_STEP - 1, task["last_id"]))
+    return scrubbed
+
+
+def scrub_inbox_now(conn: Any) -> int:
+    """Every queued scrub at once, in the caller's transaction (scripts/restore, which
+    re-applies deletions offline); rows scrubbed."""
+    from psycopg.rows import dict_row
+
+    scrubbed = 0
+    while task := conn.cursor(row_factory=dict_row).execute(CLAIM_SCRUB).fetchone():
+        scrubbed += _scrub(conn, task, task["last_id"])
+    return scrubbed
+
+
+def _scrub(conn: Any, task: dict[str, Any], to_id: int) -> int:
+    scrubbed = 0
+    if task["needles"]:
+        params = {"from_id": task["next_id"], "to_id": to_id,
+                  "patterns": [_like_pattern(n) for n in task["needles"]]}
+        scrubbed = conn.execute(SCRUB_BATCH, params).rowcount
+    if to_id >= task["last_id"]:
+        conn.execute(SCRUB_DONE, {"id": task["id"]})
+    else:
+        conn.execute(SCRUB_ADVANCE, {"id": task["id"], "next_id": to_id + 1})
     return scrubbed
 
 

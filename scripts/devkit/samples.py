@@ -65,6 +65,8 @@ def refresh_tokens(secret: str, events: Path = EVENTS) -> list[Path]:
         if function not in CLIENT_FUNCTIONS:
             continue
         event = json.loads(path.read_text())
+        if "requestContext" not in event:  # a scheduled job's event (account's export-job)
+            continue
         user = token_subject(event) or str(seed.DEMO_USER_ID)
         event["headers"]["authorization"] = f"Bearer {mint(user, secret)}"
         path.write_text(json.dumps(event, indent=2, ensure_ascii=False) + "\n")

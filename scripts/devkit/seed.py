@@ -1,10 +1,12 @@
 """Demo data for local runs, inserted idempotently: a demo user holding credits (granted
 through the ledger, so sum(ledger) = balance), a partner user and the pair linking them,
 and the rows the sample events under events/ name: a shared journal entry, a generation
-and pending web orders (one Paymob, two Stripe) that the webhook samples pay. Plus the
-S3 objects those samples read (an uploaded photo and the generation's result), put into
-the local (in-memory) S3 at every start, and tokens for the two users. The tools and
-products catalogs come from migrations.
+and pending web orders (one Paymob, two Stripe) that the webhook samples pay; for the
+account samples, an unpaired user with an invite (its code is DEMO_INVITE_CODE), a
+newcomer who joins with it, a user who deletes their account, and an expired export of
+the demo user. Plus the S3 objects those samples read (an uploaded photo and the
+generation's result), put into the local (in-memory) S3 at every start, and tokens for
+the users. The tools and products catalogs come from migrations.
 
 Fixed ids, so a token printed by one `make dev` keeps working in the next, and the
 samples keep naming rows that exist.
@@ -20,6 +22,15 @@ from uuid import UUID
 DEMO_USER_ID = UUID("00000000-0000-4000-8000-00000000de60")  # scripts/token's default user
 PARTNER_USER_ID = UUID("00000000-0000-4000-8000-00000000de61")
 DEMO_PAIR_ID = UUID("00000000-0000-4000-8000-00000000de70")
+#: The account samples' users: SOLO has an open invite, NEWCOMER joins with it (and may
+#: invite, unlink), LEAVER deletes their account (events/account/).
+SOLO_USER_ID = UUID("00000000-0000-4000-8000-00000000de62")
+NEWCOMER_USER_ID = UUID("00000000-0000-4000-8000-00000000de63")
+LEAVER_USER_ID = UUID("00000000-0000-4000-8000-00000000de64")
+#: SOLO's invite (only its SHA-256 is stored, as for every invite); valid until 2036.
+DEMO_INVITE_CODE = "7Q3K-M9XD-2HWT"
+DEMO_INVITE_ID = UUID("00000000-0000-4000-8000-0000000001a1")
+DEMO_EXPORT_ID = UUID("00000000-0000-4000-8000-0000000000e1")  # the demo user's, expired
 DEMO_CREDITS = 100
 #: Named by the sample events (events/<function>/*.json).
 DEMO_ENTRY_ID = UUID("00000000-0000-4000-8000-0000000e0001")  # a shared entry of the demo user
@@ -60,6 +71,31 @@ INSERT INTO pair_members (pair_id, user_id) VALUES (%(pair)s, %(demo)s), (%(pair
 ON CONFLICT DO NOTHING
 """
 DEMO_BALANCE = "SELECT credits FROM users WHERE id = %(demo)s"
+#: The account samples' users; a deleted one stays deleted (its tombstone is kept).
+INSERT_ACCOUNT_USERS = """
+INSERT INTO users (id, email) VALUES (%(solo)s, 'solo@example.com'), (%(newcomer)s, NULL),
+                                     (%(leaver)s, 'leaver@example.com')
+ON CONFLICT DO NOTHING
+"""
+INSERT_INVITE = """
+INSERT INTO pair_invites (id, inviter_id, code_sha256, created_at, expires_at)
+SELECT %(invite)s, %(solo)s, %(code_sha256)s, now(), '2036-01-01T00:00:00Z'
+ WHERE NOT EXISTS (SELECT 1 FROM pair_members WHERE user_id = %(solo)s)
+ON CONFLICT DO NOTHING
+"""
+INSERT_LEAVER_ENTRY = """
+INSERT INTO journal_entries (id, author_id, title, content)
+SELECT '00000000-0000-4000-8000-0000000e0002', %(leaver)s, 'Goodbye', 'Time to move on.'
+ WHERE EXISTS (SELECT 1 FROM users WHERE id = %(leaver)s AND deleted_at IS NULL)
+ON CONFLICT (id) DO NOTHING
+"""
+INSERT_EXPIRED_EXPORT = """
+INSERT INTO account_exports (id, user_id, status, attempts, created_at, started_at, completed_at, expires_at,
+                             size_bytes, sha256)
+VALUES (%(export)s, %(demo)s, 'expired', 1, now() - interval '9 days', now() - interval '9 days',
+        now() - interval '9 days', now() - interval '2 days', 48213, repeat('0', 64))
+ON CONFLICT (id) DO NOTHING
+"""
 INSERT_ENTRY = """
 INSERT INTO journal_entries (id, author_id, pair_id, title, content, visibility)
 VALUES (%(entry)s, %(demo)s, %(pair)s, 'Our first week',
@@ -98,9 +134,12 @@ def seed(database_url: str) -> Seeded:
     params = {"demo": DEMO_USER_ID, "partner": PARTNER_USER_ID, "pair": DEMO_PAIR_ID, "credits": DEMO_CREDITS}
     params |= {"entry": DEMO_ENTRY_ID, "generation": DEMO_GENERATION_ID, "upload_key": DEMO_UPLOAD_KEY,
                "result_key": DEMO_RESULT_KEY, "result_bytes": len(demo_images()[1])}
+    params |= {"solo": SOLO_USER_ID, "newcomer": NEWCOMER_USER_ID, "leaver": LEAVER_USER_ID,
+               "invite": DEMO_INVITE_ID, "code_sha256": invite_code_sha256(), "export": DEMO_EXPORT_ID}
     with psycopg.connect(database_url) as conn:
         for query in (INSERT_USERS, GRANT_DEMO_CREDITS, INSERT_PAIR, INSERT_PAIR_MEMBERS, INSERT_ENTRY,
-                      INSERT_GENERATION):
+                      INSERT_GENERATION, INSERT_ACCOUNT_USERS, INSERT_INVITE, INSERT_LEAVER_ENTRY,
+                      INSERT_EXPIRED_EXPORT):
             conn.execute(query, params)
         for oid, product, provider, amount, currency, provider_order_id, checkout_id in DEMO_ORDERS:
             conn.execute(INSERT_ORDER, params | {
@@ -108,6 +147,13 @@ def seed(database_url: str) -> Seeded:
                 "provider_order_id": provider_order_id, "checkout_id": checkout_id})
         row = conn.execute(DEMO_BALANCE, params).fetchone()
     return Seeded(DEMO_USER_ID, PARTNER_USER_ID, DEMO_PAIR_ID, int(row[0]) if row else 0)
+
+
+def invite_code_sha256() -> bytes:
+    """What the database stores for DEMO_INVITE_CODE (as the account function computes it)."""
+    import hashlib
+
+    return hashlib.sha256(DEMO_INVITE_CODE.replace("-", "").encode()).digest()
 
 
 @cache

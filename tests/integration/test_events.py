@@ -72,11 +72,13 @@ def test_every_function_has_samples_and_every_client_sample_a_lasting_token() ->
 
     assert {function for function, _ in SAMPLES} == set(rt.Runner(port=None).functions)
     for function, path in SAMPLES:
-        if function in samples.CLIENT_FUNCTIONS:
-            token = json.loads(path.read_text())["headers"]["authorization"].split(" ", 1)[1]
+        if function in samples.CLIENT_FUNCTIONS and "requestContext" in (event := json.loads(path.read_text())):
+            token = event["headers"]["authorization"].split(" ", 1)[1]
             claims = jwt.decode(token, rt.LOCAL_JWT_SECRET, algorithms=["HS256"])
             assert claims["exp"] >= samples.TOKEN_EXPIRES.timestamp() - 86400, path
-            assert claims["sub"] in (str(seed.DEMO_USER_ID), str(seed.PARTNER_USER_ID)), path
+            demo_users = (seed.DEMO_USER_ID, seed.PARTNER_USER_ID, seed.SOLO_USER_ID, seed.NEWCOMER_USER_ID,
+                          seed.LEAVER_USER_ID)
+            assert claims["sub"] in map(str, demo_users), path
 
 
 @pytest.mark.parametrize(("function", "path"), SAMPLES, ids=[f"{f}/{p.stem}" for f, p in SAMPLES])
@@ -89,6 +91,6 @@ def test_sample_runs_as_committed(local: rt.Runner, function: str, path: Path) -
     inv = local.invoke(function, event)
     # Then the function succeeds: a 2xx answer for URL events (or the intended refusal)
     assert inv.ok, inv.error
-    if local.functions[function].url is not None:
+    if "requestContext" in event:  # a Function URL request (not a scheduled job's event)
         status, refused = inv.result["statusCode"], REFUSED.get((function, path.stem))
         assert status == refused if refused else 200 <= status < 300, inv.result["body"][:300]

@@ -984,6 +984,9 @@ def curl_examples(runner: Runner, events_dir: Path | None = None) -> list[str]:
                 # the signature's timestamp must be recent: sign it now, then invoke
                 signed = f"scripts/sign-webhook {_relative(path)}"
                 lines.append(f"{signed} | scripts/invoke {name} --event -{port}")
+            elif _token_variable(event) is None:
+                # a sample of another demo user (the account samples): its own token, as committed
+                lines.append(f"scripts/invoke {name} --event {_relative(path)}{port}")
             else:
                 lines.append(sample_curl(runner.base_url, name, event)
                              or f"scripts/invoke {name} --event {_relative(path)}{port}")
@@ -993,6 +996,17 @@ def curl_examples(runner: Runner, events_dir: Path | None = None) -> list[str]:
 
 
 _CURL_SKIP = {"host", "content-length", "user-agent", "connection", "accept-encoding"}
+
+
+def _token_variable(event: dict[str, Any]) -> str | None:
+    """The banner's variable holding the token of the sample's user ($TOKEN for the demo
+    user, $PARTNER_TOKEN for the partner, "" for a sample without a token), else None."""
+    from devkit import samples, seed
+
+    subject = samples.token_subject(event)
+    if subject is None:
+        return ""
+    return {str(seed.DEMO_USER_ID): "$TOKEN", str(seed.PARTNER_USER_ID): "$PARTNER_TOKEN"}.get(subject)
 
 
 def sample_curl(base_url: str, name: str, event: dict[str, Any]) -> str | None:
@@ -1009,7 +1023,7 @@ def sample_curl(base_url: str, name: str, event: dict[str, Any]) -> str | None:
         if key in _CURL_SKIP or key.startswith(("x-forwarded-", "x-amzn-")):
             continue
         if key == "authorization" and str(value).lower().startswith("bearer "):
-            parts.append('-H "authorization: Bearer $TOKEN"')
+            parts.append(f'-H "authorization: Bearer {_token_variable(event) or "$TOKEN"}"')
         else:
             parts.append("-H " + shlex.quote(f"{key}: {value}"))
     if event.get("cookies"):

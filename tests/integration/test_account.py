@@ -666,3 +666,22 @@ def test_deleting_needs_the_explicit_confirmation_and_is_idempotent():
     ):
         assert error(call(method, path, ana)) == (401, "account_deleted")
     assert sql("SELECT count(*) FROM users WHERE id = %s", (ana,)) == [(1,)]  # the tombstone, not re-made
+
+
+def test_a_pair_made_by_an_operator_says_so_and_deleted_accounts_are_refused():
+    import runpy
+
+    from devkit import ROOT
+
+    link = runpy.run_path(str(ROOT / "scripts" / "link-pair"), run_name="link_pair")["link"]
+    ana, ben, gone = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    pair_id, created = link(ana, ben)
+    assert created
+    _, trail = call("GET", "/pairs/audit", ben)
+    assert [(e["action"], e["actor"], e["pair_id"]) for e in trail["events"]] == [
+        ("joined", "operator", str(pair_id))
+    ]
+    assert call("GET", "/me", gone)[0] == 200
+    assert call("DELETE", "/me", gone, {"confirm_user_id": str(gone)})[0] == 200
+    with pytest.raises(ValueError, match="deleted their account"):
+        link(gone, uuid.uuid4())

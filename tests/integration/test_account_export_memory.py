@@ -27,11 +27,17 @@ def make_runner(clean_db, s3_endpoint, tmp_path):
 
     def make() -> rt.Runner:
         """A runner with fresh (cold) workers for the account function."""
-        services = rt.Services(os.environ["DATABASE_URL"], "test", s3_endpoint, list(s3.LOCAL_BUCKETS.values()))
+        services = rt.Services(
+            os.environ["DATABASE_URL"], "test", s3_endpoint, list(s3.LOCAL_BUCKETS.values())
+        )
         env_file = tmp_path / "env.local.json"
         env_file.write_text(json.dumps({"account": {"EXPORT_PART_SIZE_MB": str(PART_MB)}}))
-        runner = rt.Runner(env_file=env_file, port=None, services_env={
-            **services.env(), **{k: os.environ[k] for k in s3.BUCKET_VARS}}, sink=lambda _line: None)
+        runner = rt.Runner(
+            env_file=env_file,
+            port=None,
+            services_env={**services.env(), **{k: os.environ[k] for k in s3.BUCKET_VARS}},
+            sink=lambda _line: None,
+        )
         made.append(runner)
         return runner
 
@@ -46,20 +52,29 @@ def user_with(entries: int, images: int, entry_chars: int, *, queued: bool = Fal
     user = uuid.uuid4()
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("INSERT INTO users (id) VALUES (%s)", (user,))
-        conn.execute("""INSERT INTO journal_entries (author_id, title, content, analysis)
+        conn.execute(
+            """INSERT INTO journal_entries (author_id, title, content, analysis)
                         SELECT %s, 'day ' || i, left(repeat(md5(i::text) || ' ', %s), %s),
                                jsonb_build_object('mood', 'calm', 'summary', md5(i::text))
-                          FROM generate_series(1, %s) i""", (user, entry_chars // 33 + 1, entry_chars, entries))
-        conn.execute("""INSERT INTO generations (user_id, tool_id, params, source_key, result_key, status)
+                          FROM generate_series(1, %s) i""",
+            (user, entry_chars // 33 + 1, entry_chars, entries),
+        )
+        conn.execute(
+            """INSERT INTO generations (user_id, tool_id, params, source_key, result_key, status)
                         SELECT %s, 'resize', '{"width": 100}', 'users/x/uploads/' || i || '.jpg',
                                'users/x/generations/' || i || '.jpg', 'succeeded'
-                          FROM generate_series(1, %s) i""", (user, entries))
+                          FROM generate_series(1, %s) i""",
+            (user, entries),
+        )
         if queued:
             conn.execute("INSERT INTO account_exports (user_id) VALUES (%s)", (user,))
     for i in range(images):
         bucket = os.environ["UPLOADS_BUCKET" if i % 2 else "GENERATIONS_BUCKET"]
-        storage.s3().put_object(Bucket=bucket, Key=f"users/{user}/{'uploads' if i % 2 else 'generations'}/{i}.jpg",
-                                Body=os.urandom(IMAGE_BYTES))
+        storage.s3().put_object(
+            Bucket=bucket,
+            Key=f"users/{user}/{'uploads' if i % 2 else 'generations'}/{i}.jpg",
+            Body=os.urandom(IMAGE_BYTES),
+        )
     return user
 
 
@@ -111,7 +126,9 @@ def test_the_exports_memory_does_not_grow_with_the_users_size(make_runner):
     assert archive_of(small).testzip() is None
     # ... while the worker's peak memory grew by about two upload parts for either user,
     # not with the data (printed for the record: pytest -s)
-    print(f"\nexport peak growth: small user {small_growth:.1f} MiB, large user {large_growth:.1f} MiB "
-          f"for {size:.0f} MiB of data (parts of {PART_MB} MiB)")
+    print(
+        f"\nexport peak growth: small user {small_growth:.1f} MiB, large user {large_growth:.1f} MiB "
+        f"for {size:.0f} MiB of data (parts of {PART_MB} MiB)"
+    )
     assert large_growth < 4 * PART_MB, large_growth
     assert large_growth < small_growth + 3 * PART_MB, (small_growth, large_growth)

@@ -72,7 +72,8 @@ def test_every_function_has_samples_and_every_client_sample_a_lasting_token() ->
 
     assert {function for function, _ in SAMPLES} == set(rt.Runner(port=None).functions)
     for function, path in SAMPLES:
-        if function in samples.CLIENT_FUNCTIONS and "requestContext" in (event := json.loads(path.read_text())):
+        event = json.loads(path.read_text())
+        if function in samples.CLIENT_FUNCTIONS and "requestContext" in event:
             token = event["headers"]["authorization"].split(" ", 1)[1]
             claims = jwt.decode(token, rt.LOCAL_JWT_SECRET, algorithms=["HS256"])
             assert claims["exp"] >= samples.TOKEN_EXPIRES.timestamp() - 86400, path

@@ -130,8 +130,9 @@ class AuditEvent(BaseModel):
     pair_id: UUID | None  # None for an invite not used yet
     action: Literal["invite_created", "invite_revoked", "joined", "unlinked", "entry_shared",
                     "entry_unshared"]
-    #: "you", "partner" (the other member then), or "deleted" (an account deleted since).
-    actor: Literal["you", "partner", "deleted"]
+    #: "you", "partner" (the other member then), "deleted" (an account deleted since), or
+    #: "operator" (a pair made with scripts/link-pair).
+    actor: Literal["you", "partner", "deleted", "operator"]
     entry_id: UUID | None
     details: dict[str, str]
     at: datetime

@@ -317,15 +317,15 @@ def audit(user_id: UUID, *, limit: int, before: int | None) -> AuditOut:
     rows = db.execute(AUDIT_PAGE, {"user_id": user_id, "limit": limit, "before": before},
                       idempotent=True).fetchall()
     events = [AuditEvent(id=r["id"], pair_id=r["pair_id"], action=r["action"],
-                         actor=_actor(r["actor_id"], user_id), entry_id=r["entry_id"],
+                         actor=_actor(r["actor_id"], user_id, r["details"]), entry_id=r["entry_id"],
                          details={k: str(v) for k, v in r["details"].items()}, at=r["created_at"])
               for r in rows]
     return AuditOut(events=events, next_before=events[-1].id if len(events) == limit else None)
 
 
-def _actor(actor_id: UUID | None, viewer: UUID) -> str:
+def _actor(actor_id: UUID | None, viewer: UUID, details: dict[str, Any]) -> str:
     if actor_id is None:
-        return "deleted"
+        return "operator" if details.get("via") == "operator" else "deleted"
     return "you" if actor_id == viewer else "partner"
 
 

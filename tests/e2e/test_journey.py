@@ -3,8 +3,11 @@ template's functions in worker processes, a fresh database (migrated and seeded)
 S3, the Paymob and Stripe fakes. The demo user uploads a photo and edits it (once paid,
 once cached), buys credit packs on the web with Paymob and Stripe, gets a RevenueCat
 subscription that their partner shares, writes a shared journal entry that the partner
-reads; then the housekeeping runs on demand and the backup is restored into another
-fresh database, which must hold the same rows."""
+reads. Two new users pair through the account API, share an entry, one exports their
+data (the export schedule run on demand), the partner unlinks, and the other deletes
+their account. Then the housekeeping runs on demand and the backup is restored into
+another fresh database, which must hold the same rows; the backup taken before the
+deletion, restored, does not bring the deleted account back."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ import io
 import json
 import os
 import threading
+import time
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +94,7 @@ def local() -> Iterator[Local]:
 
 
 def balance(local: Local, user: uuid.UUID = DEMO) -> int:
-    status, me = local.call("GET", "/process-image/me", user=user)
+    status, me = local.call("GET", "/account/me", user=user)
     assert status == 200, me
     return me["balance"]
 
@@ -152,7 +157,7 @@ def test_journey(local: Local, tmp_path) -> None:
     status, answer = local.call("POST", "/revenuecat-webhook/", body=delivery, headers={
         "authorization": local.env("revenuecat-webhook")["REVENUECAT_WEBHOOK_AUTH"].split(",")[0]})
     assert (status, answer["status"]) == (200, "processed"), answer
-    status, partner = local.call("GET", "/process-image/me", user=PARTNER)
+    status, partner = local.call("GET", "/account/me", user=PARTNER)
     assert status == 200
     assert {(e["entitlement_id"], e["owner"]) for e in partner["entitlements"]} == {("premium", "pair")}
 
@@ -166,6 +171,46 @@ def test_journey(local: Local, tmp_path) -> None:
     status, read = local.call("GET", f"/analyze-entry/entries/{entry['id']}", user=PARTNER)
     assert status == 200 and read["content"] == entry_in["content"] and read["analysis"], read
     assert local.call("GET", f"/analyze-entry/entries/{entry['id']}", user=uuid.uuid4())[0] == 404
+
+    # -- two new users pair with an invite code, and share an entry
+    ana, ben = uuid.uuid4(), uuid.uuid4()
+    status, invite = local.call("POST", "/account/pairs/invites", user=ana,
+                                headers={"idempotency-key": str(uuid.uuid4())})
+    assert status == 201 and invite["code"], invite
+    status, pair = local.call("POST", "/account/pairs/join", user=ben, body={"code": invite["code"].lower()})
+    assert status == 201 and pair["partner"]["user_id"] == str(ana), pair
+    status, shared = local.call("POST", "/analyze-entry/entries", user=ana, body={
+        "title": "Us", "content": "A quiet Sunday together, and I feel grateful.", "visibility": "shared"})
+    assert status == 201 and shared["pair_id"] == pair["pair_id"], shared
+    assert local.call("GET", f"/analyze-entry/entries/{shared['id']}", user=ben)[0] == 200
+    status, trail = local.call("GET", "/account/pairs/audit", user=ben)
+    assert [e["action"] for e in trail["events"]] == ["entry_shared", "joined", "invite_created"], trail
+
+    # -- Ana exports her data: queued, run by the account function's schedule, downloaded
+    status, export = local.call("POST", "/account/me/exports", user=ana)
+    assert status == 202 and export["status"] == "queued", export
+    status, job = local.call("POST", "/_schedules/account")
+    assert status == 200 and job["result"]["exports"]["completed"] == 1, job
+    status, export = local.call("GET", f"/account/me/exports/{export['export_id']}", user=ana)
+    assert status == 200 and export["status"] == "completed", export
+    archive = zipfile.ZipFile(io.BytesIO(requests.get(export["url"], timeout=30).content))
+    assert [e["content"] for e in json.loads(archive.read("journal_entries.json"))] == [shared["content"]]
+
+    # -- Ben unlinks: the entry is Ana's alone again
+    status, unlinked = local.call("DELETE", "/account/pairs/current", user=ben)
+    assert status == 200 and unlinked["status"] == "unlinked", unlinked
+    assert local.call("GET", f"/analyze-entry/entries/{shared['id']}", user=ben)[0] == 404
+    assert local.call("GET", "/account/pairs/current", user=ana)[0] == 404
+
+    # -- a backup while Ana's account exists; then she deletes it
+    status, before = local.call("POST", "/_schedules/backup-export")
+    assert status == 200 and before["result"]["status"] == "complete", before
+    time.sleep(1.1)  # backup runs are named by the second
+    status, receipt = local.call("DELETE", "/account/me", user=ana, body={"confirm_user_id": str(ana)})
+    assert status == 200 and receipt["status"] == "deleted", receipt
+    status, refused = local.call("GET", "/account/me", user=ana)
+    assert status == 401 and refused["error"]["code"] == "account_deleted", refused
+    assert local.call("GET", "/account/pairs/audit", user=ben)[1]["events"][0]["action"] == "unlinked"
 
     # -- housekeeping on demand
     status, cleanup = local.call("POST", "/_schedules/cache-cleanup")
@@ -185,8 +230,26 @@ def test_journey(local: Local, tmp_path) -> None:
         tables = [t.name for t in report.tables]
         assert {"users", "credit_ledger", "orders", "payments", "journal_entries"} <= set(tables)
         assert same_rows(local.database_url, target, tables)
+        # and the backup taken before Ana's deletion, restored, re-applies it
+        earlier = postgres.create_database(local.server_url, f"e2e_earlier_{uuid.uuid4().hex[:10]}")
+        try:
+            report = restore_backup.restore(s3.LOCAL_BUCKETS["BACKUPS_BUCKET"], stage,
+                                            before["result"]["run"], earlier, workdir=tmp_path,
+                                            progress=False, log=lambda _line: None)
+            assert report.deletions == {"deleted": 1}
+            assert rows(earlier, "SELECT count(*) FROM journal_entries WHERE author_id = %s", ana) == [(0,)]
+            assert rows(earlier, "SELECT deleted_at IS NOT NULL FROM users WHERE id = %s", ana) == [(True,)]
+        finally:
+            postgres.drop_database(local.server_url, earlier.rsplit("/", 1)[1].split("?")[0])
     finally:
         postgres.drop_database(local.server_url, target.rsplit("/", 1)[1].split("?")[0])
+
+
+def rows(url: str, query: str, *params: Any) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()
 
 
 def same_rows(source: str, target: str, tables: list[str]) -> bool:

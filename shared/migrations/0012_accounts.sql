@@ -10,7 +10,7 @@
 -- - one export runs at a time per user;
 -- - delete_account() is the one definition of a deletion, used by DELETE /me and
 --   re-applied by scripts/restore from the deletions log.
--- depends: 0009_housekeeping
+-- depends: 0010_inbox_raw_bytes
 
 -- --- Tombstones ----------------------------------------------------------------------
 -- A deleted account keeps its users row (the tombstone: its id, nothing else), so an old
@@ -332,7 +332,7 @@ BEGIN
 
     -- What webhook deliveries may mention, gathered before the rows go.
     needles := ARRAY(
-        SELECT DISTINCT lower(n) FROM (
+        SELECT DISTINCT n FROM (
             SELECT p_user::text AS n
             UNION ALL SELECT app_user_id FROM revenuecat_aliases WHERE user_id = p_user
             UNION ALL SELECT id::text FROM orders WHERE user_id = p_user
@@ -352,7 +352,7 @@ BEGIN
             OR app_user_id IN (SELECT app_user_id FROM revenuecat_aliases WHERE user_id = p_user)
         RETURNING inbox_id
     )
-    UPDATE webhook_inbox SET body = '', headers = '{}', status = 'parked', last_error = 'account deleted'
+    UPDATE webhook_inbox SET body = ''::bytea, headers = '{}', status = 'parked', last_error = 'account deleted'
      WHERE id IN (SELECT inbox_id FROM gone) AND status NOT IN ('processed', 'ignored');
 
     -- Objects under users/<id>/ in the three buckets: after the commit, and retried.

@@ -95,15 +95,16 @@ SELECT id, needles, next_id, last_id FROM account_inbox_scrubs
 """
 
 #: Deliveries that were not finished become 'parked': they must never be applied now.
+#: Bodies are the bytes received (bytea): the needles are searched as bytes.
 SCRUB_BATCH = """
 UPDATE webhook_inbox w
-   SET body = '', headers = '{}'::jsonb,
+   SET body = ''::bytea, headers = '{}'::jsonb,
        status = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.status ELSE 'parked' END,
        last_error = CASE WHEN w.status IN ('processed', 'ignored', 'parked') THEN w.last_error
                          ELSE 'account deleted' END
  WHERE w.id BETWEEN %(from_id)s AND %(to_id)s
-   AND w.body <> ''
-   AND lower(w.body) LIKE ANY (%(patterns)s::text[])
+   AND octet_length(w.body) > 0
+   AND EXISTS (SELECT 1 FROM unnest(%(needles)s::bytea[]) AS n WHERE position(n IN w.body) > 0)
 """
 
 SCRUB_ADVANCE = "UPDATE account_inbox_scrubs SET next_id = %(next_id)s WHERE id = %(id)s"
@@ -267,9 +268,10 @@ def delete_objects(deadline: float, *, user_id: uuid.UUID | None = None, limit: 
 # --- Inbox -----------------------------------------------------------------------------
 
 
-def _like_pattern(needle: str) -> str:
-    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def _needles(texts: list[str]) -> list[bytes]:
+    """Each id as the bytes a body may hold it in: as stored, lower and upper case (a
+    client may send a UUID in capitals)."""
+    return sorted({variant.encode() for text in texts for variant in (text, text.lower(), text.upper())})
 
 
 def scrub_inbox(deadline: float) -> int:
@@ -299,8 +301,7 @@ def scrub_inbox_now(conn: Any) -> int:
 def _scrub(conn: Any, task: dict[str, Any], to_id: int) -> int:
     scrubbed = 0
     if task["needles"]:
-        params = {"from_id": task["next_id"], "to_id": to_id,
-                  "patterns": [_like_pattern(n) for n in task["needles"]]}
+        params = {"from_id": task["next_id"], "to_id": to_id, "needles": _needles(task["needles"])}
         scrubbed = conn.execute(SCRUB_BATCH, params).rowcount
     if to_id >= task["last_id"]:
         conn.execute(SCRUB_DONE, {"id": task["id"]})

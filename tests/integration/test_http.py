@@ -369,7 +369,7 @@ def test_routes_cannot_turn_cors_on():
 def test_function_urls_in_the_template_configure_cors():
     # Browser-facing URLs allow the configured origins and the headers clients send;
     # webhook URLs are called by providers' servers and allow no browser origin.
-    client_facing = {"process-image", "analyze-entry", "checkout"}
+    client_facing = {"account", "process-image", "analyze-entry", "checkout"}
     for spec in functions().values():
         if not spec.has_url:
             continue

@@ -87,7 +87,7 @@ def _import_in_fresh_process(function: str, **env: str) -> dict:
     return json.loads(out.splitlines()[-1])
 
 
-@pytest.mark.parametrize("function", ["process-image", "checkout", "stripe-webhook"])
+@pytest.mark.parametrize("function", ["process-image", "checkout", "stripe-webhook", "account"])
 def test_no_function_imports_the_xray_sdk_or_a_botocore_session_while_tracing_is_off(function):
     off = {"xray": False, "botocore": False, "real": False}
     in_lambda_disabled = {"POWERTOOLS_TRACE_DISABLED": "1", "LAMBDA_TASK_ROOT": "/var/task"}

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from account.models import DeletionOut
 from account.settings import settings
-from common import accounts, db
+from common import db
 from common.errors import InvalidInput
 from common.observability import logger
 
@@ -41,6 +41,8 @@ def delete(user_id: UUID) -> DeletionOut:
         status = conn.execute(DELETE, {"user_id": user_id}).fetchone()["status"]
     logger.info("account deleted", extra={"status": status})
     if status == "deleted":
+        from common import accounts
+
         done = accounts.run_followups(settings().DELETE_FOLLOWUP_BUDGET_S, user_id=user_id)
         logger.info("deletion follow-ups", extra={"followups": done.as_dict()})
     return receipt(user_id)

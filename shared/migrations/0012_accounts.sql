@@ -104,18 +104,23 @@ $$;
 ALTER TABLE pairs ADD COLUMN dissolved_at timestamptz;
 
 -- Two members at most, and none joins a dissolved pair. The pair row lock serialises
--- concurrent joins of one pair; the count then sees every committed member.
+-- concurrent joins of one pair; the count then sees every committed member. A row that
+-- is already there (an INSERT ... ON CONFLICT DO NOTHING repeating it: BEFORE triggers run
+-- before the conflict check) is let through to its conflict.
 CREATE FUNCTION pair_members_limit() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     dissolved timestamptz;
 BEGIN
     SELECT dissolved_at INTO dissolved FROM pairs WHERE id = NEW.pair_id FOR NO KEY UPDATE;
+    IF EXISTS (SELECT 1 FROM pair_members WHERE pair_id = NEW.pair_id AND user_id = NEW.user_id) THEN
+        RETURN NEW;
+    END IF;
     IF dissolved IS NOT NULL THEN
         RAISE EXCEPTION 'this pair has been dissolved'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'pair_members_dissolved';
     END IF;
-    IF (SELECT count(*) FROM pair_members WHERE pair_id = NEW.pair_id) >= 2 THEN
+    IF (SELECT count(*) FROM pair_members WHERE pair_id = NEW.pair_id AND user_id <> NEW.user_id) >= 2 THEN
         RAISE EXCEPTION 'a pair has two members at most'
             USING ERRCODE = 'check_violation', CONSTRAINT = 'pair_members_two';
     END IF;

@@ -28,6 +28,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publis
 
 @pytest.fixture(autouse=True)
 def fresh(clean_db, s3_endpoint):
+    from common import config, storage
+
+    storage.reset()  # another test may have left a client of another S3 endpoint
+    config.settings.cache_clear()
     lambdas.load_handler(FUNCTION)
     from account.settings import settings
 

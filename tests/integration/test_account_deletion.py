@@ -37,6 +37,7 @@ def fresh(clean_db, s3_endpoint, monkeypatch):
         monkeypatch.setenv(name, value)
     from common import config
 
+    storage.reset()  # another test may have left a client of another S3 endpoint
     config.settings.cache_clear()
     lambdas.load_handler("account")
     from account.settings import settings
@@ -531,3 +532,27 @@ def test_a_restore_of_an_earlier_backup_deletes_the_account_again(monkeypatch, t
     finally:
         db.reset()
         postgres.drop_database(server, name)
+
+
+def test_an_export_running_while_the_account_is_deleted_leaves_no_archive(monkeypatch):
+    # Given an export whose archive is being written when the account is deleted
+    leaving = uuid.uuid4()
+    assert call("GET", "/me", leaving)[0] == 200
+    assert call("POST", "/me/exports", leaving)[0] == 202
+    from account import archive
+
+    real_build = archive.build
+
+    def build_then_delete(export_id, user_id, **kw):
+        built = real_build(export_id, user_id, **kw)
+        assert keys_under("EXPORTS_BUCKET", f"users/{leaving}/") == [built.key]
+        sql("SELECT delete_account(%s)", (leaving,))  # a real deletion, committed meanwhile
+        return built
+
+    monkeypatch.setattr(archive, "build", build_then_delete)
+    # When the job finishes that export
+    result = lambdas.invoke("account", {"job": "exports"})
+    # Then it completes nothing and the archive it wrote is gone
+    assert result["exports"] == {"completed": 0, "failed": 0, "retried": 0}
+    assert keys_under("EXPORTS_BUCKET", f"users/{leaving}/") == []
+    assert sql("SELECT count(*) FROM account_exports") == [(0,)]

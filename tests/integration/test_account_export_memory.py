@@ -23,6 +23,9 @@ IMAGE_BYTES = 1024 * 1024
 
 @pytest.fixture
 def make_runner(clean_db, s3_endpoint, tmp_path):
+    from common import storage
+
+    storage.reset()  # another test may have left a client of another S3 endpoint
     made: list[rt.Runner] = []
 
     def make() -> rt.Runner:

@@ -556,3 +556,20 @@ def test_an_export_running_while_the_account_is_deleted_leaves_no_archive(monkey
     assert result["exports"] == {"completed": 0, "failed": 0, "retried": 0}
     assert keys_under("EXPORTS_BUCKET", f"users/{leaving}/") == []
     assert sql("SELECT count(*) FROM account_exports") == [(0,)]
+
+
+def test_the_seed_keeps_what_was_changed_through_the_api():
+    from devkit import seed
+
+    # Given the demo data, then the demo pair unlinked and the leaver's account deleted
+    url = os.environ["DATABASE_URL"]
+    seed.seed(url)
+    assert call("DELETE", "/pairs/current", seed.PARTNER_USER_ID)[0] == 200
+    leaver = seed.LEAVER_USER_ID
+    assert call("DELETE", "/me", leaver, {"confirm_user_id": str(leaver)})[0] == 200
+    # When make dev starts again (the seed runs)
+    seed.seed(url)
+    # Then the pair stays dissolved and the account deleted
+    assert sql("SELECT count(*) FROM pair_members WHERE pair_id = %s", (seed.DEMO_PAIR_ID,)) == [(0,)]
+    assert sql("SELECT deleted_at IS NOT NULL, email FROM users WHERE id = %s", (leaver,)) == [(True, None)]
+    assert sql("SELECT count(*) FROM journal_entries WHERE author_id = %s", (leaver,)) == [(0,)]

@@ -407,14 +407,17 @@ def test_a_write_racing_the_deletion_waits_and_is_refused():
     outcome: dict[str, object] = {}
     with psycopg.connect(os.environ["DATABASE_URL"]) as deleting:
         # Given the deletion running (its transaction open, the user's row locked)
+        lambdas.load_handler("analyze-entry")
         assert deleting.execute("SELECT delete_account(%s)", (leaving,)).fetchone()[0] == "deleted"
 
-        def write():
+        def write():  # a journal entry through analyze-entry, with a token taken before
+            event = lambdas.url_event("POST", "/entries", body={"content": "late", "analyze": False},
+                                      headers={"authorization": f"Bearer {mint_token(leaving)}"})
             try:
-                sql("INSERT INTO journal_entries (author_id, content) VALUES (%s, 'late')", (leaving,))
-                outcome["write"] = "written"
-            except psycopg.errors.CheckViolation as exc:
-                outcome["write"] = exc.diag.constraint_name
+                result = lambdas.invoke("analyze-entry", event)
+                outcome["write"] = (result["statusCode"], json.loads(result["body"])["error"]["code"])
+            finally:
+                db.reset()
 
         def provision():
             try:
@@ -434,7 +437,7 @@ def test_a_write_racing_the_deletion_waits_and_is_refused():
         thread.join(10)
     # Then the write is refused once the deletion committed; a provisioning in between found
     # the row (it read before the commit: nothing created), and after it the id is refused
-    assert outcome == {"write": "account_deleted", "provision": False}
+    assert outcome == {"write": (401, "account_deleted"), "provision": False}
     assert sql("SELECT count(*) FROM journal_entries WHERE author_id = %s", (leaving,)) == [(0,)]
     with pytest.raises(AccountDeleted):
         auth.ensure_user(leaving)

@@ -34,7 +34,14 @@ from account.models import (
 )
 from account.settings import settings
 from common import db
-from common.errors import AppError, Conflict, InvalidInput, NotFound
+from common.errors import (
+    ACCOUNT_DELETED_CONSTRAINT,
+    AccountDeleted,
+    AppError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+)
 from common.observability import logger
 
 #: The hourly join-attempt limit's rate-limit route (per user).
@@ -261,7 +268,12 @@ def _join(user_id: UUID, digest: bytes) -> UUID:
             with conn.transaction():
                 pair = conn.execute(NEW_PAIR).fetchone()
                 conn.execute(ADD_MEMBERS, {"pair_id": pair["id"], "ids": members})
-        except psycopg.errors.IntegrityError as exc:  # a pairing outside this code path won
+        except psycopg.errors.IntegrityError as exc:
+            if exc.diag.constraint_name == ACCOUNT_DELETED_CONSTRAINT:
+                # the caller's account, deleted before the locks (an inviter's deletion takes
+                # their invites with it: unknown_code above)
+                raise AccountDeleted("this account has been deleted") from None
+            # a pairing outside this code path won (scripts/link-pair)
             raise AlreadyPaired(f"already in a pair ({exc.diag.constraint_name})") from None
         conn.execute(USE_INVITE, {"id": invite["id"], "user_id": user_id, "pair_id": pair["id"]})
         conn.execute(INVITE_JOINS_PAIR, {"pair_id": pair["id"], "members": members,

@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from common import db
-from common.errors import Forbidden
+from common.errors import ACCOUNT_DELETED_CONSTRAINT, AccountDeleted, Forbidden
 
 COLUMNS = ("id, author_id, pair_id, title, content, visibility, analysis, analyzed_at, "
            "created_at, updated_at")
@@ -63,6 +63,8 @@ def _no_row_in_errors() -> Iterator[None]:
     except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
         if exc.diag.constraint_name == "journal_entries_author_in_pair":  # left the pair meanwhile
             raise NotPairMember("you are not a member of this pair") from None
+        if exc.diag.constraint_name == ACCOUNT_DELETED_CONSTRAINT:  # deleted meanwhile: 401
+            raise AccountDeleted("this account has been deleted") from None
         raise EntryWriteFailed(f"journal entry write refused: SQLSTATE {exc.sqlstate}, "
                                f"constraint {exc.diag.constraint_name}") from None
 

@@ -17,7 +17,7 @@ LAYER = ROOT / "layers" / "common"
 # `uv pip sync` leaves these alone in a venv that has them (one made by `python -m venv`
 # with pip); `make`'s venvs are made without them.
 SEEDS = {"pip", "setuptools", "wheel"}
-# name[extras]==version [; marker] [\\]
+# name[extras]==version [; marker] [\]
 LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)"
                   r"\s*(?:;\s*([^\\]+?))?\s*\\?$", re.M)
 

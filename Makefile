@@ -73,7 +73,7 @@ migrate: $(VENV)/.installed
 validate: $(TOOLS)/.installed
 	$(TOOLS)/bin/sam validate --lint --region us-east-1
 
-# Installs each deployable's lock with uv (scripts/build/Makefile), so the project venv too.
+# sam runs scripts/build/Makefile per deployable, which installs its lock with .venv's uv.
 build: $(VENV)/.installed $(TOOLS)/.installed
 	$(TOOLS)/bin/sam build
 

@@ -628,7 +628,7 @@ load_handler("process-image")  # the init phase, once; each fork is then a warm 
 import jwt, openai, PIL.Image, psycopg  # noqa
 from common import storage
 from process_image import ai_tools
-storage.s3(), ai_tools._client(ai_tools.api_key())
+storage.s3(), ai_tools.client_for(ai_tools.api_key())
 
 event = json.loads(sys.stdin.read())
 ctx = multiprocessing.get_context("fork")

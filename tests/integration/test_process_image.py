@@ -697,6 +697,7 @@ def test_me_shows_balance_entitlements_and_recent_generations():
 
 @pytest.mark.parametrize(("name", "status"), [
     ("list-tools", 200), ("create-upload", 200), ("create-generation", 404), ("create-generation-ai", 404),
+    ("create-analysis", 404),
     ("get-generation", 404), ("me", 200),
 ])
 def test_sample_events_are_answered(name, status):

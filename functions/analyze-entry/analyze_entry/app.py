@@ -60,8 +60,8 @@ def delete_entry(entry_id: str) -> Response[None]:
 })
 def add_attachment(entry_id: str, body: AttachmentIn) -> Response[AttachmentUpload]:
     user = http.current_user(app, route_limit=_analyse_limit())
-    form = http.idempotent(app, lambda: logic.add_attachment(user.user_id, entry_id, body).model_dump(mode="json"),
-                           user=user)
+    form = http.idempotent(
+        app, lambda: logic.add_attachment(user.user_id, entry_id, body).model_dump(mode="json"), user=user)
     return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=form)
 
 

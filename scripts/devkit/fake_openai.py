@@ -20,8 +20,9 @@ from typing import Any
 
 from devkit.fake_http import Default, FakeServer, Recorded, Scripted
 
-__all__ = ["DEFAULTS", "DEFAULT_TRANSCRIPT", "TINY_PNG", "FakeOpenAI", "Recorded", "Scripted", "chat_completion",
-           "image_result", "image_inputs", "multipart_fields", "schema_instance", "transcription"]
+__all__ = ["DEFAULTS", "DEFAULT_TRANSCRIPT", "TINY_PNG", "FakeOpenAI", "Recorded", "Scripted",
+           "chat_completion", "error_body", "image_inputs", "image_result", "multipart_fields",
+           "schema_instance", "transcription"]
 
 #: A valid 1x1 PNG, the default image an edit returns.
 TINY_PNG = base64.b64decode(

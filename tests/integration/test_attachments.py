@@ -190,7 +190,8 @@ def test_only_the_author_gets_forms_and_the_number_is_bounded(database_url, monk
     assert call("POST", f"/entries/{entry_id}/attachments", stranger, body)[0] == 404
     assert call("POST", f"/entries/{uuid.uuid4()}/attachments", author, body)[0] == 404
     setenv(monkeypatch, ANALYZE_MAX_ATTACHMENTS="2")
-    assert [call("POST", f"/entries/{entry_id}/attachments", author, body)[0] for _ in range(3)] == [201, 201, 409]
+    statuses = [call("POST", f"/entries/{entry_id}/attachments", author, body)[0] for _ in range(3)]
+    assert statuses == [201, 201, 409]
 
 
 # --- voice notes ----------------------------------------------------------------------------
@@ -213,7 +214,8 @@ def test_each_voice_note_type_is_transcribed_and_feeds_the_analysis(database_url
     assert status == 200, body
     (sent,) = openai_fake.calls(TRANSCRIPTIONS)
     fields = fake_openai.multipart_fields(sent)
-    assert fields["file"] == data and fields["model"] == b"whisper-1" and fields["response_format"] == b"verbose_json"
+    assert fields["file"] == data and fields["model"] == b"whisper-1"
+    assert fields["response_format"] == b"verbose_json"
     (note,) = body["attachments"]
     assert note["kind"] == "audio" and note["transcript"] == "I walked by the sea today and felt calm."
     assert note["language"] == "english" and note["checked"] and note["bytes"] == len(data)
@@ -280,7 +282,8 @@ def test_provider_refusing_the_file_is_422_and_its_outage_504(database_url, open
     (author,) = users(database_url, 1)
     entry_id = entry(author)
     attach(author, entry_id, voice.voice_note("mp3", 1.0), "audio/mpeg")
-    unreadable = fake_openai.error_body("Audio file might be corrupted or unsupported", "invalid_request_error")
+    unreadable = fake_openai.error_body("Audio file might be corrupted or unsupported",
+                                        "invalid_request_error")
     openai_fake.script(TRANSCRIPTIONS, Scripted(status=400, body=unreadable))
     status, body = analyse(author, entry_id)
     assert (status, body["error"]["code"]) == (422, "invalid_audio")
@@ -296,7 +299,8 @@ def test_provider_refusing_the_file_is_422_and_its_outage_504(database_url, open
 def test_not_uploaded_is_409_and_deleting_it_unblocks(database_url, openai_fake):
     (author,) = users(database_url, 1)
     entry_id = entry(author)
-    _, form = call("POST", f"/entries/{entry_id}/attachments", author, {"content_type": "audio/wav", "size": 10})
+    _, form = call("POST", f"/entries/{entry_id}/attachments", author,
+                   {"content_type": "audio/wav", "size": 10})
     status, body = analyse(author, entry_id)
     assert (status, body["error"]["code"]) == (409, "attachment_not_uploaded")
     assert call("DELETE", f"/entries/{entry_id}/attachments/{form['attachment_id']}", author)[0] == 204
@@ -326,7 +330,7 @@ def test_each_photo_type_is_described_without_metadata_and_feeds_the_analysis(da
                        Scripted(body=fake_openai.chat_completion(analysis_answer())))
     status, body = analyse(author, entry_id)
     assert status == 200, body
-    describe, analysis = openai_fake.calls(COMPLETIONS)
+    describe, _analysis = openai_fake.calls(COMPLETIONS)
     (sent,) = fake_openai.image_inputs(describe)
     assert Image.open(io.BytesIO(sent)).format == "JPEG" and MAKE.encode() not in sent
     assert describe.json()["model"] == "gpt-4o-mini"
@@ -357,7 +361,8 @@ def test_vision_failure_leaves_the_photo_out_with_a_note(database_url, openai_fa
     entry_id = entry(author)
     attach(author, entry_id, picture(), "image/jpeg")
     failing = Scripted(status=500, body=fake_openai.error_body("boom", "server_error"))
-    openai_fake.script(COMPLETIONS, failing, failing, Scripted(body=fake_openai.chat_completion(analysis_answer())))
+    openai_fake.script(COMPLETIONS, failing, failing,
+                       Scripted(body=fake_openai.chat_completion(analysis_answer())))
     status, body = analyse(author, entry_id)
     assert status == 200 and body["analysis"]["source"] == "openai"
     assert body["analysis"]["notes"] == ["1 photo(s) left out: the vision provider failed."]
@@ -388,7 +393,8 @@ def test_offline_voice_note_is_503_ai_unavailable_but_a_kept_transcript_is_used(
     assert openai_fake.requests == []
     # Transcribed once with the provider, the note is then read offline too
     setenv(monkeypatch, ANALYZE_PROVIDER="auto")
-    openai_fake.script(TRANSCRIPTIONS, Scripted(body=fake_openai.transcription("I am so happy and grateful.")))
+    happy = fake_openai.transcription("I am so happy and grateful.")
+    openai_fake.script(TRANSCRIPTIONS, Scripted(body=happy))
     assert analyse(author, entry_id)[0] == 200
     setenv(monkeypatch, ANALYZE_PROVIDER="offline")
     status, body = analyse(author, entry_id)

@@ -108,7 +108,8 @@ def test_offline_finds_the_face_charges_the_offline_price_and_repeats_free():
     status, again = analyse(user, key)
     assert status == 200 and again["cached"] and again["credits_charged"] == 0
     assert again["result"] == result and again["generation_id"] == body["generation_id"]
-    assert ledger.balance(user) == 9 and ledger.ledger_matches_balance(user) and reservations(user) == ["settled"]
+    assert ledger.balance(user) == 9 and ledger.ledger_matches_balance(user)
+    assert reservations(user) == ["settled"]
 
 
 def test_offline_photo_without_faces_is_an_empty_answer():
@@ -183,7 +184,8 @@ def test_openai_vision_end_to_end_with_valid_suggestions_only(openai_fake):
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
     assert fmt["json_schema"]["name"] == "face_analysis_v1"
     props = fmt["json_schema"]["schema"]["properties"]["faces"]["items"]["properties"]
-    assert "pixie_cut" in props["hairstyles"]["items"]["enum"] and "auburn" in props["hair_colors"]["items"]["enum"]
+    assert "pixie_cut" in props["hairstyles"]["items"]["enum"]
+    assert "auburn" in props["hair_colors"]["items"]["enum"]
     assert sent["model"] == "gpt-4o-mini" and "Never infer" in sent["messages"][0]["content"]
     (image,) = fake_openai.image_inputs(request)
     assert Image.open(io.BytesIO(image)).format == "JPEG" and MAKE.encode() not in image
@@ -299,7 +301,8 @@ def test_refusal_is_422_and_refunded(openai_fake):
 
 
 def test_moderation_block_is_422_and_refunded(openai_fake):
-    blocked = fake_openai.error_body("rejected by the safety system", "invalid_request_error", "moderation_blocked")
+    blocked = fake_openai.error_body("rejected by the safety system", "invalid_request_error",
+                                     "moderation_blocked")
     openai_fake.script(COMPLETIONS, fake_openai.Scripted(status=400, body=blocked))
     user = new_user(20)
     status, body = analyse(user, upload(user, FACE))

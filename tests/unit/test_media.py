@@ -113,4 +113,4 @@ def test_boxes_are_clipped_to_the_image(face):
 def test_the_offline_model_names_the_installed_dlib(face):
     face_analysis, _ = face
     version = importlib.metadata.version("dlib-bin").split(".post")[0]
-    assert face_analysis.OFFLINE_MODEL == f"dlib-{version}-hog-frontal"
+    assert f"dlib-{version}-hog-frontal" == face_analysis.OFFLINE_MODEL

@@ -153,6 +153,7 @@ class Inputs:
     voice_notes: list[dict[str, Any]] = field(default_factory=list)  # {"transcript", "language"}
     photos: list[dict[str, Any]] = field(default_factory=list)  # {"description"}
     notes: list[str] = field(default_factory=list)
+    attachments: int = 0  # how many the entry has (0: nothing more to read back)
 
 
 @dataclass
@@ -172,7 +173,7 @@ def analysis_inputs(author_id: UUID, entry_id: UUID, s: AnalyzeSettings, api_key
     before any provider call.
     """
     rows = entries.own_attachments(author_id, entry_id)
-    inputs = Inputs()
+    inputs = Inputs(attachments=len(rows))
     if not rows:
         return inputs
     pending: list[_Work] = []

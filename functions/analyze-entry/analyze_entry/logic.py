@@ -70,7 +70,7 @@ def reanalyse_entry(user_id: UUID, entry_id: str) -> Entry:
     row = entries.set_analysis(user_id, entry, analysis.model_dump(mode="json"))
     if row is None:  # deleted meanwhile
         raise NotFound("no such entry")
-    return _with_attachments(user_id, row)
+    return _with_attachments(user_id, row, none=inputs.attachments == 0)
 
 
 def get_entry(user_id: UUID, entry_id: str) -> Entry:
@@ -108,12 +108,14 @@ def delete_attachment(user_id: UUID, entry_id: str, attachment_id: str) -> None:
     attachments.delete(user_id, _id(entry_id), attachment, settings())
 
 
-def _with_attachments(viewer: UUID, row: dict[str, Any]) -> Entry:
+def _with_attachments(viewer: UUID, row: dict[str, Any], *, none: bool = False) -> Entry:
+    """The entry with its attachments (``none``: known to have none, no query)."""
     from analyze_entry import attachments
     from analyze_entry.settings import settings
 
     entry = Entry.model_validate(row)
-    entry.attachments = attachments.views(viewer, entry.id, settings())
+    if not none:
+        entry.attachments = attachments.views(viewer, entry.id, settings())
     return entry
 
 

@@ -134,7 +134,7 @@ def hmac_for(obj: Mapping[str, Any], secret: str) -> str:
     """The ``?hmac=`` Paymob puts on a processed callback for ``obj``: HMAC-SHA512, hex."""
     from common.signing import paymob_processed_message
 
-    message = paymob_processed_message(obj).encode()
+    message = paymob_processed_message(obj).encode("utf-8", "surrogatepass")
     return hmac.new(secret.encode(), message, hashlib.sha512).hexdigest()
 
 

@@ -220,6 +220,6 @@ def signature(payload: bytes | str, secret: str, *, timestamp: int | None = None
     HMAC-SHA256(secret, "<t>.<payload>") (Stripe's documented scheme; the SDK only
     verifies, it has no public signer)."""
     t = int(time.time()) if timestamp is None else timestamp
-    body = payload.decode() if isinstance(payload, bytes) else payload
-    v1 = hmac.new(secret.encode(), f"{t}.{body}".encode(), hashlib.sha256).hexdigest()
+    body = payload if isinstance(payload, bytes) else payload.encode()
+    v1 = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={t},v1={v1}"

@@ -553,6 +553,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of clients got connection
+    # resets. The kernel caps it at net.core.somaxconn (4096 on current kernels).
+    request_queue_size = 1024
     runner: Runner
 
 

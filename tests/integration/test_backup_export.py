@@ -194,10 +194,12 @@ def seed(url):
                         VALUES ('revenuecat', 'evt-1', 'INITIAL_PURCHASE',
                                 '{"content-type": "application/json"}', %s, true, 'unmatched', NULL)
                         RETURNING id""",
-                     (json.dumps({"event": {"app_user_id": "$RCAnonymousID:abc", "note": CSV_HOSTILE[1]}}),)
+                     (json.dumps({"event": {"app_user_id": "$RCAnonymousID:abc",
+                                            "note": CSV_HOSTILE[1]}}).encode(),)
                      ).fetchone()[0]
         x("""INSERT INTO webhook_inbox (provider, event_id, body, signature_ok, status, last_error)
-             VALUES ('stripe', 'evt-2', %s, false, 'failed', 'SignatureError')""", (CSV_HOSTILE[0],))
+             VALUES ('stripe', 'evt-2', %s, false, 'failed', 'SignatureError')""",
+          (CSV_HOSTILE[0].encode() + b"\x00\xff",))  # bytes no text column could hold
         x("""INSERT INTO idempotency_records (id, status, expires_at, in_progress_expiry_ms, response_data)
              VALUES ('client#abc', 'COMPLETED', now() + interval '1 day', NULL, '{"ok": true}')""")
         x("""INSERT INTO audit_log (actor, action, subject, details)
@@ -395,7 +397,8 @@ def test_the_cli_restores_latest_refuses_a_non_empty_target_and_force_replaces(s
 
 def test_redacted_columns_never_leave_the_database(server, bucket, stage, monkeypatch):
     monkeypatch.setenv("BACKUP_REDACT_COLUMNS",
-                       "users.email, journal_entries.content,journal_entries.analysis,payments.raw")
+                       "users.email, journal_entries.content,journal_entries.analysis,payments.raw,"
+                       "webhook_inbox.body")
     summary = invoke({"retention": False})
     assert summary["redacted"] is True
     manifest = manifest_of(bucket, stage, summary["run"])
@@ -408,6 +411,8 @@ def test_redacted_columns_never_leave_the_database(server, bucket, stage, monkey
     users_csv, journal_csv, payments_csv = text("users"), text("journal_entries"), text("payments")
     assert "ñandú" not in users_csv and "redacted:" in users_csv
     assert "line two" not in journal_csv and "joyful" not in journal_csv and "Zoë" not in payments_csv
+    inbox_csv = text("webhook_inbox")  # bytea: the redaction's bytes, hex-escaped by COPY
+    assert "RCAnonymousID" not in inbox_csv and b"redacted:".hex() in inbox_csv
     assert "title 1 ✍" in journal_csv  # other columns are kept
 
     # The redacted backup restores (unique and NOT NULL constraints still hold)

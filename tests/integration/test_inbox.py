@@ -63,7 +63,7 @@ def test_a_new_event_is_processed_and_a_duplicate_only_counted():
     stored = row("evt_1")
     assert (stored["status"], stored["attempts"], stored["signature_ok"]) == ("processed", 2, True)
     assert stored["processed_at"] is not None
-    assert stored["body"] == BODY
+    assert stored["body"] == BODY.encode()  # the exact bytes received
     assert stored["event_type"] == "checkout.session.completed"
     assert audit_count() == 1
 

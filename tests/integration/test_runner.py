@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -484,3 +485,17 @@ def request_refused(port: int) -> bool:
     except OSError:
         return True
     return False
+
+
+def test_a_burst_of_clients_is_served_without_connection_resets(served):
+    # Given more simultaneous clients than Python's default listen backlog (5) allows
+    assert rt._Server.request_queue_size >= 128
+    barrier = threading.Barrier(64)
+
+    def one(_i: int) -> int:
+        barrier.wait(timeout=10)
+        return request(served, "GET", "/echo/plain")[0]
+
+    # When they all connect at once, then every one of them is answered
+    with ThreadPoolExecutor(64) as pool:
+        assert list(pool.map(one, range(64))) == [200] * 64

@@ -115,8 +115,9 @@ def analyse(title: str | None, content: str, *, api_key: str, model: str, timeou
             logger.warning("analysis provider unreachable", extra={"model": model,
                                                                    "error_type": type(exc).__name__})
             raise ProviderFailed("the analysis provider is unreachable") from None
-        except (_Malformed, pydantic.ValidationError, ValueError, openai.LengthFinishReasonError,
+        except (_Malformed, pydantic.ValidationError, ValueError, TypeError, openai.LengthFinishReasonError,
                 openai.ContentFilterFinishReasonError) as exc:
+            # TypeError: the SDK's parser meeting a 200 that is no completion (no choices).
             # pydantic's message quotes the answer (which may quote the entry): types only.
             logger.warning("analysis provider answered malformed output",
                            extra={"model": model, "attempt": attempt, "attempts": attempts,

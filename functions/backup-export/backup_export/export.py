@@ -87,9 +87,9 @@ def parse_redactions(text: str) -> dict[str, frozenset[str]]:
 def _redacted(column: catalog.Column, salt: str) -> Any:
     """The SQL that replaces a redacted column's value (NULL stays NULL).
 
-    Text becomes ``redacted:<salted hash>`` (distinct values stay distinct, so unique
-    constraints still hold on restore, yet the salt is random per run and never stored,
-    so the values can't be recovered by hashing guesses); JSON becomes
+    Text becomes ``redacted:<salted hash>`` (bytea: those bytes; distinct values stay
+    distinct, so unique constraints still hold on restore, yet the salt is random per run
+    and never stored, so the values can't be recovered by hashing guesses); JSON becomes
     ``{"redacted": true}``; other nullable columns become NULL. A NOT NULL column of any
     other type cannot be redacted (refused before anything is written).
     """
@@ -99,6 +99,10 @@ def _redacted(column: catalog.Column, salt: str) -> Any:
     if column.category == "S":
         replacement = sql.SQL(
             "'redacted:' || left(encode(sha256(convert_to({} || {}::text, 'UTF8')), 'hex'), 24)"
+        ).format(sql.Literal(salt), name)
+    elif column.type_name == "bytea":
+        replacement = sql.SQL(
+            "convert_to('redacted:' || left(encode(sha256(convert_to({}, 'UTF8') || {}), 'hex'), 24), 'UTF8')"
         ).format(sql.Literal(salt), name)
     elif column.type_name in ("json", "jsonb"):
         replacement = sql.SQL("""'{{"redacted": true}}'::{}""").format(sql.Identifier(column.type_name))

@@ -12,13 +12,12 @@ so Paymob retries.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from pydantic import ValidationError
 
-from common import config, http, signing
+from common import config, http, safejson, signing
 from common.errors import AppError, SignatureError
 from common.observability import logger
 from paymob_webhook import callbacks
@@ -34,10 +33,8 @@ app = http.make_resolver(max_body_bytes=MAX_BODY_BYTES)
 def processed():  # a dict, or the 422 envelope (no response model)
     event = app.current_event
     raw = signing.raw_body(event.raw_event)
-    try:
-        callback = json.loads(raw)
-    except ValueError:  # not JSON, or not UTF-8
-        raise AppError("the request body is not valid JSON", code="invalid_json") from None
+    # Strings kept exactly as sent until the HMAC over them is checked.
+    callback = safejson.loads(raw, strings="keep")
     if not (isinstance(callback, dict) and isinstance(callback.get("type"), str)
             and isinstance(callback.get("obj"), dict)):
         raise AppError("expected {\"type\": ..., \"obj\": {...}}", code="malformed_callback")
@@ -49,6 +46,9 @@ def processed():  # a dict, or the 422 envelope (no response model)
     secrets = config.secret_list("PAYMOB_HMAC_SECRET")
     if not signing.verify_paymob_processed(callback["obj"], hmac_value, secrets):
         raise SignatureError("signature verification failed")
+    # Signed: applied whatever its strings hold; what text columns cannot store is
+    # replaced (the inbox keeps the verified bytes).
+    callback = safejson.clean(callback)
     try:
         txn = Transaction.model_validate(callback["obj"])
     except ValidationError as exc:

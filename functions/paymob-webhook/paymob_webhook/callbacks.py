@@ -19,38 +19,22 @@ the same transaction as its effects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from common import db, inbox, payments
+from common import payments, webhooks
 from common.observability import logger
+from common.webhooks import Outcome
 from paymob_webhook.models import Transaction
 
 PROVIDER = "paymob"
 EVENT_TYPE = "TRANSACTION"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    status: str  # answered to Paymob, for logs and tests
-    inbox: str = "processed"  # processed | ignored | unmatched
-    note: str | None = None
-
-
 def process(txn: Transaction, callback: dict[str, Any], *, headers: Any, raw: str | bytes) -> str:
     """Apply one verified callback exactly once; the answer's ``status``."""
     key = f"{txn.id}:{txn.state}"
-    try:
-        with db.transaction() as conn:
-            if not inbox.record(conn, PROVIDER, key, headers=headers, body=raw, signature_ok=True,
-                                event_type=EVENT_TYPE):
-                return "duplicate"
-            outcome = apply(conn, txn, callback, event_id=key)
-            inbox.mark(conn, PROVIDER, key, outcome.inbox, error=outcome.note)
-    except Exception as exc:
-        payments.record_failure(PROVIDER, key, headers=headers, body=raw, event_type=EVENT_TYPE, error=exc)
-        raise
-    logger.info("paymob callback applied", extra={"event_id": key, "outcome": outcome.status})
+    outcome = webhooks.deliver(PROVIDER, key, event_type=EVENT_TYPE, headers=headers, raw=raw,
+                               apply=lambda conn: apply(conn, txn, callback, event_id=key))
     return outcome.status
 
 
@@ -67,7 +51,7 @@ def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: st
     if order is None:
         record("unmatched")
         logger.warning("paymob callback for an unknown order", extra={"paymob_order_id": txn.order_id})
-        return Outcome("unmatched", "unmatched", "unknown order")
+        return Outcome.unmatched("unknown order")
 
     if txn.has_parent_transaction and (txn.is_refund or txn.is_void):
         return _refund_child(conn, txn, order, record, event_id)
@@ -75,7 +59,7 @@ def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: st
         return _refunded_parent(conn, txn, order, record, event_id)
     if txn.has_parent_transaction:
         record("ignored", note="child transaction")
-        return Outcome("ignored", "ignored", "child transaction")
+        return Outcome.ignored("child transaction")
     if txn.pending:
         record("pending")
         payments.mark_pending(conn, order)
@@ -90,7 +74,7 @@ def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: st
             "transaction_id": txn.id, "expected": [order.amount_minor, order.currency],
             "received": [txn.amount_cents, txn.currency]})
         logger.warning("paymob amount mismatch", extra={"order_id": str(order.id), "transaction_id": txn.id})
-        return Outcome("mismatch", "ignored", "amount_mismatch")
+        return Outcome.ignored("amount_mismatch", status="mismatch")
     if order.is_paid:
         record("duplicate", note="order already paid")
         payments.audit(conn, PROVIDER, "double_payment", order.id, {"transaction_id": txn.id})
@@ -107,15 +91,15 @@ def _refund_child(conn: Any, txn: Transaction, order: payments.Order, record: An
     status = "voided" if txn.is_void else "refunded"
     if not txn.success or txn.pending:
         record("declined", kind="refund")
-        return Outcome("ignored", "ignored", "refund not successful")
+        return Outcome.ignored("refund not successful")
     if txn.currency != order.currency:
         record("mismatch", kind="refund", note="currency_mismatch")
-        return Outcome("mismatch", "ignored", "currency_mismatch")
+        return Outcome.ignored("currency_mismatch", status="mismatch")
     record(status, kind="refund")
     total = order.amount_minor if txn.is_void else order.refunded_minor + txn.amount_cents
     result = payments.refund(conn, order, total, ref=f"refund:{txn.id}", event_id=event_id)
     if result is None:
-        return Outcome("ignored", "ignored", "nothing to refund")
+        return Outcome.ignored("nothing to refund")
     return Outcome(status)
 
 
@@ -128,10 +112,10 @@ def _refunded_parent(conn: Any, txn: Transaction, order: payments.Order, record:
     before = payments.get_payment(conn, PROVIDER, str(txn.id))
     record(status)
     if before is None or before["status"] not in ("paid", "refunded", "voided"):
-        return Outcome("ignored", "ignored", "transaction did not pay the order")
+        return Outcome.ignored("transaction did not pay the order")
     if order.refunded_minor > 0:
-        return Outcome("ignored", "ignored", "refund already applied")
+        return Outcome.ignored("refund already applied")
     result = payments.refund(conn, order, order.amount_minor, ref=f"refund:{txn.id}", event_id=event_id)
     if result is None:
-        return Outcome("ignored", "ignored", "nothing to refund")
+        return Outcome.ignored("nothing to refund")
     return Outcome(status)

@@ -4,7 +4,8 @@ Wiring only: check the Authorization header, parse the body, hand the event to
 ``delivery``, answer. RevenueCat counts only 200 as success and retries anything else
 (5 times, up to 80 minutes apart), so: 200 for processed, duplicate, ignored and
 unmatched events; 400 for a body that is no RevenueCat event; 401 for a wrong header;
-413 for a body over 256 KiB; 503 when the database is unavailable; 500 otherwise.
+413 for a body over 256 KiB; 503 (Retry-After) when the database is unavailable; 500
+otherwise (the delivery is kept in the inbox as failed).
 """
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -32,7 +33,7 @@ def webhook() -> dict[str, str]:
     webhook = events.parse(body)
     result = delivery.deliver(webhook, body, request.headers)
     metrics.add_metric(name=f"RevenueCat{result.status.capitalize()}", unit=MetricUnit.Count, value=1)
-    return {"status": result.status, "event_id": result.event_id}
+    return {"status": result.status, "event_id": webhook.event.id}
 
 
 handler = http.make_handler(app)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import ledger
 from common.observability import logger
+from common.webhooks import Outcome
 from revenuecat_webhook.events import GRANTING, KNOWN, NO_ACCESS_CHANGE, Event, ms
 
 if TYPE_CHECKING:
@@ -189,13 +190,6 @@ CURRENCIES = "SELECT code, credits_per_unit FROM revenuecat_currencies WHERE cod
 
 
 @dataclass(frozen=True)
-class Outcome:
-    status: str  # the inbox status: processed | ignored | unmatched
-    reason: str | None = None  # why ignored / unmatched (stored as the inbox row's last_error)
-    user_id: uuid.UUID | None = None  # the user the event applied to
-
-
-@dataclass(frozen=True)
 class Product:
     id: str
     kind: str
@@ -214,18 +208,18 @@ def apply_event(conn: psycopg.Connection, event: Event, *, apply_sandbox: bool) 
 
 def _apply(conn: psycopg.Connection, event: Event, *, apply_sandbox: bool) -> Outcome:
     if event.type == "TEST":
-        return Outcome("ignored", "test event")
+        return Outcome.ignored("test event")
     if event.type not in KNOWN:
-        return Outcome("ignored", "unknown event type")
+        return Outcome.ignored("unknown event type")
     if event.env == "SANDBOX" and not apply_sandbox:
-        return Outcome("ignored", "sandbox event (not applied in this stage)")
+        return Outcome.ignored("sandbox event (not applied in this stage)")
     if event.type == "TRANSFER":
         return _transfer(conn, event)
     user_id = resolve(conn, event.app_user_ids())
     if user_id is None:
         if event.type in NO_ACCESS_CHANGE:
-            return Outcome("ignored", "no matching user; nothing to apply")
-        return Outcome("unmatched", "no matching user")
+            return Outcome.ignored("no matching user; nothing to apply")
+        return Outcome.unmatched("no matching user")
     _run(conn, LOCK_USERS, {"ids": [user_id]})
     learn_aliases(conn, user_id, event.app_user_ids())
     if event.type in NO_ACCESS_CHANGE:
@@ -336,7 +330,7 @@ def _transfer(conn: psycopg.Connection, event: Event) -> Outcome:
     to_ids = list(dict.fromkeys(event.transferred_to or []))
     to_user = resolve(conn, to_ids)
     if to_user is None:
-        return Outcome("unmatched", "transfer to no matching user")
+        return Outcome.unmatched("transfer to no matching user")
     from_users = [u for u in resolve_all(conn, list(dict.fromkeys(event.transferred_from or [])))
                   if u != to_user]
     _run(conn, LOCK_USERS, {"ids": sorted([to_user, *from_users])})
@@ -345,7 +339,7 @@ def _transfer(conn: psycopg.Connection, event: Event) -> Outcome:
         params = {"event_id": event.id, "from_user": from_user, "to_user": to_user, "at": event.at}
         _run(conn, RECORD_TRANSFER, params)
         _run(conn, MOVE_ENTITLEMENTS, params)
-    return Outcome("processed", None if from_users else "transfer from no known user", user_id=to_user)
+    return Outcome("processed", note=None if from_users else "transfer from no known user", user_id=to_user)
 
 
 # --- credits ---------------------------------------------------------------------------
@@ -423,7 +417,7 @@ def _virtual_currency(conn: psycopg.Connection, user_id: uuid.UUID, event: Event
                             source=SOURCE, ref=ref, conn=conn)
         applied += credits != 0
     if not applied:
-        return Outcome("ignored", "no adjustment in a mapped currency", user_id=user_id)
+        return Outcome.ignored("no adjustment in a mapped currency", user_id=user_id)
     return Outcome("processed", user_id=user_id)
 
 

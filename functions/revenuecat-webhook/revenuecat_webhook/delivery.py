@@ -1,10 +1,11 @@
-"""One delivery of a RevenueCat event: the inbox row and every effect in one transaction,
-then the replay of events that were waiting for this user.
+"""One delivery of a RevenueCat event through the shared webhook pipeline
+(``common.webhooks``: the inbox row and every effect in one transaction), then the replay
+of events that were waiting for this user.
 
 Statuses (the inbox's, plus ``duplicate``): processed, ignored (TEST, unknown types,
 sandbox where not applied, nothing to apply), unmatched (no user of ours yet: parked,
 replayed later), duplicate (already processed or ignored: counted only). A database
-that cannot be reached raises ``Unavailable`` (503), so RevenueCat retries.
+that cannot be reached answers 503 (the HTTP layer), so RevenueCat retries.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from common import config, db, inbox
-from common.errors import Unavailable
+from common import config, db, inbox, webhooks
 from common.observability import logger
 from revenuecat_webhook import apply, events
 
@@ -39,14 +38,6 @@ LIMIT %(limit)s
 """
 
 
-@dataclass(frozen=True)
-class Delivery:
-    event_id: str
-    status: str  # processed | ignored | unmatched | duplicate
-    reason: str | None = None
-    user_id: uuid.UUID | None = None
-
-
 def apply_sandbox() -> bool:
     """Whether SANDBOX events change state: ``REVENUECAT_APPLY_SANDBOX`` (true/false) when
     set, else every stage but prod."""
@@ -57,36 +48,18 @@ def apply_sandbox() -> bool:
 
 
 def deliver(webhook: events.Webhook, body: bytes | str, headers: Mapping[str, Any], *,
-            replay_pending: bool = True) -> Delivery:
+            replay_pending: bool = True) -> webhooks.Outcome:
     """Record and apply one delivery exactly once; then, when it applied to a user,
     replay that user's waiting unmatched events (each in its own transaction)."""
-    import psycopg
-
     event = webhook.event
-    try:
-        # Connect first: common.db.transaction() expects connect() to succeed (a failed
-        # first connection there surfaces as UnboundLocalError, not OperationalError).
-        db.connection()
-        with db.transaction() as conn:
-            if not inbox.record(conn, PROVIDER, event.id, headers=headers, body=body, signature_ok=True,
-                                event_type=event.type):
-                delivery = Delivery(event.id, "duplicate")
-            else:
-                outcome = apply.apply_event(conn, event, apply_sandbox=apply_sandbox())
-                inbox.mark(conn, PROVIDER, event.id, outcome.status, error=outcome.reason)
-                delivery = Delivery(event.id, outcome.status, outcome.reason, outcome.user_id)
-    except psycopg.OperationalError as exc:
-        # Unreachable, restarted, deadlock, timeout: nothing was committed; RevenueCat retries.
-        logger.warning("database unavailable", extra={**events.summary(event), "error": type(exc).__name__})
-        raise Unavailable("the database is unavailable; retry later") from None
-    except Exception as exc:
-        _record_failure(event, body, headers, exc)
-        raise
-    logger.info("revenuecat event", extra={**events.summary(event), "status": delivery.status,
-                                           "reason": delivery.reason})
-    if replay_pending and delivery.status == "processed" and delivery.user_id is not None:
-        replay_for_user(delivery.user_id)
-    return delivery
+    sandbox = apply_sandbox()
+    outcome = webhooks.deliver(PROVIDER, event.id, event_type=event.type, headers=headers, raw=body,
+                               apply=lambda conn: apply.apply_event(conn, event, apply_sandbox=sandbox))
+    logger.info("revenuecat event", extra={**events.summary(event), "status": outcome.status,
+                                           "reason": outcome.note})
+    if replay_pending and outcome.status == "processed" and outcome.user_id is not None:
+        replay_for_user(outcome.user_id)
+    return outcome
 
 
 def replay_for_user(user_id: uuid.UUID, *, limit: int = REPLAY_AFTER_DELIVERY) -> Counter[str]:
@@ -119,16 +92,3 @@ def _replay(rows: list[dict[str, Any]]) -> Counter[str]:
             logger.exception("replay failed", extra={"event_id": row["event_id"]})
             counts["failed"] += 1
     return counts
-
-
-def _record_failure(event: events.Event, body: bytes | str, headers: Mapping[str, Any],
-                    exc: Exception) -> None:
-    """Best effort: keep the failed delivery in the inbox as 'failed' (with the exception's
-    class only) so it can be found; RevenueCat's retry processes it again."""
-    try:
-        with db.transaction() as conn:
-            if inbox.record(conn, PROVIDER, event.id, headers=headers, body=body, signature_ok=True,
-                            event_type=event.type):
-                inbox.mark(conn, PROVIDER, event.id, "failed", error=type(exc).__name__)
-    except Exception:
-        logger.warning("could not record the failed delivery", extra={"event_id": event.id})

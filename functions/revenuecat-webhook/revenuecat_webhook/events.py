@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common import safejson
 from common.errors import AppError
 
 #: Event types that give access until ``expiration_at_ms``.
@@ -110,14 +111,15 @@ def ms(value: int | None) -> datetime | None:
 
 
 def parse(body: bytes | str) -> Webhook:
-    """The webhook body, or AppError 400 ``invalid_event`` when it is not one (bad JSON,
-    no ``event`` object, a known field of the wrong type). The message names the
-    failing fields only, never their values."""
+    """The webhook body, or AppError 400 ``invalid_event`` when it is not one (bad JSON
+    within ``common.safejson``'s limits, no ``event`` object, a known field of the wrong
+    type). Strings that text columns cannot hold are replaced (the header was verified:
+    the event must still apply). The message names the failing fields only, never their
+    values."""
+    data = safejson.loads(body, strings="replace")
     try:
-        return Webhook.model_validate_json(body)
+        return Webhook.model_validate(data)
     except ValidationError as exc:
-        if any(err["type"] == "json_invalid" for err in exc.errors()):
-            raise AppError("the request body is not valid JSON", code="invalid_json") from None
         fields = sorted({".".join(str(p) for p in err["loc"]) for err in exc.errors()})[:5]
         raise AppError(f"not a RevenueCat event: invalid {', '.join(fields) or 'body'}",
                        code="invalid_event") from None

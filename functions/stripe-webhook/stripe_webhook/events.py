@@ -22,23 +22,16 @@ must equal the order's before anything is delivered.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from common import db, inbox, payments
+from common import payments, webhooks
 from common.observability import logger
+from common.webhooks import Outcome
 from stripe_webhook import subscriptions
 from stripe_webhook.models import OBJECTS, Charge, Event, Invoice, Session, Subscription
 from stripe_webhook.subscriptions import Observation
 
 PROVIDER = "stripe"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: str
-    inbox: str = "processed"  # processed | ignored | unmatched
-    note: str | None = None
 
 
 def parse(event: dict[str, Any]) -> tuple[Event, Any]:
@@ -50,20 +43,12 @@ def parse(event: dict[str, Any]) -> tuple[Event, Any]:
 
 
 def process(ev: Event, obj: Any, event: dict[str, Any], *, headers: Any, raw: bytes) -> str:
-    try:
-        with db.transaction() as conn:
-            if not inbox.record(conn, PROVIDER, ev.id, headers=headers, body=raw, signature_ok=True,
-                                event_type=ev.type):
-                return "duplicate"
-            handler = HANDLERS.get(ev.type)
-            outcome = handler(conn, ev, obj, event) if handler else Outcome("ignored", "ignored")
-            inbox.mark(conn, PROVIDER, ev.id, outcome.inbox, error=outcome.note)
-    except Exception as exc:
-        payments.record_failure(PROVIDER, ev.id, headers=headers, body=raw, event_type=ev.type, error=exc)
-        raise
-    logger.info("stripe event applied", extra={"event_id": ev.id, "event_type": ev.type,
-                                               "outcome": outcome.status})
-    return outcome.status
+    """Apply one verified event exactly once; the answer's ``status``."""
+    def apply(conn: Any) -> Outcome:
+        handler = HANDLERS.get(ev.type)
+        return handler(conn, ev, obj, event) if handler else Outcome.ignored("event type not handled")
+
+    return webhooks.deliver(PROVIDER, ev.id, event_type=ev.type, headers=headers, raw=raw, apply=apply).status
 
 
 # --- checkout sessions -----------------------------------------------------------------
@@ -106,7 +91,7 @@ def session_failed(conn: Any, ev: Event, session: Session, event: dict[str, Any]
     else:
         code = "expired"
     failed = payments.fail_order(order.id, code, conn=conn)
-    return Outcome(code if failed else "ignored", "processed" if failed else "ignored")
+    return Outcome(code) if failed else Outcome.ignored("order no longer open")
 
 
 def _session_order(conn: Any, session: Session) -> payments.Order | None:
@@ -158,7 +143,7 @@ def invoice_failed(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]
 def subscription_changed(conn: Any, ev: Event, sub: Subscription, event: dict[str, Any]) -> Outcome:
     order = _subscription_order(conn, sub.id, sub.metadata)
     if order is None:
-        return Outcome("unmatched", "unmatched", "unknown subscription")
+        return Outcome.unmatched("unknown subscription")
     status = "canceled" if ev.type.endswith(".deleted") else sub.status
     seen = Observation.of(sub, ev.at, status)
     verdict = subscriptions.observe(conn, order, sub.id, seen, event_id=ev.id)
@@ -201,7 +186,7 @@ def charge_refunded(conn: Any, ev: Event, charge: Charge, event: dict[str, Any])
     result = payments.refund(conn, order, total, ref=f"refund:{charge.id}:{charge.amount_refunded}",
                              event_id=ev.id, at=ev.at)
     if result is None:
-        return Outcome("ignored", "ignored", "nothing to refund")
+        return Outcome.ignored("nothing to refund")
     return Outcome("refunded")
 
 
@@ -225,7 +210,7 @@ def _unmatched(conn: Any, transaction_id: str, amount: int | None, currency: str
                             status="unmatched", amount_minor=amount or 0, currency=(currency or "").upper(),
                             raw=event, kind=kind)
     logger.warning("stripe event for an unknown order", extra={"transaction_id": transaction_id})
-    return Outcome("unmatched", "unmatched", "unknown order")
+    return Outcome.unmatched("unknown order")
 
 
 def _mismatch(conn: Any, order: payments.Order, record: Callable[..., None], ev: Event,
@@ -235,7 +220,7 @@ def _mismatch(conn: Any, order: payments.Order, record: Callable[..., None], ev:
         "event_id": ev.id, "expected": [order.amount_minor, order.currency],
         "received": [amount, (currency or "").upper()]})
     logger.warning("stripe amount mismatch", extra={"order_id": str(order.id), "event_id": ev.id})
-    return Outcome("mismatch", "ignored", "amount_mismatch")
+    return Outcome.ignored("amount_mismatch", status="mismatch")
 
 
 HANDLERS: dict[str, Callable[[Any, Event, Any, dict[str, Any]], Outcome]] = {

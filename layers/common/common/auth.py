@@ -13,8 +13,9 @@ allow-list of the configured key source before any key is chosen (so ``none``, a
 when keys are public, are refused), a JWKS key only verifies its own algorithm, and
 ``jwt.decode`` is given exactly that one algorithm.
 
-Claims: ``exp`` and ``sub`` are required; ``exp``/``nbf``/``iat`` are checked with
-``LEEWAY_S`` of clock skew; ``iss``/``aud`` are required and checked when
+Claims: ``exp`` and ``sub`` are required; ``exp``/``nbf``/``iat`` must be numbers and
+are checked with ``LEEWAY_S`` of clock skew; ``JWT_MAX_LIFETIME_S``, when set, bounds
+``exp - iat``; ``iss``/``aud`` are required and checked when
 ``JWT_ISSUER``/``JWT_AUDIENCE`` are set (a token naming an audience is refused when none is
 configured: PyJWT's default, we cannot tell it was meant for us). ``sub`` must be a UUID:
 it is the ``users.id``; ``ensure_user`` provisions that row on first sight.
@@ -140,11 +141,26 @@ def authenticate(authorization_header: str | None) -> Principal:
             _reject("invalid token", error=f"{type(exc).__name__}: {exc}"[:120], key_source=source)
     if claims is None:
         _reject("signature does not verify", key_source=source, keys_tried=len(keys))
+    _check_times(claims, s.JWT_MAX_LIFETIME_S)
     try:
         user_id = uuid.UUID(claims["sub"])
     except (ValueError, TypeError, AttributeError):
         _reject("sub is not a UUID")
     return Principal(user_id=user_id, claims=claims)
+
+
+def _check_times(claims: dict[str, Any], max_lifetime_s: int | None) -> None:
+    """What PyJWT leaves open: ``exp``/``nbf``/``iat`` must be JSON numbers (RFC 7519's
+    NumericDate; PyJWT also takes numeric strings), and, when ``JWT_MAX_LIFETIME_S`` is
+    set, a token may live at most that long (from ``iat``, or from now without one)."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            _reject("time claim is not a number", claim=name)
+    if max_lifetime_s is not None:
+        start = claims.get("iat", time.time())
+        if claims["exp"] - start > max_lifetime_s + LEEWAY_S:
+            _reject("token lifetime exceeds JWT_MAX_LIFETIME_S", max_lifetime_s=max_lifetime_s)
 
 
 # The user row is made on first sight. The email is kept only when no other user has it

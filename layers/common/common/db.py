@@ -9,11 +9,23 @@ Parameter binding: psycopg's default server-side binding (extended query protoco
 kept because values never mix into SQL text. Automatic *named* prepared statements are
 turned off (``prepare_threshold=None``): they are session state, which RDS Proxy answers
 by pinning the client to one backend. Unnamed statements do not pin.
+
+Failures, and what each costs the caller:
+- a kept connection that the server closed while it sat idle (a failover, a proxy's idle
+  timeout, ``pg_terminate_backend``) is noticed before anything is sent on it (the
+  server's goodbye is waiting on the socket) and replaced: nothing ran, nothing is lost;
+- a server that vanished without a word (a host gone, a network partition) is detected by
+  TCP keepalives and ``tcp_user_timeout`` within ``DB_DEAD_PEER_TIMEOUT_S`` seconds,
+  instead of hanging until the Lambda timeout;
+- any of these, or a server refusing connections, is an outage (``is_outage``): the HTTP
+  layer answers 503 with Retry-After and the caller or the provider retries.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -33,6 +45,7 @@ def _connect(role: str = "") -> psycopg.Connection[dict[str, Any]]:
 
     s = settings()
     name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or s.POWERTOOLS_SERVICE_NAME
+    dead_peer_s = s.DB_DEAD_PEER_TIMEOUT_S
     return psycopg.connect(
         require_secret("DATABASE_URL"),
         autocommit=True,
@@ -41,17 +54,53 @@ def _connect(role: str = "") -> psycopg.Connection[dict[str, Any]]:
         connect_timeout=s.DB_CONNECT_TIMEOUT_S,
         application_name=f"{name}/{role}" if role else name,
         options=f"-c statement_timeout={s.DB_STATEMENT_TIMEOUT_MS}",
+        # A peer that stops answering: unacknowledged data fails after tcp_user_timeout,
+        # and an idle wait (a long statement) is probed from a third of the budget on.
+        # libpq ignores these on a Unix socket (the embedded server locally).
+        keepalives=1,
+        keepalives_idle=max(1, dead_peer_s // 3),
+        keepalives_interval=max(1, dead_peer_s // 6),
+        keepalives_count=3,
+        tcp_user_timeout=dead_peer_s * 1000,
     )
 
 
+def _closed_while_idle(conn: psycopg.Connection[Any]) -> bool:
+    """True when the server has spoken on an idle connection.
+
+    An idle session receives nothing unless the server is going away: its termination
+    notice (``AdminShutdown``) or the end of the stream is then waiting on the socket.
+    Polling costs no round trip, unlike a ``SELECT 1``; psycopg offers no such check
+    (its pool pings), so it is written here. Anything unexpected counts as closed: a
+    spare reconnect is cheap, a statement sent to a dead backend is a failed request.
+    """
+    try:
+        poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except Exception:
+        return True
+
+
 def _thread_connection(slot: str, role: str = "") -> psycopg.Connection[dict[str, Any]]:
+    import psycopg
+
     conn = getattr(_local, slot, None)
-    if conn is None or conn.closed or conn.broken:
+    idle = conn is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    if conn is None or conn.closed or conn.broken or (idle and _closed_while_idle(conn)):
         if conn is not None:
             conn.close()
         conn = _connect(role)
         setattr(_local, slot, conn)
     return conn
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is unreachable or failing for now (connection
+    refused or lost, server shutting down or starting, too many connections, a timeout,
+    a deadlock): a 503 and a retry, not a bug. Needs no import of psycopg."""
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
 
 
 def connection() -> psycopg.Connection[dict[str, Any]]:

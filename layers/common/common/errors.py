@@ -7,6 +7,9 @@ class AppError(Exception):
 
     status = 400
     code = "bad_request"
+    #: Seconds for the Retry-After header; every 503 gets one (UNAVAILABLE_RETRY_AFTER_S
+    #: unless the error says otherwise).
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
         super().__init__(message)
@@ -88,6 +91,11 @@ class TooManyRequests(AppError):
     def __init__(self, message: str = "Too many requests; slow down", *, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+#: Retry-After of a 503 whose error names no other delay: long enough for a connection
+#: to be re-made, short enough that a client retrying soon after a failover succeeds.
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 
 class Unavailable(AppError):

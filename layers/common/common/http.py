@@ -16,8 +16,14 @@ A function is a resolver, typed routes and one handler::
 Every non-2xx answer has the body ``{"error": {"code": "snake_case", "message": "..."}}``
 (422 adds ``fields``). The mapping lives in ``_register_errors`` only: ``AppError``
 subclasses carry their status and code; Powertools' own errors (validation, unknown
-route, bad JSON) and the idempotency utility's are translated there; anything else is a
-500 naming the request id, logged with its traceback, never echoed.
+route, bad JSON) and the idempotency utility's are translated there; a database outage
+(``db.is_outage``) is 503 ``unavailable``; every 503 carries ``Retry-After``; anything
+else is a 500 naming the request id, logged with its traceback, never echoed.
+
+Input limits, checked before any route runs: the body's size (``max_body_bytes``, 413),
+its JSON (``common.safejson``: depth, number length, no NUL or unpaired surrogate in a
+string; 400 ``invalid_json``), and the path and query string (no NUL or unpaired
+surrogate; 400 ``invalid_request``).
 
 CORS is the function URL's job (``FunctionUrlConfig.Cors`` in template.yaml, origins from
 the ``AllowedOrigins`` parameter): Lambda answers preflights and adds the headers itself,
@@ -41,7 +47,8 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     ResponseValidationError,
 )
 
-from common.errors import AppError, PayloadTooLarge, TooManyRequests, Unauthorized
+from common import db, safejson
+from common.errors import UNAVAILABLE_RETRY_AFTER_S, AppError, PayloadTooLarge, Unauthorized
 from common.observability import logger, metrics, service_name, tracer
 
 if TYPE_CHECKING:
@@ -80,7 +87,7 @@ def make_resolver(*, max_body_bytes: int = MAX_BODY_BYTES) -> Resolver:
         # Powertools parses the body lazily, through this function, whether the
         # validation middleware asks or a route reads json_body: check its size first.
         _check_body_size(app.current_event, max_body_bytes)
-        return json.loads(text)
+        return safejson.loads(text)
 
     app = Resolver(
         enable_validation=True,
@@ -90,12 +97,13 @@ def make_resolver(*, max_body_bytes: int = MAX_BODY_BYTES) -> Resolver:
         debug=False,  # debug mode prints whole events (tokens, bodies) and echoes tracebacks
     )
 
-    def limit_body(app: Resolver, next_middleware: NextMiddleware) -> Response:
+    def check_request(app: Resolver, next_middleware: NextMiddleware) -> Response:
         # Routes that read the raw body (webhooks, uploads) never go through parse_json.
         _check_body_size(app.current_event, max_body_bytes)
+        _check_path_and_query(app.current_event)
         return next_middleware(app)
 
-    app.use([limit_body])
+    app.use([check_request])
     _register_errors(app)
     return app
 
@@ -214,8 +222,9 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
     @app.exception_handler(AppError)
     def app_error(exc: AppError) -> Response:
         headers = {}
-        if isinstance(exc, TooManyRequests):
-            headers["Retry-After"] = str(exc.retry_after)
+        retry_after = exc.retry_after or (UNAVAILABLE_RETRY_AFTER_S if exc.status == 503 else None)
+        if retry_after:
+            headers["Retry-After"] = str(retry_after)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
         log = logger.warning if exc.status >= 500 else logger.info
@@ -278,6 +287,8 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
 
     @app.exception_handler(Exception)
     def unexpected(exc: Exception) -> Response:
+        if db.is_outage(exc):
+            return unavailable(exc, "database unavailable")
         return _internal_error(app, exc, "unhandled error")
 
 
@@ -307,8 +318,16 @@ def _register_idempotency_errors(app: LambdaFunctionUrlResolver) -> None:
 
     @app.exception_handler([IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError])
     def store_failed(exc: Exception) -> Response:
-        logger.exception("idempotency store failed", exc_info=exc)
-        return error_response(503, "unavailable", "please retry", headers={"Retry-After": "1"})
+        return unavailable(exc, "idempotency store unavailable")
+
+
+def unavailable(exc: BaseException, what: str) -> Response:
+    """503 for an outage: logged once, as a warning with the error's class and no
+    traceback (an outage is not a bug, and its message may name hosts)."""
+    cause = exc.__cause__ or exc
+    logger.warning(what, extra={"error": type(cause).__name__})
+    return error_response(503, "unavailable", "the service is briefly unavailable; retry shortly",
+                          headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
 
 def _internal_error(app: LambdaFunctionUrlResolver, exc: Exception, what: str) -> Response:
@@ -344,6 +363,14 @@ def _body_is_utf8(event: LambdaFunctionUrlEvent) -> bool:
     return True
 
 
+def _check_path_and_query(event: LambdaFunctionUrlEvent) -> None:
+    """Refuse a path or query string holding what no text column can store (NUL, an
+    unpaired surrogate): a 400 here, rather than a database error later."""
+    query = event.query_string_parameters or {}
+    if not all(safejson.is_storable(text) for text in (event.path, *query.keys(), *query.values())):
+        raise AppError("the path or query string holds NUL or an unpaired surrogate", code="invalid_request")
+
+
 def _check_body_size(event: LambdaFunctionUrlEvent, limit: int) -> None:
     """Refuse a body over ``limit`` bytes, measured without decoding it."""
     body = event.body
@@ -352,6 +379,6 @@ def _check_body_size(event: LambdaFunctionUrlEvent, limit: int) -> None:
     if event.is_base64_encoded:
         size = len(body) * 3 // 4 - body[-2:].count("=")
     else:
-        size = len(body) if body.isascii() else len(body.encode())
+        size = len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
     if size > limit:
         raise PayloadTooLarge(f"the request body exceeds {limit} bytes")

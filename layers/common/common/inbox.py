@@ -21,7 +21,10 @@ before committing; mark a delivery that failed its signature check ``failed`` (n
 ``ignored``), so the genuine delivery of that event id is still processed.
 
 Headers are stored with sensitive values redacted (authorization, signatures, cookies,
-tokens); the raw body is kept as received, for audit and replays.
+tokens); the raw body is kept as the exact bytes received (``bytea``), for audit and
+replays: a signed body that holds what text columns cannot (``\u0000``) is kept as
+signed. ``common.webhooks.deliver`` runs the record, apply, mark pattern for every
+provider.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ class InboxEvent:
     event_id: str
     event_type: str | None
     headers: dict[str, str]
-    body: str
+    body: bytes
     signature_ok: bool
     status: str
     attempts: int
@@ -111,14 +114,14 @@ def record(conn: psycopg.Connection, provider: str, event_id: str, *, headers: M
         raise RuntimeError("inbox.record must run inside the transaction that applies the event")
     if not provider or not event_id:
         raise ValueError("provider and event_id are required")
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str):
+        body = body.encode("utf-8", errors="surrogatepass")
     params = {
         "provider": provider,
         "event_id": str(event_id),
         "event_type": event_type,
         "headers": Jsonb(redact_headers(headers)),
-        "body": body.replace("\x00", "\ufffd"),  # text columns cannot hold NUL
+        "body": bytes(body),
         "signature_ok": bool(signature_ok),
     }
     row = conn.cursor(row_factory=dict_row).execute(RECORD, params).fetchone()
@@ -150,12 +153,14 @@ def unmatched(provider: str, limit: int = 100) -> list[InboxEvent]:
 
 
 def redact_headers(headers: Mapping[str, Any]) -> dict[str, str]:
-    """Header names lower-cased, values of credentials and signatures replaced."""
+    """Header names lower-cased, values of credentials and signatures replaced, and what
+    jsonb cannot hold (NUL, unpaired surrogates) replaced by U+FFFD."""
     from common.observability import REDACTED, SENSITIVE_KEYS
+    from common.safejson import clean_text
 
     out = {}
     for name, value in headers.items():
-        key = str(name).lower()
+        key = clean_text(str(name).lower())
         sensitive = key in SENSITIVE_KEYS or _SENSITIVE_HEADER.search(key)
-        out[key] = REDACTED if sensitive else str(value)
+        out[key] = REDACTED if sensitive else clean_text(str(value))
     return out

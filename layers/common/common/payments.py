@@ -429,19 +429,3 @@ def _run(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> psycop
     from psycopg.rows import dict_row
 
     return conn.cursor(row_factory=dict_row).execute(query, params)
-
-
-def record_failure(provider: str, event_id: str, *, headers: Any, body: str | bytes,
-                   event_type: str | None, error: BaseException) -> None:
-    """After a webhook's transaction rolled back on an unexpected error: keep the
-    delivery in the inbox as ``failed`` (its class name as the error), so it can be seen
-    and the provider's retry processes it. Best effort: this must not hide the error."""
-    from common import inbox
-
-    try:
-        with db.transaction() as conn:
-            inbox.record(conn, provider, event_id, headers=headers, body=body, signature_ok=True,
-                         event_type=event_type)
-            inbox.mark(conn, provider, event_id, "failed", error=type(error).__name__)
-    except Exception:  # the database may be what failed
-        logger.warning("could not record the failed delivery", extra={"provider": provider})

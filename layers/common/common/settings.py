@@ -21,12 +21,14 @@ class Settings(BaseSettings):
     JWT_JWKS_URL: str | None = None
     JWT_ISSUER: str | None = None
     JWT_AUDIENCE: str | None = None
+    JWT_MAX_LIFETIME_S: int | None = Field(default=None, ge=1)  # unset: any lifetime the issuer gives
     OPENAI_BASE_URL: str | None = None
     PAYMOB_API_URL: str = "https://accept.paymob.com"
     STRIPE_API_BASE: str = "https://api.stripe.com"
     REVENUECAT_API_URL: str = "https://api.revenuecat.com"
     DB_STATEMENT_TIMEOUT_MS: int = Field(default=10_000, ge=0)
     DB_CONNECT_TIMEOUT_S: int = Field(default=5, ge=1)
+    DB_DEAD_PEER_TIMEOUT_S: int = Field(default=10, ge=1)  # a silent server is given up on after this
     SECRETS_MAX_AGE: int = Field(default=300, ge=0)
     RATE_LIMIT_PER_MINUTE: int = Field(default=100, ge=1)  # per user and route, unless the route says
     POWERTOOLS_SERVICE_NAME: str = "backend"

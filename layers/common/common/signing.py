@@ -26,11 +26,11 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from common import safejson
 from common.errors import AppError, SignatureError
 from common.observability import logger
 
@@ -202,7 +202,8 @@ def _verify_paymob(flavour: str, values: list[str | None], signature: object,
         _rejected("paymob", "malformed or missing hmac", **details)
         return False
     for null in renderings:
-        if _matches(_join(values, null).encode("utf-8"), received, keys, "sha512"):
+        # surrogatepass: a lone surrogate in a forged body must fail the match, not raise.
+        if _matches(_join(values, null).encode("utf-8", "surrogatepass"), received, keys, "sha512"):
             if null_fields:
                 logger.info("paymob hmac verified with null signed fields",
                             extra={"scheme": "paymob", **details, "null_rendering": repr(null)})
@@ -238,7 +239,9 @@ def raw_body(event: Mapping[str, Any]) -> bytes:
             return base64.b64decode(body, validate=True)
         except (ValueError, binascii.Error):
             raise AppError("request body is not valid base64", code="bad_request") from None
-    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    # surrogatepass: an event string holding a lone surrogate cannot have been sent as
+    # UTF-8; its bytes then fail every signature instead of raising here.
+    return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
 
 
 def _stripe_header_facts(sig_header: str | None) -> dict[str, Any]:
@@ -259,7 +262,7 @@ def _stripe_header_facts(sig_header: str | None) -> dict[str, Any]:
 
 def verify_stripe(payload: bytes, sig_header: str | None, secrets: Sequence[str], *,
                   tolerance: int = 300) -> dict[str, Any]:
-    """The verified Stripe event as a plain dict (``json.loads`` of the payload).
+    """The verified Stripe event as a plain dict (``safejson.loads`` of the payload).
 
     ``payload`` is the raw body (see ``raw_body``). Each active secret is tried with the
     SDK's ``WebhookSignature.verify_header(..., tolerance=...)``: any ``v1`` signature
@@ -294,10 +297,9 @@ def verify_stripe(payload: bytes, sig_header: str | None, secrets: Sequence[str]
         _rejected("stripe", "; ".join(reasons), secrets_tried=len(keys), tolerance_s=tolerance,
                   **_stripe_header_facts(sig_header))
         raise SignatureError("signature verification failed")
-    try:
-        event = json.loads(payload)
-    except ValueError:
-        raise AppError("event body is not JSON", code="bad_request") from None
+    # Signed by Stripe, so applied whatever its strings hold: what text columns cannot
+    # store is replaced (the verified bytes themselves are kept by the inbox).
+    event = safejson.loads(payload, strings="replace")
     if not isinstance(event, dict):
         raise AppError("event body is not a JSON object", code="bad_request")
     return event

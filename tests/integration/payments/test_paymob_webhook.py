@@ -382,3 +382,27 @@ def test_the_response_callback_shows_a_status_and_grants_nothing(paymob):
     status, body = call("paymob-webhook", url_event("GET", "/", query=tampered))
     assert (status, body["error"]["code"]) == (401, "invalid_signature")
     assert snapshot() == before and balance(user) == 0
+
+
+# --- signed callbacks carrying what text columns cannot hold ----------------------------------
+
+
+@pytest.mark.parametrize("where", ["unsigned", "signed"])
+def test_a_signed_callback_with_nul_pays_its_order_once(paymob, where):
+    # Given a callback whose strings hold NUL: in an unsigned field (data.message), or in a
+    # signed one (source_data.pan), the hmac computed over exactly those characters
+    user, order_id, paymob_order, amount, currency = buy(paymob)
+    callback = fake_paymob.transaction(paymob_order, amount, currency, id=paymob.next_transaction_id())
+    if where == "unsigned":
+        callback["obj"]["data"]["message"] = "Appro\u0000ved"
+    else:
+        callback["obj"]["source_data"]["pan"] = "23\u000046"
+    raw = json.dumps(callback)  # "\u0000" escapes, as Paymob's JSON would carry them
+    # When it is delivered, then redelivered twice
+    answers = [deliver(callback, raw_body=raw) for _ in range(3)]
+    # Then the order is paid once, the credits granted once, and the inbox keeps the bytes
+    assert answers == [(200, {"status": "paid"})] + [(200, {"status": "duplicate"})] * 2
+    assert (order(order_id)["status"], balance(user)) == ("paid", 50)
+    assert len(ledger_of(user)) == 1
+    [kept] = inbox_of("paymob")
+    assert kept["body"] == raw.encode() and kept["status"] == "processed"

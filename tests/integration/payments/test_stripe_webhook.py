@@ -296,7 +296,7 @@ def test_bad_signatures_are_400_and_store_nothing(stripe_api, monkeypatch):
 
 
 @pytest.mark.parametrize(("mutate", "status", "code"), [
-    (lambda e: "{not json", 400, "bad_request"),
+    (lambda e: "{not json", 400, "invalid_json"),
     (lambda e: json.dumps(dict(e, created=str(e["created"]))), 422, "invalid_input"),
     (lambda e: json.dumps({k: v for k, v in e.items() if k != "type"}), 422, "invalid_input"),
     (lambda e: json.dumps(dict(e, data={"object": {k: v for k, v in e["data"]["object"].items()
@@ -318,3 +318,25 @@ def test_other_event_types_are_recorded_and_acknowledged():
     event = fake_stripe.event("customer.created", {"id": "cus_test_1", "object": "customer"})
     assert deliver(event) == (200, {"status": "ignored"})
     assert [(e["event_type"], e["status"]) for e in inbox_of("stripe")] == [("customer.created", "ignored")]
+
+
+# --- signed events carrying what text columns cannot hold ---------------------------------------
+
+
+@pytest.mark.parametrize("text", ["Zo\u0000ë", "lone \ud800 surrogate"])
+def test_a_signed_event_with_nul_or_a_lone_surrogate_pays_its_order_once(stripe_api, text):
+    # Given a session completed event whose customer name holds NUL or an unpaired
+    # surrogate (unsigned by us, signed by Stripe: every byte of the body is)
+    user, order_id, session = start(stripe_api)
+    event = completed(session, customer_details={"name": text, "email": "z@example.com"})
+    raw = json.dumps(event)
+    # When it is delivered, then redelivered twice
+    answers = [deliver({}, raw_body=raw) for _ in range(3)]
+    # Then the order is paid once and the inbox keeps the exact bytes that were signed
+    assert answers == [(200, {"status": "paid"})] + [(200, {"status": "duplicate"})] * 2
+    assert (order(order_id)["status"], balance(user)) == ("paid", 50)
+    assert len(ledger_of(user)) == 1
+    [kept] = inbox_of("stripe")
+    assert kept["body"] == raw.encode() and kept["status"] == "processed"
+    [payment] = payments_of("stripe")
+    assert "\ufffd" in json.dumps(payment["raw"], ensure_ascii=False)  # stored as U+FFFD

@@ -35,6 +35,7 @@ def test_every_function_handler_resolves_to_code():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the build's own limit: seven dependency sets cross-built, 3-6 min on 2 busy cores
 def test_sam_build_makes_arm64_layer(tmp_path):
     build_dir = tmp_path / "build"
     out = _run(str(TOOLS / "sam"), "build", "--build-dir", str(build_dir),

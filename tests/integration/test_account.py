@@ -540,8 +540,9 @@ def test_an_export_is_queued_run_by_the_schedule_and_downloaded():
         "generations.json",
         "pair.json",
         "manifest.json",
-        "images/uploads/a.jpg",
-        "images/generations/g.jpg",
+        "journal_attachments.json",
+        "media/uploads/a.jpg",
+        "media/generations/g.jpg",
     } == names
     entries = json.loads(zf.read("journal_entries.json"))
     assert [(e["content"], e["analysis"]) for e in entries] == [
@@ -549,10 +550,10 @@ def test_an_export_is_queued_run_by_the_schedule_and_downloaded():
     ]
     assert json.loads(zf.read("account.json"))["balance"] == 40
     assert json.loads(zf.read("credits_ledger.json"))[0]["amount"] == 40
-    assert zf.read("images/uploads/a.jpg") == b"\xff\xd8photo"
+    assert zf.read("media/uploads/a.jpg") == b"\xff\xd8photo"
     assert json.loads(zf.read("pair.json"))["current"]["partner_id"] == str(ben)
     manifest = json.loads(zf.read("manifest.json"))
-    assert manifest["rows"]["journal_entries.json"] == 1 and manifest["images"] == {"count": 2, "bytes": 15}
+    assert manifest["rows"]["journal_entries.json"] == 1 and manifest["media"] == {"count": 2, "bytes": 15}
     # under her prefix, and nobody else can see it
     key = sql("SELECT object_key FROM account_exports WHERE id = %s", (queued["export_id"],))[0][0]
     assert key == f"users/{ana}/exports/{queued['export_id']}.zip"

@@ -157,6 +157,12 @@ def user_with_everything() -> dict:
         3600,
         owner=leaving,
     )
+    sql(
+        "INSERT INTO journal_attachments (entry_id, author_id, kind, content_type, object_key, declared_bytes, "
+        "transcript, language) VALUES (%s, %s, 'audio', 'audio/wav', %s, 10, %s, 'english')",
+        (entries[1], leaving, f"users/{leaving}/journal/note.wav", f"{NAME} said hello"),
+    )
+    put("UPLOADS_BUCKET", f"users/{leaving}/journal/note.wav", b"RIFF....WAVE")
     put("UPLOADS_BUCKET", f"users/{leaving}/uploads/a.jpg")
     put("UPLOADS_BUCKET", f"users/{leaving}/uploads/never-used.jpg")
     put("GENERATIONS_BUCKET", f"users/{leaving}/generations/g.jpg")

@@ -125,7 +125,7 @@ def test_the_exports_memory_does_not_grow_with_the_users_size(make_runner):
     assert size > 60, size
     entries = json.loads(large_zip.read("journal_entries.json"))
     assert len(entries) == 3000 and len(entries[-1]["content"]) == 8000
-    assert len([n for n in large_zip.namelist() if n.startswith("images/")]) == 40
+    assert len([n for n in large_zip.namelist() if n.startswith("media/")]) == 40
     assert archive_of(small).testzip() is None
     # ... while the worker's peak memory grew by about two upload parts for either user,
     # not with the data (printed for the record: pytest -s)

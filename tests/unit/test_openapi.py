@@ -38,7 +38,9 @@ def test_documents_cover_every_route_with_auth_and_the_error_envelope():
         "account DELETE /pairs/invites/{invite_id}", "account POST /pairs/join", "account GET /pairs/current",
         "account DELETE /pairs/current", "account GET /pairs/audit",
         "analyze-entry POST /entries", "analyze-entry POST /entries/{entry_id}/analyze",
-        "analyze-entry GET /entries/{entry_id}",
+        "analyze-entry GET /entries/{entry_id}", "analyze-entry DELETE /entries/{entry_id}",
+        "analyze-entry POST /entries/{entry_id}/attachments",
+        "analyze-entry DELETE /entries/{entry_id}/attachments/{attachment_id}",
         "checkout GET /products", "checkout POST /paymob", "checkout POST /stripe",
     }
 

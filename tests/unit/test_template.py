@@ -47,6 +47,7 @@ def _shipped(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the build's own limit: every dependency set cross-built, 3-6 min on 2 busy cores
 def test_sam_build_ships_exactly_the_locks(tmp_path):
     """Each artefact holds exactly its lock's packages at its lock's versions (issue: sam's
     python builder shipped a pydantic in functions over the layer's), for arm64."""
@@ -67,4 +68,24 @@ def test_sam_build_ships_exactly_the_locks(tmp_path):
     for package in ("pydantic_core", "psycopg_binary"):
         libs = [p.name for p in (layer / package).glob("*.so")]
         assert libs and all("aarch64" in name for name in libs), (package, libs)
+    # The functions' own compiled dependencies too (face detection, photos of journal entries)
+    for function, pattern in (("ProcessImageFunction", "_dlib_pybind11*.so"),
+                              ("ProcessImageFunction", "numpy/_core/_multiarray_umath*.so"),
+                              ("AnalyzeEntryFunction", "PIL/_imaging*.so"),
+                              ("AnalyzeEntryFunction", "_pillow_heif*.so")):
+        libs = [p.name for p in (build_dir / function).glob(pattern)]
+        assert libs and all("aarch64" in name for name in libs), (function, pattern, libs)
+    # Lambda refuses a function whose code and layers unzip to more than 250 MB
+    layer_bytes = _tree_bytes(build_dir / "CommonLayer")
+    for function in (p for p in build_dir.iterdir() if p.is_dir() and p.name != "CommonLayer"):
+        total = layer_bytes + _tree_bytes(function)
+        assert total < LAMBDA_UNZIPPED_LIMIT * 0.9, (function.name, total)
     shutil.rmtree(build_dir, ignore_errors=True)
+
+
+#: Lambda's limit on a function's code and layers, unzipped (bytes).
+LAMBDA_UNZIPPED_LIMIT = 262_144_000
+
+
+def _tree_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

@@ -9,18 +9,19 @@ Layout (README.txt inside says the same)::
     payments.json         their payments (ids, amounts, states)
     entitlements.json     subscriptions and what they give
     journal_entries.json  the user's own entries, with their analyses
-    generations.json      image edits: tool, parameters, results (metadata)
+    journal_attachments.json  their voice and photo notes: transcripts, descriptions
+    generations.json      image edits and analyses: tool, parameters, results (metadata)
     pair.json             the current pair, the user's invites (no codes), the pair audit
-    images/uploads/...    the photos the user uploaded
-    images/generations/...the edited images
+    media/...             every object under the user's prefix: uploads/ (photos),
+                          journal/ (voice and photo notes), generations/ (edited images)
     manifest.json         counts and the export's time, written last
 
 Memory stays flat whatever the user's size: database rows are streamed (psycopg's
 ``stream``, one row at a time, inside one REPEATABLE READ READ ONLY transaction, so the
 JSON files are one consistent snapshot), each JSON file is written row by row into its
-ZIP entry, images are copied from S3 in 1 MiB chunks, and the ZIP goes out through
+ZIP entry, media are copied from S3 in 1 MiB chunks, and the ZIP goes out through
 ``common.storage.MultipartUpload`` in parts of EXPORT_PART_SIZE_MB (zipfile writes to a
-stream it cannot seek, with data descriptors). Images are stored, not deflated (they are
+stream it cannot seek, with data descriptors). Media are stored, not deflated (they are
 compressed already); JSON is deflated. The archive's SHA-256 is computed on the way.
 """
 
@@ -68,9 +69,13 @@ TABLES: tuple[tuple[str, str], ...] = (
     ("journal_entries.json", """
         SELECT id, pair_id, title, content, visibility, analysis, analyzed_at, created_at, updated_at
           FROM journal_entries WHERE author_id = %(user_id)s ORDER BY created_at, id"""),
+    ("journal_attachments.json", """
+        SELECT id, entry_id, kind, content_type, object_key, bytes, duration_s, transcript, language,
+               description, described_by, created_at
+          FROM journal_attachments WHERE author_id = %(user_id)s ORDER BY created_at, id"""),
     ("generations.json", """
         SELECT id, tool_id, tool_version, model, params, status, source_key, result_key, result_content_type,
-               result_bytes, width, height, credits_charged, error_code, created_at
+               result, result_bytes, width, height, credits_charged, error_code, created_at
           FROM generations WHERE user_id = %(user_id)s ORDER BY created_at, id"""),
 )
 
@@ -91,8 +96,9 @@ SELECT id, pair_id, action, actor_id, entry_id, details, created_at
   FROM pair_audit WHERE visible_to @> ARRAY[%(user_id)s]::uuid[] ORDER BY id
 """
 
-#: The buckets whose ``users/<id>/`` prefix holds the user's images, and their folder.
-IMAGE_BUCKETS = (("UPLOADS_BUCKET", "uploads"), ("GENERATIONS_BUCKET", "generations"))
+#: The buckets whose ``users/<id>/`` prefix holds the user's media (their keys go on
+#: from there: uploads/..., journal/..., generations/...).
+MEDIA_BUCKETS = ("UPLOADS_BUCKET", "GENERATIONS_BUCKET")
 
 README = """Your data, exported {at}.
 
@@ -102,9 +108,11 @@ orders.json           your web orders (Stripe, Paymob) and their state
 payments.json         the payments of those orders (provider ids, amounts, states)
 entitlements.json     your subscriptions and what they give (a pair shares them)
 journal_entries.json  your journal entries, with their analyses
-generations.json      your image edits: tool, parameters, result (the images are in images/)
+journal_attachments.json  your voice and photo notes: transcripts and descriptions
+generations.json      your image edits and face analyses: tool, parameters, result
 pair.json             your current pair, your invites (never their codes), the pair's audit trail
-images/               your uploaded photos (uploads/) and edited images (generations/)
+media/                your files: uploaded photos (uploads/), voice and photo notes (journal/),
+                      edited images (generations/)
 manifest.json         what this archive holds
 
 Dates are ISO 8601 in UTC; amounts of money are in the currency's minor unit (cents).
@@ -142,13 +150,13 @@ def build(export_id: UUID, user_id: UUID, *, part_size: int) -> Built:
                     "invites": conn.execute(INVITES, params).fetchall(),
                     "audit": conn.execute(PAIR_AUDIT, params).fetchall()}
             _write(zf, "pair.json", _json(pair))
-        images = _copy_images(zf, user_id)
+        media = _copy_media(zf, user_id)
         manifest = {"format": FORMAT, "export_id": str(export_id), "user_id": str(user_id),
-                    "exported_at": now.isoformat(), "rows": counts, "images": images}
+                    "exported_at": now.isoformat(), "rows": counts, "media": media}
         _write(zf, "manifest.json", _json(manifest))
     result = upload.result
     assert result is not None
-    return Built(key=key, size=result.size, sha256=result.sha256, files=len(counts) + 4 + images["count"])
+    return Built(key=key, size=result.size, sha256=result.sha256, files=len(counts) + 4 + media["count"])
 
 
 def discard(key: str) -> None:
@@ -182,19 +190,23 @@ def _write_rows(zf: Any, name: str, rows: Iterator[dict[str, Any]]) -> int:
     return n
 
 
-def _copy_images(zf: Any, user_id: UUID) -> dict[str, int]:
-    """Every object under the user's prefix in the image buckets, copied in chunks."""
+def _copy_media(zf: Any, user_id: UUID) -> dict[str, int]:
+    """Every object under the user's prefix in the media buckets, copied in chunks, as
+    ``media/<its key after the prefix>``."""
     import zipfile
 
     client = storage.s3()
     count = size = 0
     prefix = f"{storage.USER_PREFIX}/{user_id}/"
-    for setting, folder in IMAGE_BUCKETS:
+    seen: set[str] = set()
+    for setting in MEDIA_BUCKETS:
         bucket = layer_settings().require(setting)
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                rest = item["Key"][len(prefix):]
-                name = f"images/{folder}/{rest.split('/', 1)[1] if rest.startswith(folder + '/') else rest}"
+                name = f"media/{item['Key'][len(prefix):]}"
+                if name in seen:  # the same key in both buckets: keep both
+                    name = f"media/{setting.split('_')[0].lower()}/{item['Key'][len(prefix):]}"
+                seen.add(name)
                 info = zipfile.ZipInfo(name, date_time=item["LastModified"].timetuple()[:6])
                 info.compress_type = zipfile.ZIP_STORED
                 body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"]

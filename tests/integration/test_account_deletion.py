@@ -158,7 +158,8 @@ def user_with_everything() -> dict:
         owner=leaving,
     )
     sql(
-        "INSERT INTO journal_attachments (entry_id, author_id, kind, content_type, object_key, declared_bytes, "
+        "INSERT INTO journal_attachments (entry_id, author_id, kind, content_type, object_key, "
+        "declared_bytes, "
         "transcript, language) VALUES (%s, %s, 'audio', 'audio/wav', %s, 10, %s, 'english')",
         (entries[1], leaving, f"users/{leaving}/journal/note.wav", f"{NAME} said hello"),
     )

@@ -27,8 +27,9 @@ $(TOOLS)/.installed: requirements-tools.txt
 
 venv: $(VENV)/.installed $(TOOLS)/.installed
 
+# PORT=4000 S3_PORT=4100 make dev (or make dev PORT=4000): the runner's and S3's ports.
 dev: venv
-	$(VENV)/bin/python scripts/dev.py
+	$(VENV)/bin/python scripts/dev.py $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT))
 
 test: venv
 	$(VENV)/bin/ruff check .

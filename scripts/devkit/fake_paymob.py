@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import secrets
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,13 +27,30 @@ OWNER = 302852
 INTEGRATION_ID = 4097558
 
 
+class ClockIds:
+    """Increasing ids that no later run of the fake repeats: the time in microseconds, or
+    one more than the last id when that is later. Orders and transactions are kept in the
+    database across restarts (``.local/pgdata``), so ids counted from a fixed start
+    collided with the previous run's (the order's unique ``provider_order_id`` answered
+    502, a transaction id the inbox had seen answered ``duplicate``). Far above the
+    sample events' ids (Paymob's published 217503754, the demo order 217503760), and below
+    2**53, so JavaScript reads them exactly."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __next__(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return self._last
+
+
 @dataclass
 class FakePaymob(FakeServer):
     intentions: dict[int, dict[str, Any]] = field(default_factory=dict)  # by intention_order_id
-    # Apart from the order ids of the sample events (Paymob's published 217503754, and
-    # 217503760, the demo Paymob order of devkit.seed), so an intention never collides.
-    _order_ids: itertools.count = field(default_factory=lambda: itertools.count(320000001))
-    _transaction_ids: itertools.count = field(default_factory=lambda: itertools.count(192036465))
+    _order_ids: ClockIds = field(default_factory=ClockIds)
+    _transaction_ids: ClockIds = field(default_factory=ClockIds)
 
     def script(self, *responses: Scripted) -> None:
         """Queue responses for the next intention requests, used in order."""

@@ -637,6 +637,19 @@ class Runner:
         })
         return env
 
+    def jwt_settings(self) -> dict[str, str]:
+        """``JWT_SECRET``, ``JWT_ISSUER``, ``JWT_AUDIENCE``, ``JWT_JWKS_URL`` as the functions
+        get them (those of the first function with a URL): what a token minted for this
+        runner must match (the banner's tokens, scripts/token)."""
+        names = ("JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL")
+        functions = sorted(self.functions.values(), key=lambda f: (f.url is None, f.name))
+        if functions:
+            env = self.function_env(functions[0])
+        else:
+            shell = {k: os.environ[k] for k in names if os.environ.get(k)}
+            env = {**LOCAL_SECRETS, **self.services_env, **shell, **self.env_file.all_functions}
+        return {k: env[k] for k in names if env.get(k)}
+
     def function(self, name: str) -> cfn.LocalFunction:
         """A function by local name or logical id."""
         if name in self.functions:
@@ -1141,12 +1154,8 @@ def _banner(out: TextIO, runner: Runner, svc: Services | None, elapsed: float) -
         if svc.applied:
             lines.append(f"migrations applied: {', '.join(svc.applied)}")
         demo = svc.seeded
-        if runner.functions:
-            env = runner.function_env(next(iter(runner.functions.values())))
-        else:
-            names = ("JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE")
-            shell = {k: os.environ[k] for k in names if os.environ.get(k)}
-            env = {**svc.env(), **shell, **runner.env_file.all_functions}
+        env = runner.jwt_settings()
+
         def token(user_id: Any) -> str:
             return seed.token(user_id, env.get("JWT_SECRET") or LOCAL_JWT_SECRET,
                               issuer=env.get("JWT_ISSUER") or None, audience=env.get("JWT_AUDIENCE") or None)

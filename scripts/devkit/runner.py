@@ -76,6 +76,9 @@ FAKE_PROVIDER_SETTINGS = {
     "STRIPE_API_KEY": ("STRIPE_API_BASE",),
 }
 LOCAL_PAYMOB_KEYS = {"PAYMOB_SECRET_KEY": "local-paymob-secret-key", "PAYMOB_PUBLIC_KEY": "pk_test_local"}
+#: The functions that receive each provider's webhooks: the fakes' checkout pages sign
+#: with their secret and send to their URL.
+WEBHOOK_FUNCTIONS = {"paymob": "paymob-webhook", "stripe": "stripe-webhook"}
 LOCAL_STRIPE_API_KEY = "sk_test_local_stripe_key"
 _TEXT_TYPES = re.compile(r"text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded"
                          r"|graphql|x-ndjson)")
@@ -923,6 +926,22 @@ def start_services(buckets: list[str], *, s3_port: int | None = None, s3_port_fi
     return services
 
 
+def connect_checkout_pages(runner: Runner, services: Services) -> None:
+    """Tell the fakes' checkout pages what to sign their webhooks with and where Stripe's
+    go (the webhook functions' own settings and URL; Paymob sends to each intention's
+    notification_url, as Paymob does)."""
+    def first(env: dict[str, str], name: str) -> str | None:
+        return next((part.strip() for part in env.get(name, "").split(",") if part.strip()), None)
+
+    paymob_fn = runner.functions.get(WEBHOOK_FUNCTIONS["paymob"])
+    if services.paymob is not None and paymob_fn is not None:
+        services.paymob.hmac_secret = first(runner.function_env(paymob_fn), "PAYMOB_HMAC_SECRET")
+    stripe_fn = runner.functions.get(WEBHOOK_FUNCTIONS["stripe"])
+    if services.stripe is not None and stripe_fn is not None:
+        services.stripe.webhook_secret = first(runner.function_env(stripe_fn), "STRIPE_WEBHOOK_SECRET")
+        services.stripe.webhook_url = f"{runner.base_url}/{stripe_fn.name}/" if stripe_fn.url else None
+
+
 def redact_url(url: str) -> str:
     """A connection URL without its password."""
     parts = urlsplit(url)
@@ -1127,6 +1146,8 @@ def _main(template: Path, port: int, env_file: Path | None, *, host: str, servic
         runner = Runner(template, env_file=env_file, host=host, port=port,
                         services_env=svc.env() if svc else {}).start(run_schedules=run_schedules)
         runner.services = svc  # for callers of on_ready (tests drive the fakes through it)
+        if svc is not None:
+            connect_checkout_pages(runner, svc)
         _banner(out, runner, svc, time.perf_counter() - started)
         if on_ready:
             on_ready(runner)
@@ -1167,6 +1188,10 @@ def _banner(out: TextIO, runner: Runner, svc: Services | None, elapsed: float) -
                   f"export PARTNER_TOKEN={token(demo.partner_user_id)}"]
     else:
         lines.append(f"functions at {runner.base_url}/<function>/ (no local services)")
+    if svc is not None and (svc.paymob or svc.stripe):
+        lines.append("checkout pages: open the checkout_url of POST /checkout/paymob or the url of "
+                     "POST /checkout/stripe to pay, decline or pay a wrong amount; each button sends the "
+                     "provider's signed webhook to this runner")
     examples = curl_examples(runner)
     if examples:
         lines += ["examples:", *(f"  {line}" for line in examples)]

@@ -198,3 +198,31 @@ def test_the_s3_server_stops_when_its_parent_dies(tmp_path: Path) -> None:
         time.sleep(0.1)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the S3 server outlived its parent")
+
+
+# --- scripts/token ---------------------------------------------------------------------------
+
+
+def test_scripts_token_signs_with_the_secret_the_runner_gives_the_functions(tmp_path: Path) -> None:
+    import jwt
+
+    def token(*args: str, **env: str) -> dict:
+        shell = {k: v for k, v in os.environ.items() if k not in ("JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE")}
+        out = subprocess.run([str(ROOT / "scripts" / "token"), *args], env={**shell, **env}, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+        return jwt.decode(out, options={"verify_signature": False}) | {"_token": out}
+
+    # Nothing configured: the runner's local secret (never a random one)
+    claims = token("--env-file", "none")
+    jwt.decode(claims["_token"], rt.LOCAL_JWT_SECRET, algorithms=["HS256"])
+    # env.local.json's JWT_SECRET (a rotated list: the first value signs) and template parameters
+    env_file = tmp_path / "env.local.json"
+    env_file.write_text('{"Parameters": {"JWT_SECRET": "from-the-env-file-0123456789abcdef,old-one"}, '
+                        '"TemplateParameters": {"JwtIssuer": "https://issuer.example"}}')
+    claims = token("--env-file", str(env_file), "00000000-0000-4000-8000-000000000001")
+    decoded = jwt.decode(claims["_token"], "from-the-env-file-0123456789abcdef", algorithms=["HS256"],
+                         issuer="https://issuer.example")
+    assert decoded["sub"] == "00000000-0000-4000-8000-000000000001"
+    # The shell's JWT_SECRET over the local one, as for the runner (env.local.json over both)
+    claims = token("--env-file", "none", JWT_SECRET="from-the-shell-0123456789abcdef-x")
+    jwt.decode(claims["_token"], "from-the-shell-0123456789abcdef-x", algorithms=["HS256"])

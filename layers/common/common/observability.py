@@ -12,12 +12,15 @@ import logging
 import os
 import re
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from common.config import SECRET_NAMES
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 REDACTED = "[redacted]"
 
@@ -96,4 +99,57 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Back
 # Most invocations add no metric, and log_metrics then warns once per execution
 # environment; Powertools' documented way to silence it when that is expected.
 warnings.filterwarnings("ignore", "No application metrics to publish*")
-tracer = Tracer(service=service_name())
+
+
+def tracing_enabled() -> bool:
+    """Powertools' own rule: off when POWERTOOLS_TRACE_DISABLED is truthy, and outside
+    Lambda (no LAMBDA_TASK_ROOT) or under sam local / chalice."""
+    from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
+
+    if resolve_truthy_env_var_choice(env=os.environ.get("POWERTOOLS_TRACE_DISABLED", "false")):
+        return False
+    return bool(os.environ.get("LAMBDA_TASK_ROOT")) and not (
+        os.environ.get("AWS_SAM_LOCAL") or os.environ.get("AWS_CHALICE_CLI_MODE"))
+
+
+class LazyTracer:
+    """Powertools' Tracer, made only when tracing is on.
+
+    Constructing a Tracer imports the X-Ray SDK and botocore (about half a second of a
+    cold start), even when tracing is disabled; with tracing off this stands in for it:
+    its decorators return the function unchanged and everything else does nothing. With
+    tracing on it is the real Tracer (built on first use, so importing this module stays
+    cheap either way).
+    """
+
+    def __init__(self, service: str):
+        self._service = service
+        self._tracer: Tracer | None = None
+
+    def _real(self) -> Tracer | None:
+        if self._tracer is None and tracing_enabled():
+            from aws_lambda_powertools import Tracer
+
+            self._tracer = Tracer(service=self._service)
+        return self._tracer
+
+    def capture_lambda_handler(self, lambda_handler: Any = None, **options: Any) -> Any:
+        real = self._real()
+        if real is not None:
+            return real.capture_lambda_handler(lambda_handler, **options)
+        return lambda_handler if lambda_handler is not None else (lambda fn: fn)
+
+    def capture_method(self, method: Any = None, **options: Any) -> Any:
+        real = self._real()
+        if real is not None:
+            return real.capture_method(method, **options)
+        return method if method is not None else (lambda fn: fn)
+
+    def __getattr__(self, name: str) -> Any:
+        real = self._real()
+        if real is not None:
+            return getattr(real, name)
+        return lambda *args, **kwargs: None  # put_annotation, put_metadata, ...
+
+
+tracer = LazyTracer(service_name())

@@ -73,9 +73,9 @@ class Server:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server; it saves its state first (SIGTERM)."""
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
         if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()  # type: ignore[union-attr]
             self.proc.terminate()
             try:
                 self.proc.wait(timeout)

@@ -103,6 +103,8 @@ def start_server(port: int | None = None, state_dir: Path | None = None) -> Serv
                             start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if log is not subprocess.DEVNULL:
         log.close()
+    import boto3  # noqa: F401  (what callers reach the server with: imported while it boots)
+
     ready = _first_line(proc, START_TIMEOUT_S)
     message = json.loads(ready) if ready.startswith("{") else {"error": ready or "exited before it was ready"}
     if "port" not in message:

@@ -108,8 +108,7 @@ def start_server(port: int | None = None, state_dir: Path | None = None) -> Serv
     ready = _first_line(proc, START_TIMEOUT_S)
     message = json.loads(ready) if ready.startswith("{") else {"error": ready or "exited before it was ready"}
     if "port" not in message:
-        proc.kill()
-        proc.wait()
+        Server(proc, 0).stop(timeout=5)
         if message.get("in_use"):
             raise PortInUse(f"127.0.0.1:{port} is in use")
         raise RuntimeError(f"the local S3 server did not start: {message['error']}")

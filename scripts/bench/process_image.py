@@ -1,6 +1,6 @@
 """Benchmark: process-image in-process, in one run.
 
-    .venv/bin/python scripts/bench/process_image.py [--hits 400] [--local 12] [--colds 5]
+    .venv/bin/python scripts/bench/process_image.py [--hits 400] [--local 12] [--colds 5] [--quick]
 
 Postgres is DATABASE_URL's server, else the embedded one (devkit.postgres); the bench
 makes its own scratch database, applies the migrations and drops it at the end. S3 is a
@@ -18,12 +18,19 @@ Measured:
 - local tool on a 12-megapixel JPEG (4000 x 3000, noisy so it does not compress away):
   POST /generations with `resize` to a new width each time (always a miss: reserve, read,
   decode, resize, encode, PUT, one transaction), and the Pillow part alone.
+- face analysis (offline provider, no OpenAI key), against the image edit paths of the
+  same run: its throughput on the same 12 MP photo (with a face pasted in) as `resize`'s,
+  both always misses through the whole handler (a new user per analysis: the user is in
+  the cache key); and its cache-hit latency against an image edit's cache hit (both with
+  `source_etag`). Plus, once per process: importing dlib and numpy and building the
+  detector (what the first offline analysis of a container pays).
 - cold import: `python -X importtime -c "import process_image.app"` in fresh
   processes against the bare handler of scripts/bench/layer_handler/ (the common layer
   only), alternating; the sum of the top-level imports the statement made.
 
 Targets (issue 6): cache-hit p50 under 10 ms with local Postgres; cold import under 2x
-the bare handler.
+the bare handler. Face analysis (issue 17): offline throughput at least 1x resize's on
+the same photo; its cache hit at most 1.1x an image edit's.
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ CODE_URI = ROOT / "functions" / "process-image"
 BARE_DIR = Path(__file__).resolve().parent / "layer_handler"
 TARGET_HIT_P50_MS = 10.0
 TARGET_IMPORT_RATIO = 2.0
+TARGET_FACE_THROUGHPUT_RATIO = 1.0  # at least
+TARGET_FACE_HIT_RATIO = 1.1  # at most
+FACE = ROOT / "tests" / "fixtures" / "face.jpg"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -150,7 +160,10 @@ def main() -> int:
     parser.add_argument("--hits", type=int, default=400)
     parser.add_argument("--local", type=int, default=12)
     parser.add_argument("--colds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds: --hits 100 --local 4 --colds 3")
     args = parser.parse_args()
+    if args.quick:
+        args.hits, args.local, args.colds = min(args.hits, 100), min(args.local, 4), min(args.colds, 3)
 
     if os.environ.get("DATABASE_URL"):
         os.environ["BENCH_SERVER_FROM_ENV"] = "1"
@@ -241,6 +254,48 @@ def run(args: argparse.Namespace) -> None:
 
     pillow_ms = timed(pillow_only, args.local)
 
+    # --- face analysis (offline) against the image edit paths ------------------------------
+    from PIL import Image
+
+    canvas = Image.open(io.BytesIO(big))
+    canvas.paste(Image.open(FACE).resize((2400, 2400)), (800, 300))
+    framed = io.BytesIO()
+    canvas.save(framed, "JPEG", quality=90)
+    face_key = storage.user_key(user, "uploads", "face-twelve-megapixels.jpg")
+    face_etag = storage.put(uploads, face_key, framed.getvalue(), "image/jpeg").etag
+    t0 = time.perf_counter()
+    import dlib  # noqa: F401  (what the first offline analysis of a container imports)
+    import numpy  # noqa: F401
+    from process_image import face_analysis
+
+    face_analysis.detector()
+    first_use_ms = (time.perf_counter() - t0) * 1000
+    face_ms, resize_ms = [], []
+    with quiet_stdout():
+        for _ in range(args.local):
+            analyst = uuid.uuid4()  # the user is in the cache key: a new one always misses
+            auth.ensure_user(analyst)
+            ledger.grant(analyst, 100, reason="bench", source="bench", ref=str(analyst))
+            own_key = storage.user_key(analyst, "uploads", "face.jpg")
+            storage.s3().copy_object(Bucket=uploads, Key=own_key,
+                                     CopySource={"Bucket": uploads, "Key": face_key})
+            analyst_headers = {"authorization": f"Bearer {auth.mint_token(analyst, ttl_s=3600)}"}
+            event = url_event("POST", "/generations", headers=analyst_headers,
+                              body={"tool_id": "face_analysis", "params": {}, "source_key": own_key})
+            t0 = time.perf_counter()
+            response = handler(event, LambdaContext("process-image", 180, 2048))
+            face_ms.append((time.perf_counter() - t0) * 1000)
+            assert response["statusCode"] == 201 and json.loads(response["body"])["result"]["face_count"] >= 1
+            body = {"tool_id": "resize", "params": {"width": next(widths)}, "source_key": face_key}
+            t0 = time.perf_counter()
+            response = post(body)
+            resize_ms.append((time.perf_counter() - t0) * 1000)
+            assert response["statusCode"] == 201, response
+        face_hit = {"tool_id": "face_analysis", "params": {}, "source_key": face_key,
+                    "source_etag": face_etag}
+        assert post(face_hit)["statusCode"] == 201
+        face_hit_ms, edit_hit_ms = interleaved([lambda: post(face_hit), lambda: post(etag_body)], args.hits)
+
     # --- cold import -------------------------------------------------------------------
     handler_import, bare_import = [], []
     for _ in range(args.colds):
@@ -261,6 +316,21 @@ def run(args: argparse.Namespace) -> None:
     print(row("peer: layer-only handler, authenticated route", floor_ms))
     print(row(f"resize of a 12 MP JPEG ({len(big) / 1e6:.1f} MB), whole handler", local_ms))
     print(row("  of which: decode + resize + encode (Pillow)", pillow_ms))
+    face_rate = 1000 / statistics.median(face_ms)
+    resize_rate = 1000 / statistics.median(resize_ms)
+    throughput = face_rate / resize_rate
+    hit_ratio = pct(face_hit_ms, 0.5) / pct(edit_hit_ms, 0.5)
+    print(row("face_analysis offline, 12 MP JPEG, whole handler", face_ms))
+    print(row("peer: resize of the same photo, whole handler", resize_ms))
+    print(row("face_analysis cache hit (source_etag), whole handler", face_hit_ms))
+    print(row("peer: image edit cache hit (source_etag), whole handler", edit_hit_ms))
+    print(f"  first offline analysis of a container: import dlib + numpy, build the detector: "
+          f"{first_use_ms:.0f} ms (once)")
+    print(f"ratio: face analysis offline throughput {face_rate:.2f}/s vs resize {resize_rate:.2f}/s = "
+          f"{throughput:.2f}x (goal >= {TARGET_FACE_THROUGHPUT_RATIO}x: "
+          f"{'met' if throughput >= TARGET_FACE_THROUGHPUT_RATIO else 'NOT met'})")
+    print(f"ratio: face analysis cache hit p50 vs image edit cache hit p50 = {hit_ratio:.2f}x "
+          f"(goal <= {TARGET_FACE_HIT_RATIO}x: {'met' if hit_ratio <= TARGET_FACE_HIT_RATIO else 'NOT met'})")
     print("cold import (ms, -X importtime, fresh processes, median of "
           f"{args.colds}): process_image.app {statistics.median(handler_import):.1f}, "
           f"bare layer handler {statistics.median(bare_import):.1f}, ratio {ratio:.2f}x")

@@ -1,8 +1,9 @@
 """Demo data for local runs, inserted idempotently: a demo user holding credits (granted
 through the ledger, so sum(ledger) = balance), a partner user and the pair linking them,
-and the rows the sample events under events/ name: a shared journal entry, a generation
-and pending web orders (one Paymob, two Stripe) that the webhook samples pay. Plus the
-S3 objects those samples read (an uploaded photo and the generation's result), put into
+and the rows the sample events under events/ name: a shared journal entry, a private one
+with a transcribed voice note, a generation and pending web orders (one Paymob, two
+Stripe) that the webhook samples pay. Plus the S3 objects those samples read (an
+uploaded photo, the generation's result and the voice note), put into
 the local (in-memory) S3 at every start, and tokens for the two users. The tools and
 products catalogs come from migrations.
 
@@ -23,6 +24,11 @@ DEMO_PAIR_ID = UUID("00000000-0000-4000-8000-00000000de70")
 DEMO_CREDITS = 100
 #: Named by the sample events (events/<function>/*.json).
 DEMO_ENTRY_ID = UUID("00000000-0000-4000-8000-0000000e0001")  # a shared entry of the demo user
+#: A private entry of the demo user with a voice note, transcribed as an analysis leaves it.
+DEMO_NOTES_ENTRY_ID = UUID("00000000-0000-4000-8000-0000000e0002")
+DEMO_VOICE_NOTE_ID = UUID("00000000-0000-4000-8000-0000000a0001")
+DEMO_VOICE_NOTE_KEY = f"users/{DEMO_USER_ID}/journal/{DEMO_NOTES_ENTRY_ID}/{DEMO_VOICE_NOTE_ID}.wav"
+DEMO_TRANSCRIPT = "We walked along the beach at sunset. I feel lucky and calm."
 DEMO_GENERATION_ID = UUID("7d5e2c1a-9b8f-4e3d-a2c1-0f9e8d7c6b5a")
 DEMO_UPLOAD_KEY = f"users/{DEMO_USER_ID}/uploads/5f0c6a8e-3f1b-4d0a-9a57-1c2b3d4e5f60.jpg"
 DEMO_RESULT_KEY = f"users/{DEMO_USER_ID}/generations/{DEMO_GENERATION_ID}.jpg"
@@ -66,6 +72,18 @@ VALUES (%(entry)s, %(demo)s, %(pair)s, 'Our first week',
         'We cooked dinner together and laughed about the burnt rice. I feel happy and grateful.', 'shared')
 ON CONFLICT (id) DO NOTHING
 """
+INSERT_NOTES_ENTRY = """
+INSERT INTO journal_entries (id, author_id, title, content, visibility)
+VALUES (%(notes_entry)s, %(demo)s, 'Beach walk', 'A voice note from the beach.', 'private')
+ON CONFLICT (id) DO NOTHING
+"""
+INSERT_VOICE_NOTE = """
+INSERT INTO journal_attachments (id, entry_id, author_id, kind, content_type, object_key, declared_bytes,
+                                 sha256, bytes, duration_s, transcript, language, described_by)
+VALUES (%(voice_note)s, %(notes_entry)s, %(demo)s, 'audio', 'audio/wav', %(voice_key)s, %(voice_bytes)s,
+        %(voice_sha256)s, %(voice_bytes)s, %(voice_seconds)s, %(transcript)s, 'english', 'whisper-1')
+ON CONFLICT (id) DO NOTHING
+"""
 #: A generation as process-image stores one (free here: no reservation, no ledger row).
 INSERT_GENERATION = """
 INSERT INTO generations (id, user_id, tool_id, params, source_key, result_key, result_content_type,
@@ -98,9 +116,16 @@ def seed(database_url: str) -> Seeded:
     params = {"demo": DEMO_USER_ID, "partner": PARTNER_USER_ID, "pair": DEMO_PAIR_ID, "credits": DEMO_CREDITS}
     params |= {"entry": DEMO_ENTRY_ID, "generation": DEMO_GENERATION_ID, "upload_key": DEMO_UPLOAD_KEY,
                "result_key": DEMO_RESULT_KEY, "result_bytes": len(demo_images()[1])}
+    import hashlib
+
+    note = demo_voice_note()
+    params |= {"notes_entry": DEMO_NOTES_ENTRY_ID, "voice_note": DEMO_VOICE_NOTE_ID,
+               "voice_key": DEMO_VOICE_NOTE_KEY,
+               "voice_bytes": len(note), "voice_sha256": hashlib.sha256(note).hexdigest(),
+               "voice_seconds": DEMO_VOICE_SECONDS, "transcript": DEMO_TRANSCRIPT}
     with psycopg.connect(database_url) as conn:
         for query in (INSERT_USERS, GRANT_DEMO_CREDITS, INSERT_PAIR, INSERT_PAIR_MEMBERS, INSERT_ENTRY,
-                      INSERT_GENERATION):
+                      INSERT_GENERATION, INSERT_NOTES_ENTRY, INSERT_VOICE_NOTE):
             conn.execute(query, params)
         for oid, product, provider, amount, currency, provider_order_id, checkout_id in DEMO_ORDERS:
             conn.execute(INSERT_ORDER, params | {
@@ -130,6 +155,29 @@ def demo_images() -> tuple[bytes, bytes]:
     return encoded[0], encoded[1]
 
 
+DEMO_VOICE_SECONDS = 2.0
+
+
+@cache
+def demo_voice_note() -> bytes:
+    """Two seconds of a quiet tone as a 16 kHz mono WAV (standard library only)."""
+    import math
+    import struct
+    import wave
+    from io import BytesIO
+
+    rate = 16000
+    frames = b"".join(struct.pack("<h", int(3000 * math.sin(2 * math.pi * 330 * i / rate)))
+                      for i in range(int(rate * DEMO_VOICE_SECONDS)))
+    out = BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return out.getvalue()
+
+
 def seed_objects(endpoint: str, *, uploads_bucket: str, generations_bucket: str) -> None:
     """Put the demo photo (the samples' ``source_key``) and the demo generation's result
     into the local S3 (moto keeps objects in memory: this runs at every start)."""
@@ -143,6 +191,8 @@ def seed_objects(endpoint: str, *, uploads_bucket: str, generations_bucket: str)
     photo, result = demo_images()
     client.put_object(Bucket=uploads_bucket, Key=DEMO_UPLOAD_KEY, Body=photo, ContentType="image/jpeg")
     client.put_object(Bucket=generations_bucket, Key=DEMO_RESULT_KEY, Body=result, ContentType="image/jpeg")
+    client.put_object(Bucket=uploads_bucket, Key=DEMO_VOICE_NOTE_KEY, Body=demo_voice_note(),
+                      ContentType="audio/wav")
 
 
 def token(user_id: UUID | str, secret: str, *, issuer: str | None = None, audience: str | None = None,

@@ -123,7 +123,7 @@ def test_offline_analysis_is_stored_with_the_entry(database_url):
     # Then it is stored with an offline analysis in the versioned schema
     assert status == 201
     analysis = entry["analysis"]
-    assert analysis["source"] == "offline" and analysis["schema_version"] == 1
+    assert analysis["source"] == "offline" and analysis["schema_version"] == 2
     assert analysis["model"].startswith("vader-3.3.2") and analysis["prompt_version"] == "offline-1"
     assert analysis["mood"] == "joyful" and analysis["sentiment"] > 0.3
     assert set(analysis["ekman"]) == {"anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"}
@@ -164,7 +164,7 @@ def test_openai_structured_output_is_parsed_into_the_schema(database_url, openai
     assert status == 201
     analysis = entry["analysis"]
     assert analysis["source"] == "openai" and analysis["model"] == "gpt-4o-mini"
-    assert analysis["prompt_version"] == "entry-analysis-1"
+    assert analysis["prompt_version"] == "entry-analysis-2"
     assert analysis["tags"] == ["home", "new-home", "partner"]
     assert analysis["summary"].count(".") == 2  # clipped to two sentences
     assert analysis["ekman"]["joy"] == 0.9

@@ -215,8 +215,17 @@ def world(database_url, _openai_server):
         "OPENAI_BASE_URL": _openai_server.base_url, "RATE_LIMIT_PER_MINUTE": "100000",
         "ANALYZE_RATE_LIMIT_PER_MINUTE": "100000",
     }
-    # The analysis the fake answers by default (analyze-entry's structured output).
-    fake_openai.DEFAULTS["/v1/chat/completions"] = lambda _req: fake_openai.chat_completion(ANALYSIS)
+    # The analysis the fake answers by default (analyze-entry's structured output); other
+    # chat completions (face analysis, photo descriptions) get the fake's own default.
+    default_chat = fake_openai.DEFAULTS["/v1/chat/completions"]
+
+    def chat(request):
+        schema = ((request.json().get("response_format") or {}).get("json_schema") or {}).get("name")
+        if schema == "AnalysisCore":
+            return 200, fake_openai.chat_completion(ANALYSIS)
+        return default_chat(request)
+
+    fake_openai.DEFAULTS["/v1/chat/completions"] = chat
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _clear_settings()
@@ -232,7 +241,7 @@ def world(database_url, _openai_server):
         else:
             os.environ[k] = v
     _clear_settings()
-    del fake_openai.DEFAULTS["/v1/chat/completions"]
+    fake_openai.DEFAULTS["/v1/chat/completions"] = default_chat
     paymob.stop()
     stripe_fake.stop()
 

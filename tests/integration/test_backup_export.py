@@ -160,6 +160,13 @@ def seed(url):
               (alice, pair if shared else None, None if i % 3 == 0 else f"title {i} ✍", text,
                "shared" if shared else "private", analysis if shared else None,
                datetime.now(UTC) if shared else None))
+        entry = x("SELECT id FROM journal_entries WHERE author_id = %s ORDER BY id LIMIT 1",
+                  (alice,)).fetchone()[0]
+        x("""INSERT INTO journal_attachments (entry_id, author_id, kind, content_type, object_key,
+                                              declared_bytes, sha256, bytes, duration_s, transcript, language,
+                                              described_by)
+             VALUES (%s, %s, 'audio', 'audio/webm', %s, 4096, %s, 4000, 12.5, %s, 'english', 'whisper-1')""",
+          (entry, alice, f"users/{alice}/journal/{entry}/note.webm", "ab" * 32, CSV_HOSTILE[1]))
         x("""INSERT INTO tools (id, name, kind, credit_cost, prompt_template, params_schema, description)
              VALUES ('backup_test_tool', 'Tést tool', 'ai', 2, 'Make it {style} ✨', '{"type": "object"}',
                      '')""")

@@ -56,6 +56,7 @@ def local(tmp_path_factory, database_url: str, s3_endpoint: str, _openai_server)
     client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     client.delete_object(Bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"], Key=seed.DEMO_UPLOAD_KEY)
     client.delete_object(Bucket=s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"], Key=seed.DEMO_RESULT_KEY)
+    client.delete_object(Bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"], Key=seed.DEMO_VOICE_NOTE_KEY)
 
 
 def empty_tables(database_url: str) -> None:

@@ -630,7 +630,7 @@ load_handler("process-image")  # the init phase, once; each fork is then a warm 
 import jwt, openai, PIL.Image, psycopg  # noqa
 from common import storage
 from process_image import ai_tools
-storage.s3(), ai_tools._client(ai_tools.api_key())
+storage.s3(), ai_tools.client_for(ai_tools.api_key())
 
 event = json.loads(sys.stdin.read())
 ctx = multiprocessing.get_context("fork")
@@ -699,6 +699,7 @@ def test_me_shows_balance_entitlements_and_recent_generations():
 
 @pytest.mark.parametrize(("name", "status"), [
     ("list-tools", 200), ("create-upload", 200), ("create-generation", 404), ("create-generation-ai", 404),
+    ("create-analysis", 404),
     ("get-generation", 404), ("me", 200),
 ])
 def test_sample_events_are_answered(name, status):

@@ -50,7 +50,7 @@ def test_ekman_is_derived_never_taken(mods):
     # and it round-trips through its JSON (as stored on the entry and in the cache)
     dumped = analysis.model_dump(mode="json")
     assert schema.Analysis.model_validate(json.loads(json.dumps(dumped))) == analysis
-    assert dumped["schema_version"] == schema.SCHEMA_VERSION == 1
+    assert dumped["schema_version"] == schema.SCHEMA_VERSION == 2
 
 
 @pytest.mark.parametrize("field, value", [

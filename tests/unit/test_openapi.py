@@ -34,7 +34,9 @@ def test_documents_cover_every_route_with_auth_and_the_error_envelope():
         "process-image GET /tools", "process-image POST /uploads", "process-image POST /generations",
         "process-image GET /generations/{generation_id}", "process-image GET /me",
         "analyze-entry POST /entries", "analyze-entry POST /entries/{entry_id}/analyze",
-        "analyze-entry GET /entries/{entry_id}",
+        "analyze-entry GET /entries/{entry_id}", "analyze-entry DELETE /entries/{entry_id}",
+        "analyze-entry POST /entries/{entry_id}/attachments",
+        "analyze-entry DELETE /entries/{entry_id}/attachments/{attachment_id}",
         "checkout GET /products", "checkout POST /paymob", "checkout POST /stripe",
     }
 

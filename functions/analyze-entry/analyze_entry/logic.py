@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from analyze_entry import entries
-from analyze_entry.schema import SCHEMA_VERSION, Analysis, Entry, EntryIn
+from analyze_entry.schema import SCHEMA_VERSION, Analysis, AttachmentIn, AttachmentUpload, Entry, EntryIn
 from common import cache
 from common.errors import InvalidInput, NotFound, PaymentRequired
 from common.observability import logger, metrics
 
 if TYPE_CHECKING:
+    from analyze_entry.attachments import Inputs
     from analyze_entry.settings import AnalyzeSettings
 
 
@@ -52,17 +53,24 @@ def create_entry(user_id: UUID, body: EntryIn) -> Entry:
 
 
 def reanalyse_entry(user_id: UUID, entry_id: str) -> Entry:
-    """Analyse one of the user's own entries again (from the cache when unchanged)."""
+    """Analyse one of the user's own entries again, with its voice and photo notes (from
+    the cache when unchanged)."""
+    from analyze_entry import attachments
+    from analyze_entry.settings import settings
+
     entry = _id(entry_id)
     row = entries.own(user_id, entry)
     if row is None:
         raise NotFound("no such entry")
     require_entitlement(user_id)
-    analysis = analyse(user_id, row["title"], row["content"])
+    s = settings()
+    api_key = _openai_key(s)
+    inputs = attachments.analysis_inputs(user_id, entry, s, api_key)
+    analysis = analyse(user_id, row["title"], row["content"], inputs=inputs, api_key=api_key)
     row = entries.set_analysis(user_id, entry, analysis.model_dump(mode="json"))
     if row is None:  # deleted meanwhile
         raise NotFound("no such entry")
-    return Entry.model_validate(row)
+    return _with_attachments(user_id, row, none=inputs.attachments == 0)
 
 
 def get_entry(user_id: UUID, entry_id: str) -> Entry:
@@ -71,7 +79,44 @@ def get_entry(user_id: UUID, entry_id: str) -> Entry:
     row = entries.visible(user_id, _id(entry_id))
     if row is None:
         raise NotFound("no such entry")
-    return Entry.model_validate(row)
+    return _with_attachments(user_id, row)
+
+
+def delete_entry(user_id: UUID, entry_id: str) -> None:
+    """The author deletes an entry; its attachments (rows and objects) go with it."""
+    from analyze_entry import attachments
+    from analyze_entry.settings import settings
+
+    attachments.delete_entry(user_id, _id(entry_id), settings())
+
+
+def add_attachment(user_id: UUID, entry_id: str, body: AttachmentIn) -> AttachmentUpload:
+    from analyze_entry import attachments
+    from analyze_entry.settings import settings
+
+    return attachments.create_form(user_id, _id(entry_id), body.content_type, body.size, settings())
+
+
+def delete_attachment(user_id: UUID, entry_id: str, attachment_id: str) -> None:
+    from analyze_entry import attachments
+    from analyze_entry.settings import settings
+
+    try:
+        attachment = UUID(attachment_id)
+    except ValueError:
+        raise NotFound("no such attachment") from None
+    attachments.delete(user_id, _id(entry_id), attachment, settings())
+
+
+def _with_attachments(viewer: UUID, row: dict[str, Any], *, none: bool = False) -> Entry:
+    """The entry with its attachments (``none``: known to have none, no query)."""
+    from analyze_entry import attachments
+    from analyze_entry.settings import settings
+
+    entry = Entry.model_validate(row)
+    if not none:
+        entry.attachments = attachments.views(viewer, entry.id, settings())
+    return entry
 
 
 # --- rules -----------------------------------------------------------------------------
@@ -113,23 +158,39 @@ def _id(entry_id: str) -> UUID:
 # --- analysis --------------------------------------------------------------------------
 
 
-def text_digest(title: str | None, content: str) -> str:
-    """SHA-256 of the analysed text (title and content, as canonical JSON)."""
-    return hashlib.sha256(json.dumps([title, content], ensure_ascii=False).encode()).hexdigest()
+def text_digest(title: str | None, content: str, extras: dict[str, Any] | None = None) -> str:
+    """SHA-256 of the analysed text (title and content, and the transcripts and photo
+    descriptions when there are any, as canonical JSON)."""
+    parts: list[Any] = [title, content]
+    if extras:
+        parts.append(extras)
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
-def analyse(user_id: UUID, title: str | None, content: str) -> Analysis:
+_UNSET: Any = object()
+
+
+def analyse(user_id: UUID, title: str | None, content: str, *, inputs: Inputs | None = None,
+            api_key: str | None = _UNSET) -> Analysis:
     """The entry's analysis: OpenAI (through the cache) when configured, offline
-    otherwise, or offline when OpenAI fails and ANALYZE_FALLBACK_OFFLINE is on."""
+    otherwise, or offline when OpenAI fails and ANALYZE_FALLBACK_OFFLINE is on.
+    ``inputs``: what the entry's attachments add (transcripts, photo descriptions, notes)."""
     from analyze_entry import offline_analyser, openai_analyser
     from analyze_entry.settings import settings
 
     s = settings()
     started = time.perf_counter()
-    api_key = _openai_key(s)
+    if api_key is _UNSET:
+        api_key = _openai_key(s)
+    extras: dict[str, Any] = {}
+    notes: list[str] = []
+    if inputs is not None:
+        extras = {name: value for name, value in (("voice_notes", inputs.voice_notes),
+                                                  ("photos", inputs.photos)) if value}
+        notes = list(inputs.notes)
     if api_key:
         try:
-            analysis, computed = _cached_openai(user_id, title, content, api_key, s)
+            analysis, computed = _cached_openai(user_id, title, content, api_key, s, extras, notes)
             _done(analysis, started, computed=computed)
             return analysis
         except (openai_analyser.ProviderFailed, openai_analyser.ProviderTimeout) as exc:
@@ -137,7 +198,10 @@ def analyse(user_id: UUID, title: str | None, content: str) -> Analysis:
                 raise
             _count("AnalysisFallback")
             logger.warning("analysis provider failed; answering offline", extra={"code": exc.code})
-    analysis = offline_analyser.analyse(title, content)
+    if extras.get("photos"):  # the offline analyser reads text only
+        notes.append(f"{len(extras['photos'])} photo(s) left out: the offline analyser reads text only.")
+    transcripts = [note["transcript"] for note in extras.get("voice_notes", [])]
+    analysis = offline_analyser.analyse(title, content, transcripts=transcripts, notes=notes)
     _done(analysis, started, computed=True)
     return analysis
 
@@ -164,7 +228,7 @@ def _openai_key(s: AnalyzeSettings) -> str | None:
 
 
 def _cached_openai(user_id: UUID, title: str | None, content: str, api_key: str,
-                   s: AnalyzeSettings) -> tuple[Analysis, bool]:
+                   s: AnalyzeSettings, extras: dict[str, Any], notes: list[str]) -> tuple[Analysis, bool]:
     from analyze_entry import openai_analyser
 
     computed = False
@@ -175,11 +239,11 @@ def _cached_openai(user_id: UUID, title: str | None, content: str, api_key: str,
         result = openai_analyser.analyse(
             title, content, api_key=api_key, model=s.ANALYZE_OPENAI_MODEL,
             timeout_s=s.ANALYZE_OPENAI_TIMEOUT_S, max_retries=s.ANALYZE_OPENAI_MAX_RETRIES,
-            attempts=s.ANALYZE_OPENAI_ATTEMPTS)
+            attempts=s.ANALYZE_OPENAI_ATTEMPTS, extras=extras, notes=notes)
         return result.model_dump(mode="json")
 
-    key = cache_key(user_id, text_digest(title, content), s.ANALYZE_OPENAI_MODEL,
-                    openai_analyser.PROMPT_VERSION)
+    digest = text_digest(title, content, {**extras, "notes": notes} if extras or notes else None)
+    key = cache_key(user_id, digest, s.ANALYZE_OPENAI_MODEL, openai_analyser.PROMPT_VERSION)
     value = cache.get_or_compute(key, s.ANALYZE_CACHE_TTL_S, compute)
     return Analysis.model_validate(value), computed
 

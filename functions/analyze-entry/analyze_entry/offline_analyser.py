@@ -66,9 +66,13 @@ def _vader() -> SentimentIntensityAnalyzer:
     return SentimentIntensityAnalyzer()
 
 
-def analyse(title: str | None, content: str) -> Analysis:
-    core = analyse_core(title, content)
-    return Analysis.of(core, source="offline", model=MODEL, prompt_version=PROMPT_VERSION)
+def analyse(title: str | None, content: str, *, transcripts: list[str] | None = None,
+            notes: list[str] | None = None) -> Analysis:
+    """``transcripts`` (of the entry's voice notes, made earlier by the provider) are read
+    as more of the entry's text."""
+    text = "\n\n".join([content, *(transcripts or [])])
+    core = analyse_core(title, text)
+    return Analysis.of(core, source="offline", model=MODEL, prompt_version=PROMPT_VERSION, notes=notes)
 
 
 def analyse_core(title: str | None, content: str) -> AnalysisCore:

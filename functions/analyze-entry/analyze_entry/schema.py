@@ -28,7 +28,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `notes` (what the analysis left out); stored version 1 analyses still read
 
 #: The GoEmotions taxonomy (Demszky et al., ACL 2020): 27 emotions and neutral.
 GoEmotion = Literal[
@@ -165,14 +165,16 @@ class AnalysisCore(BaseModel):
 
 
 class Analysis(AnalysisCore):
-    """An entry's analysis as stored on the entry, cached and returned (version 1)."""
+    """An entry's analysis as stored on the entry, cached and returned (version 2)."""
 
     model_config = ConfigDict(extra="ignore")  # stored JSON carries the derived `ekman`
 
     source: Source
     model: str
     prompt_version: str
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
+    #: What the analysis could not take into account, e.g. photos answered offline.
+    notes: list[str] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -189,8 +191,10 @@ class Analysis(AnalysisCore):
         return MOOD_VALENCE[self.mood]
 
     @classmethod
-    def of(cls, core: AnalysisCore, *, source: Source, model: str, prompt_version: str) -> Analysis:
-        return cls(**core.model_dump(), source=source, model=model, prompt_version=prompt_version)
+    def of(cls, core: AnalysisCore, *, source: Source, model: str, prompt_version: str,
+           notes: list[str] | None = None) -> Analysis:
+        return cls(**core.model_dump(), source=source, model=model, prompt_version=prompt_version,
+                   notes=notes or [])
 
 
 # --- entries (the API's shapes) -----------------------------------------------------------
@@ -214,8 +218,26 @@ class EntryIn(BaseModel):
     analyze: bool = True
 
 
+class Attachment(BaseModel):
+    """A voice note or photo of an entry, as its author and (for a shared entry) the
+    partner read it. ``url`` is a presigned GET."""
+
+    id: UUID
+    kind: Literal["audio", "image"]
+    content_type: str
+    bytes: int | None  # known once an analysis has checked the upload
+    duration_s: float | None  # audio
+    transcript: str | None  # audio, once transcribed
+    language: str | None  # audio: the transcript's language as the model names it (whisper-1: "english")
+    description: str | None  # image, once described by the vision model
+    checked: bool  # the upload was read and found to be what it claims
+    url: str
+    expires_at: datetime
+    created_at: datetime
+
+
 class Entry(BaseModel):
-    """An entry with its analysis (``None`` until analysed)."""
+    """An entry with its analysis (``None`` until analysed) and its attachments."""
 
     id: UUID
     author_id: UUID
@@ -227,3 +249,28 @@ class Entry(BaseModel):
     analyzed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    attachments: list[Attachment] = Field(default_factory=list)
+
+
+class AttachmentIn(BaseModel):
+    """``POST /entries/{id}/attachments``: what the author is about to upload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content_type: str = Field(min_length=3, max_length=100,
+                              description="audio/mp4 (m4a), audio/mpeg, audio/wav, audio/webm, audio/ogg, "
+                                          "image/jpeg, image/png, image/webp, image/heic")
+    size: int = Field(ge=1, description="bytes; the form accepts uploads up to this size")
+
+
+class AttachmentUpload(BaseModel):
+    """A presigned POST form for one attachment: send ``fields`` then the file (form field
+    ``file``) to ``url``, then analyse the entry."""
+
+    attachment_id: UUID
+    kind: Literal["audio", "image"]
+    key: str
+    url: str
+    fields: dict[str, str]
+    expires_at: datetime
+    max_bytes: int

@@ -35,6 +35,33 @@ class AnalyzeSettings(BaseSettings):
     #: Requests a minute per user on the analysing routes (others use RATE_LIMIT_PER_MINUTE).
     ANALYZE_RATE_LIMIT_PER_MINUTE: int = Field(default=30, ge=1)
 
+    # --- voice and photo notes (docs/analyze-entry.md, "Attachments") ---
+    #: The bucket attachments are uploaded to, under users/<author>/journal/<entry>/.
+    UPLOADS_BUCKET: str = ""
+    #: Attachments an entry may have.
+    ANALYZE_MAX_ATTACHMENTS: int = Field(default=5, ge=1, le=20)
+    #: Largest voice note (OpenAI's transcription limit is 25 MB) and its longest duration.
+    ANALYZE_AUDIO_MAX_BYTES: int = Field(default=25 * 1024 * 1024, ge=1024, le=25 * 1024 * 1024)
+    ANALYZE_AUDIO_MAX_SECONDS: int = Field(default=600, ge=1, le=3600)
+    #: Largest photo, in bytes and in pixels (the header is checked before decoding).
+    ANALYZE_IMAGE_MAX_BYTES: int = Field(default=20 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    ANALYZE_IMAGE_MAX_PIXELS: int = Field(default=40_000_000, ge=10_000, le=100_000_000)
+    #: Speech to text; whisper-1 also tells the language (verbose_json), other models don't.
+    ANALYZE_TRANSCRIBE_MODEL: str = "whisper-1"
+    ANALYZE_TRANSCRIBE_TIMEOUT_S: float = Field(default=60.0, gt=0, le=300)
+    #: Describes photos for the analysis (vision).
+    ANALYZE_VISION_MODEL: str = "gpt-4o-mini"
+    #: Lifetime of attachment upload forms and download URLs.
+    ANALYZE_UPLOAD_URL_TTL_S: int = Field(default=300, ge=30, le=3600)
+    ANALYZE_DOWNLOAD_URL_TTL_S: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+
+    def bucket(self) -> str:
+        if not self.UPLOADS_BUCKET:
+            from common.errors import ConfigError
+
+            raise ConfigError("UPLOADS_BUCKET is not set")
+        return self.UPLOADS_BUCKET
+
     @field_validator("ANALYZE_ENTITLEMENT")
     @classmethod
     def _empty_is_free(cls, value: str | None) -> str | None:

@@ -23,6 +23,8 @@ import hashlib
 import string
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from common import config
@@ -43,6 +45,8 @@ ENGINE_VERSION = 1
 MAX_INPUT_SIDE = 2048
 #: Options a catalog row may pass to ``images.edit`` (anything else is refused).
 ALLOWED_OPTIONS = frozenset({"background", "input_fidelity", "quality", "output_format", "size"})
+#: Provider error codes that mean it refused the image's content (422, not 502).
+REFUSAL_CODES = ("moderation_blocked", "content_policy_violation")
 #: Time kept back from the Lambda deadline for storing the result and answering.
 DEADLINE_MARGIN_S = 10.0
 
@@ -106,50 +110,69 @@ def run(tool: Tool, params: dict[str, Any], decoded: images.Decoded, *, model: s
 
     ``deadline`` is a ``time.monotonic()`` value (the Lambda's), or None.
     """
-    import openai
-
     key = require_available()
     prompt = render_prompt(tool, params)
     options = provider_options(tool)
-    source = _provider_input(decoded)
-    attempts = settings.AI_MAX_RETRIES + 1
-    timeout = settings.AI_TIMEOUT_S
-    if deadline is not None:  # every attempt must end before the Lambda is stopped
-        budget = (deadline - time.monotonic() - DEADLINE_MARGIN_S) / attempts
-        if budget < timeout:
-            timeout = max(budget, 1.0)
-    client = _client(key).with_options(max_retries=settings.AI_MAX_RETRIES, timeout=timeout)
+    source = provider_input(decoded)
+    timeout = attempt_timeout(settings, settings.AI_MAX_RETRIES + 1, deadline)
+    client = client_for(key).with_options(max_retries=settings.AI_MAX_RETRIES, timeout=timeout)
     started = time.perf_counter()
-    try:
+    with provider_errors("image edit", tool.id, model, timeout):
         response = client.images.edit(
             model=model, image=(f"source.{source.extension}", source.data, source.content_type),
             prompt=prompt, n=1,
-            safety_identifier=hashlib.sha256(str(user_id).encode()).hexdigest(),
+            safety_identifier=safety_identifier(user_id),
             **options,
         )
-    except openai.APITimeoutError:
-        logger.warning("image edit timed out", extra={"tool": tool.id, "model": model, "timeout_s": timeout})
-        raise GatewayTimeout("the image service did not answer in time") from None
-    except openai.BadRequestError as exc:
-        if _code(exc) in ("moderation_blocked", "content_policy_violation"):
-            raise InvalidInput("the image service refused this image", code="content_rejected") from None
-        logger.error("image edit refused", extra={"tool": tool.id, "model": model, "status": 400,
-                                                  "provider_code": _code(exc)})
-        raise BadGateway("the image service refused the request") from None
-    except openai.APIStatusError as exc:
-        logger.error("image edit failed", extra={"tool": tool.id, "model": model,
-                                                 "status": exc.status_code, "provider_code": _code(exc)})
-        raise BadGateway("the image service failed") from None
-    except openai.OpenAIError as exc:  # connection errors, malformed responses
-        logger.error("image edit failed", extra={"tool": tool.id, "model": model,
-                                                 "error": type(exc).__name__})
-        raise BadGateway("the image service could not be reached") from None
     logger.info("image edit done", extra={"tool": tool.id, "model": model,
                                           "ms": round((time.perf_counter() - started) * 1000)})
     return _result(tool, response, settings.IMAGE_MAX_PIXELS)
 
 
-def _client(key: str) -> openai.OpenAI:
+@contextmanager
+def provider_errors(what: str, tool_id: str, model: str, timeout: float) -> Iterator[None]:
+    """OpenAI's errors as the API's: a timeout (after the SDK's retries) is 504, the
+    provider refusing the image's content 422 ``content_rejected``, anything else 502.
+    Logged with status and provider code only; nothing is chained (``from None``)."""
+    import openai
+
+    try:
+        yield
+    except openai.APITimeoutError:
+        logger.warning(f"{what} timed out", extra={"tool": tool_id, "model": model, "timeout_s": timeout})
+        raise GatewayTimeout("the image service did not answer in time") from None
+    except openai.BadRequestError as exc:
+        if provider_code(exc) in REFUSAL_CODES:
+            raise InvalidInput("the image service refused this image", code="content_rejected") from None
+        logger.error(f"{what} refused", extra={"tool": tool_id, "model": model, "status": 400,
+                                               "provider_code": provider_code(exc)})
+        raise BadGateway("the image service refused the request") from None
+    except openai.APIStatusError as exc:
+        logger.error(f"{what} failed", extra={"tool": tool_id, "model": model,
+                                              "status": exc.status_code, "provider_code": provider_code(exc)})
+        raise BadGateway("the image service failed") from None
+    except openai.OpenAIError as exc:  # connection errors, malformed responses
+        logger.error(f"{what} failed", extra={"tool": tool_id, "model": model, "error": type(exc).__name__})
+        raise BadGateway("the image service could not be reached") from None
+
+
+def attempt_timeout(settings: Settings, attempts: int, deadline: float | None) -> float:
+    """AI_TIMEOUT_S, shortened so that ``attempts`` requests end before the Lambda deadline
+    (a ``time.monotonic()`` value, or None) with DEADLINE_MARGIN_S to spare."""
+    timeout = settings.AI_TIMEOUT_S
+    if deadline is not None:
+        budget = (deadline - time.monotonic() - DEADLINE_MARGIN_S) / attempts
+        if budget < timeout:
+            timeout = max(budget, 1.0)
+    return timeout
+
+
+def safety_identifier(user_id: str) -> str:
+    """What OpenAI gets to tell users apart for abuse monitoring: a hash, never the id."""
+    return hashlib.sha256(str(user_id).encode()).hexdigest()
+
+
+def client_for(key: str) -> openai.OpenAI:
     """One SDK client (and so one HTTP connection pool) per key and base URL."""
     import os
 
@@ -168,16 +191,19 @@ def _client(key: str) -> openai.OpenAI:
     return client
 
 
-def _provider_input(decoded: images.Decoded) -> images.Encoded:
+def provider_input(decoded: images.Decoded, max_side: int = MAX_INPUT_SIDE,
+                   quality: int = 95) -> images.Encoded:
+    """What leaves for the provider: the upright image, at most ``max_side`` px on its long
+    side, re-encoded without metadata (PNG when it has transparency, else JPEG)."""
     from PIL import Image, ImageOps
 
     im = decoded.image
-    if max(im.size) > MAX_INPUT_SIDE:
-        im = ImageOps.contain(im, (MAX_INPUT_SIDE, MAX_INPUT_SIDE), Image.Resampling.LANCZOS)
+    if max(im.size) > max_side:
+        im = ImageOps.contain(im, (max_side, max_side), Image.Resampling.LANCZOS)
     else:
         im = im.copy()  # encode() empties info: leave the caller's image as it was
     fmt = "png" if im.mode in ("RGBA", "LA") else "jpeg"
-    return images.encode(im, fmt, quality=95)
+    return images.encode(im, fmt, quality=quality)
 
 
 def _result(tool: Tool, response: Any, max_pixels: int) -> images.Encoded:
@@ -193,7 +219,7 @@ def _result(tool: Tool, response: Any, max_pixels: int) -> images.Encoded:
     return images.encode(decoded.image, tool.output_format or "png")
 
 
-def _code(exc: Any) -> str | None:
+def provider_code(exc: Any) -> str | None:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error", body)

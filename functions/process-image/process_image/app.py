@@ -39,12 +39,22 @@ def list_tools() -> ToolsOut:
 
     tools = catalog.list_tools()
     ai_on = bool(ai_tools.api_key())
-    return ToolsOut(tools=[
-        ToolOut(id=t.id, name=t.name, description=t.description, kind=t.kind, credit_cost=t.credit_cost,
-                params_schema=t.params_schema, enabled=t.enabled, version=t.prompt_version,
-                available=t.enabled and (not t.is_ai or ai_on))
-        for t in tools
-    ])
+    return ToolsOut(tools=[_tool_out(t, ai_on) for t in tools])
+
+
+def _tool_out(t: catalog.Tool, ai_on: bool) -> ToolOut:
+    """A tool as the app sees it now: analysis tools are answered offline (at their
+    offline price) without a key, AI image edits are unavailable."""
+    cost, provider = t.credit_cost, None
+    if t.is_ai:
+        provider = "openai"
+    elif t.is_analysis:
+        provider = "openai" if ai_on else "offline"
+        if not ai_on and t.offline_credit_cost is not None:
+            cost = t.offline_credit_cost
+    return ToolOut(id=t.id, name=t.name, description=t.description, kind=t.kind, credit_cost=cost,
+                   params_schema=t.params_schema, enabled=t.enabled, version=t.prompt_version,
+                   available=t.enabled and (not t.is_ai or ai_on), provider=provider)
 
 
 @app.post("/uploads")

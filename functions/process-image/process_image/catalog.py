@@ -20,31 +20,40 @@ from common.errors import InvalidInput
 # --- Queries ---------------------------------------------------------------------------
 
 _COLUMNS = """id, name, kind, credit_cost, params_schema, prompt_template, prompt_version, model,
-              enabled, description, output_format, ai_options"""
+              enabled, description, output_format, ai_options, offline_credit_cost"""
 
 LIST_TOOLS = f"SELECT {_COLUMNS} FROM tools ORDER BY sort_order, id"
 
 GET_TOOL = f"SELECT {_COLUMNS} FROM tools WHERE id = %(id)s"
+
+GET_TOOLS = f"SELECT {_COLUMNS} FROM tools WHERE id = ANY(%(ids)s) ORDER BY id"
 
 
 @dataclass(frozen=True)
 class Tool:
     id: str
     name: str
-    kind: str  # local | ai
+    kind: str  # local | ai (image edits) | analysis (JSON answers)
     credit_cost: int
     params_schema: dict[str, Any]
     prompt_template: str | None
     prompt_version: int  # the tool's version: its prompt template's and parameter schema's
-    model: str | None  # AI tools: None = the AI_IMAGE_MODEL setting
+    model: str | None  # None: the AI_IMAGE_MODEL (ai) or AI_VISION_MODEL (analysis) setting
     enabled: bool
     description: str = ""
     output_format: str | None = None  # jpeg | png | webp; None = the source's format
     ai_options: dict[str, Any] = field(default_factory=dict)
+    offline_credit_cost: int | None = None  # analysis tools answered offline; None = credit_cost
 
     @property
     def is_ai(self) -> bool:
+        """An AI image edit (OpenAI only)."""
         return self.kind == "ai"
+
+    @property
+    def is_analysis(self) -> bool:
+        """An analysis answering JSON (OpenAI vision, or offline)."""
+        return self.kind == "analysis"
 
 
 def list_tools() -> list[Tool]:
@@ -57,6 +66,11 @@ def enabled_tool(tool_id: str) -> Tool:
     if row is None or not row["enabled"]:
         raise InvalidInput("no such tool, or it is disabled", code="unknown_tool")
     return Tool(**row)
+
+
+def tools_by_id(ids: list[str]) -> list[Tool]:
+    """The tools with these ids that exist, enabled or not."""
+    return [Tool(**row) for row in db.execute(GET_TOOLS, {"ids": ids}, idempotent=True).fetchall()]
 
 
 # --- Parameters --------------------------------------------------------------------------

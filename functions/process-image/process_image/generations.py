@@ -1,6 +1,8 @@
 """Generations: the money path, and reading a user's generations back.
 
-``create`` runs a tool on an uploaded image the user owns and charges for it once:
+``create`` runs a tool on an uploaded image the user owns and charges for it once. Image
+tools (local, ai) store an image; analysis tools (``face_analysis``) store JSON in the
+generation row instead, on the same path:
 
 1. Validate: the tool exists and is enabled, the parameters fit its schema (defaults
    filled in), the source key is well formed and under the user's prefix, the object
@@ -41,6 +43,8 @@ from process_image.settings import Settings
 CACHE_NAMESPACE = "process-image:generation"
 #: Reservation idempotency keys are "process-image:<generation id>".
 RESERVATION_PREFIX = "process-image:"
+#: What an analysis tool's result is.
+ANALYSIS_CONTENT_TYPE = "application/json"
 #: Longest wait for another caller's identical local generation.
 LOCAL_WAIT_S = 60.0
 _ETAG = re.compile(r"[0-9A-Za-z_.:+/=-]{1,128}")
@@ -49,15 +53,15 @@ _ETAG = re.compile(r"[0-9A-Za-z_.:+/=-]{1,128}")
 
 INSERT_GENERATION = """
 INSERT INTO generations (id, user_id, tool_id, tool_version, model, params, source_key, source_etag,
-                         result_key, result_content_type, result_bytes, width, height, status,
+                         result_key, result, result_content_type, result_bytes, width, height, status,
                          cache_key, credits_charged, reservation_id)
 VALUES (%(id)s, %(user_id)s, %(tool_id)s, %(tool_version)s, %(model)s, %(params)s, %(source_key)s,
-        %(source_etag)s, %(result_key)s, %(content_type)s, %(result_bytes)s, %(width)s, %(height)s,
-        'succeeded', %(cache_key)s, %(credits_charged)s, %(reservation_id)s)
+        %(source_etag)s, %(result_key)s, %(result)s, %(content_type)s, %(result_bytes)s, %(width)s,
+        %(height)s, 'succeeded', %(cache_key)s, %(credits_charged)s, %(reservation_id)s)
 RETURNING created_at
 """
 
-_GENERATION_COLUMNS = """id, tool_id, params, status, result_key, result_content_type, width, height,
+_GENERATION_COLUMNS = """id, tool_id, params, status, result_key, result, result_content_type, width, height,
        credits_charged, error_code, created_at"""
 
 GET_GENERATION = f"""
@@ -100,18 +104,26 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
     s = settings_module.get()
     tool = catalog.enabled_tool(tool_id)
     canonical = catalog.canonical_params(tool, params)
-    model = None
+    model = analysis = None
+    cost = tool.credit_cost
     if tool.is_ai:
         from process_image import ai_tools
 
         ai_tools.render_prompt(tool, canonical)  # a catalog bug fails before anything is charged
         model = tool.model or s.AI_IMAGE_MODEL
+    elif tool.is_analysis:
+        from process_image import face_analysis
+
+        # OpenAI when a key is configured, else offline: the model (in the key) says which.
+        analysis = Analysis(face_analysis.provider(tool, s), face_analysis.suggestion_tools())
+        model, cost = analysis.provider.model, analysis.provider.credit_cost
     object_key = storage.validate_user_key(source_key, user_id)
     source = None
     if source_etag is None:
         source = _head_source(s, object_key)
         source_etag = source.etag
-    key = cache_key(user_id, tool, model, canonical, _etag(source_etag))
+    key = cache_key(user_id, tool, model, canonical, _etag(source_etag),
+                    suggestions=analysis.suggestions if analysis else None)
 
     hit = cache.get(key)
     if hit is not None:
@@ -128,24 +140,42 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         hit = cache.get(key)  # stored by the caller we waited for
         if hit is not None:
             return _cached(user_id, tool, hit, s)
-        return _generate(user_id, tool, model, canonical, source, key, s, deadline)
+        return _generate(user_id, tool, model, cost, canonical, source, key, s, deadline, analysis)
 
 
-def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], etag: str) -> str:
+@dataclass(frozen=True)
+class Analysis:
+    """How an analysis tool's request is answered: the provider, and the tools its
+    suggestions name (their versions are in the cache key)."""
+
+    provider: Any  # face_analysis.Provider
+    suggestions: dict[str, Tool]
+
+
+def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], etag: str, *,
+              suggestions: dict[str, Tool] | None = None) -> str:
     """The request's identity. The source is named by its ETag, which S3 derives from the
     content (single-part: its MD5; multipart: the parts' MD5s): the same photo uploaded
     twice hits, a replaced object misses. The version id is left out on purpose: two
     versions with one ETag hold the same bytes."""
+    named: dict[str, Any] = {}
     if tool.is_ai:
         from process_image import ai_tools
 
         engine = f"ai-{ai_tools.ENGINE_VERSION}"
+    elif tool.is_analysis:
+        from process_image import face_analysis
+
+        engine = f"analysis-{face_analysis.ENGINE_VERSION}-schema-{face_analysis.SCHEMA_VERSION}"
+        # A suggestion names another tool's parameter values: a new version of that tool
+        # (other values) is a new analysis.
+        named["suggests"] = {t.id: t.prompt_version for t in (suggestions or {}).values()}
     else:
         from process_image import local_tools
 
         engine = f"local-{local_tools.ENGINE_VERSION}"
     return cache.key(CACHE_NAMESPACE, user=user_id, tool=tool.id, version=tool.prompt_version,
-                     engine=engine, model=model, params=params, source_etag=etag)
+                     engine=engine, model=model, params=params, source_etag=etag, **named)
 
 
 def _etag(value: str) -> str:
@@ -156,18 +186,22 @@ def _etag(value: str) -> str:
     return etag.lower()
 
 
-def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], source: Source,
-              key: str, s: Settings, deadline: float | None) -> GenerationOut:
+def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, cost: int, params: dict[str, Any],
+              source: Source, key: str, s: Settings, deadline: float | None,
+              analysis: Analysis | None) -> GenerationOut:
     generation_id = uuid.uuid4()
     started = time.perf_counter()
     reservation = None
-    if tool.credit_cost > 0:
-        reservation = ledger.reserve(user_id, tool.credit_cost,
+    if cost > 0:
+        reservation = ledger.reserve(user_id, cost,
                                      idempotency_key=f"{RESERVATION_PREFIX}{generation_id}",
                                      reason=f"generation: {tool.id}")
     stored_key = None
     try:
         decoded = images.decode(_read_source(s, source), max_pixels=s.IMAGE_MAX_PIXELS)
+        if analysis is not None:
+            return _analyse(user_id, tool, model, cost, params, source, key, s, deadline, analysis,
+                            decoded, generation_id, reservation, started)
         if tool.is_ai:
             from process_image import ai_tools
 
@@ -187,8 +221,8 @@ def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
             "id": generation_id, "user_id": user_id, "tool_id": tool.id, "tool_version": tool.prompt_version,
             "model": model, "params": _jsonb(params), "source_key": source.key, "source_etag": source.etag,
             "result_key": result_key, "content_type": encoded.content_type, "result_bytes": len(encoded.data),
-            "width": encoded.width, "height": encoded.height, "cache_key": key,
-            "credits_charged": tool.credit_cost, "reservation_id": reservation.id if reservation else None,
+            "width": encoded.width, "height": encoded.height, "cache_key": key, "result": None,
+            "credits_charged": cost, "reservation_id": reservation.id if reservation else None,
         }
         entry = {"generation_id": str(generation_id), "result_key": result_key,
                  "content_type": encoded.content_type}
@@ -203,21 +237,55 @@ def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
         if stored_key is not None:
             _delete_quietly(s.bucket("GENERATIONS_BUCKET"), stored_key)
         raise
-    logger.info("generation stored", extra={"tool": tool.id, "credits": tool.credit_cost,
+    logger.info("generation stored", extra={"tool": tool.id, "credits": cost,
                                             "ms": round((time.perf_counter() - started) * 1000)})
     url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), result_key,
                                             expires_s=s.DOWNLOAD_URL_TTL_S)
     return GenerationOut(generation_id=str(generation_id), status="succeeded", tool_id=tool.id, url=url,
-                         expires_at=expires_at, cached=False, credits_charged=tool.credit_cost,
+                         expires_at=expires_at, cached=False, credits_charged=cost,
                          balance=ledger.balance(user_id), content_type=encoded.content_type)
 
 
+def _analyse(user_id: uuid.UUID, tool: Tool, model: str | None, cost: int, params: dict[str, Any],
+             source: Source, key: str, s: Settings, deadline: float | None, analysis: Analysis,
+             decoded: images.Decoded, generation_id: uuid.UUID, reservation: Any,
+             started: float) -> GenerationOut:
+    """An analysis tool's run, inside ``_generate``'s reservation (which refunds it on any
+    failure): the JSON result goes into the generation row and the cache entry, no object
+    is stored."""
+    from process_image import face_analysis
+
+    result = face_analysis.run(tool, decoded, analysis.provider, analysis.suggestions, user_id=str(user_id),
+                               settings=s, deadline=deadline).model_dump(mode="json")
+    row = {
+        "id": generation_id, "user_id": user_id, "tool_id": tool.id, "tool_version": tool.prompt_version,
+        "model": model, "params": _jsonb(params), "source_key": source.key, "source_etag": source.etag,
+        "result_key": None, "result": _jsonb(result), "content_type": ANALYSIS_CONTENT_TYPE,
+        "result_bytes": None, "width": None, "height": None, "cache_key": key,
+        "credits_charged": cost, "reservation_id": reservation.id if reservation else None,
+    }
+    entry = {"generation_id": str(generation_id), "result": result, "content_type": ANALYSIS_CONTENT_TYPE}
+    with db.transaction() as tx:
+        if reservation is not None:
+            _settle(reservation.id, tx)
+        tx.execute(INSERT_GENERATION, row)
+        cache.set(key, entry, s.GENERATION_CACHE_TTL_S, conn=tx)
+    logger.info("generation stored", extra={"tool": tool.id, "credits": cost,
+                                            "ms": round((time.perf_counter() - started) * 1000)})
+    return GenerationOut(generation_id=str(generation_id), status="succeeded", tool_id=tool.id, url=None,
+                         expires_at=None, cached=False, credits_charged=cost, balance=ledger.balance(user_id),
+                         content_type=ANALYSIS_CONTENT_TYPE, result=result)  # type: ignore[arg-type]
+
+
 def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) -> GenerationOut:
-    url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), entry["result_key"],
-                                            expires_s=s.DOWNLOAD_URL_TTL_S)
+    url = expires_at = None
+    if entry.get("result_key"):
+        url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), entry["result_key"],
+                                                expires_s=s.DOWNLOAD_URL_TTL_S)
     return GenerationOut(generation_id=entry["generation_id"], status="succeeded", tool_id=tool.id, url=url,
                          expires_at=expires_at, cached=True, credits_charged=0,
-                         balance=ledger.balance(user_id), content_type=entry["content_type"])
+                         balance=ledger.balance(user_id), content_type=entry["content_type"],
+                         result=entry.get("result"))
 
 
 def _settle(reservation_id: uuid.UUID, tx: Any) -> None:
@@ -242,7 +310,12 @@ def _refund(reservation_id: uuid.UUID, exc: BaseException) -> None:
 
 def _wait_s(tool: Tool, s: Settings, deadline: float | None) -> float:
     """How long to wait for an identical request's run: its longest run, within our deadline."""
-    wait = s.AI_TIMEOUT_S * (s.AI_MAX_RETRIES + 1) + 15 if tool.is_ai else LOCAL_WAIT_S
+    if tool.is_ai:
+        wait = s.AI_TIMEOUT_S * (s.AI_MAX_RETRIES + 1) + 15
+    elif tool.is_analysis:
+        wait = s.AI_TIMEOUT_S * (s.AI_MAX_RETRIES + 1) * s.AI_ANALYSIS_ATTEMPTS + 15
+    else:
+        wait = LOCAL_WAIT_S
     if deadline is not None:
         wait = min(wait, deadline - time.monotonic() - 5)
     return max(wait, 0.5)
@@ -281,7 +354,7 @@ def _view(row: dict[str, Any], s: Settings) -> dict[str, Any]:
         "params": row["params"], "url": url, "expires_at": expires_at,
         "content_type": row["result_content_type"], "width": row["width"], "height": row["height"],
         "credits_charged": row["credits_charged"], "error_code": row["error_code"],
-        "created_at": row["created_at"],
+        "created_at": row["created_at"], "result": row["result"],
     }
 
 

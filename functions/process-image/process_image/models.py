@@ -34,16 +34,76 @@ class GenerationIn(BaseModel):
     source_etag: str | None = Field(default=None, min_length=1, max_length=130)
 
 
+# --- face analysis (the analysis tools' result) -------------------------------------------
+# No field exists for age, gender, ethnicity, skin colour, health, emotions,
+# attractiveness or identity: neither provider is asked for them, and neither could
+# return them (docs/process-image.md, "Face analysis").
+
+FaceShape = Literal["oval", "round", "square", "oblong", "heart", "diamond", "triangle"]
+HairColor = Literal["black", "dark_brown", "brown", "light_brown", "blonde", "red", "auburn", "grey", "white",
+                    "other"]
+HairLength = Literal["bald", "buzzed", "short", "medium", "long", "very_long"]
+
+
+class Box(BaseModel):
+    """Where a face is, in fractions of the (upright) image's width and height."""
+
+    x: float = Field(ge=0, le=1, description="left edge")
+    y: float = Field(ge=0, le=1, description="top edge")
+    width: float = Field(ge=0, le=1)
+    height: float = Field(ge=0, le=1)
+
+
+class Hair(BaseModel):
+    color: HairColor | None = Field(description="as it looks in the photo; null: not seen, or not analysed")
+    length: HairLength | None
+
+
+class Suggestion(BaseModel):
+    """A one-tap edit: POST /generations with this tool_id and params (valid for the tool's
+    current version)."""
+
+    tool_id: Literal["hairstyle", "hair_color"]
+    params: dict[str, str]
+
+
+class Face(BaseModel):
+    box: Box
+    face_shape: FaceShape | None
+    hair: Hair
+    suggestions: list[Suggestion]
+
+
+class ImageSize(BaseModel):
+    width: int
+    height: int
+
+
+class FaceAnalysis(BaseModel):
+    """``face_analysis``'s result (schema version 1)."""
+
+    schema_version: Literal[1] = 1
+    provider: Literal["openai", "offline"]
+    model: str
+    image: ImageSize  # the upright image analysed (EXIF orientation applied)
+    face_count: int
+    faces: list[Face]  # largest first, at most 10
+    #: Fields this provider never fills (they are null / empty in every face).
+    empty_fields: list[str]
+    notes: list[str]
+
+
 class GenerationOut(BaseModel):
     generation_id: str
     status: Literal["succeeded"]
     tool_id: str
-    url: str
-    expires_at: datetime
+    url: str | None  # image tools: the result; analysis tools: null (see result)
+    expires_at: datetime | None
     cached: bool
     credits_charged: int
     balance: int
-    content_type: str
+    content_type: str  # image/... or application/json (analysis tools)
+    result: FaceAnalysis | None = None  # analysis tools
 
 
 class GenerationView(BaseModel):
@@ -59,18 +119,21 @@ class GenerationView(BaseModel):
     credits_charged: int
     error_code: str | None
     created_at: datetime
+    result: FaceAnalysis | None = None  # analysis tools
 
 
 class ToolOut(BaseModel):
     id: str
     name: str
     description: str
-    kind: Literal["local", "ai"]
-    credit_cost: int
+    kind: Literal["local", "ai", "analysis"]
+    credit_cost: int  # what a run costs now (analysis tools: the answering provider's price)
     params_schema: dict[str, Any]
     enabled: bool
     available: bool  # enabled, and for AI tools an OpenAI key is configured
     version: int
+    #: Who answers now: AI tools "openai"; analysis tools "openai" or "offline"; local tools null.
+    provider: Literal["openai", "offline"] | None = None
 
 
 class ToolsOut(BaseModel):

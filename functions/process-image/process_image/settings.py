@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     AI_TIMEOUT_S: float = Field(default=60.0, gt=0, le=300)
     #: Extra attempts after a timeout, connection error, 429 or 5xx (the SDK's retries).
     AI_MAX_RETRIES: int = Field(default=1, ge=0, le=3)
+    #: The vision model of analysis tools whose catalog row names none (structured outputs).
+    AI_VISION_MODEL: str = "gpt-4o-mini"
+    #: Requests made for a malformed analysis answer (the first included).
+    AI_ANALYSIS_ATTEMPTS: int = Field(default=2, ge=1, le=3)
     #: How long an identical request returns the stored generation instead of paying again.
     GENERATION_CACHE_TTL_S: int = Field(default=30 * 24 * 3600, ge=60)
     #: Lifetime of presigned download URLs and of upload forms.
@@ -39,7 +43,6 @@ class Settings(BaseSettings):
     UPLOAD_URL_TTL_S: int = Field(default=300, ge=30, le=3600)
     #: How many recent generations GET /me lists.
     RECENT_GENERATIONS: int = Field(default=10, ge=0, le=100)
-
 
     def bucket(self, name: str) -> str:
         """A bucket setting that this code path cannot do without."""

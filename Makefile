@@ -43,8 +43,9 @@ $(TOOLS)/.installed: requirements-tools.txt $(UV)
 venv: $(VENV)/.installed
 tools: $(TOOLS)/.installed
 
+# PORT=4000 S3_PORT=4100 make dev (or make dev PORT=4000): the runner's and S3's ports.
 dev: $(VENV)/.installed
-	$(VENV)/bin/python scripts/dev.py
+	$(VENV)/bin/python scripts/dev.py $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT))
 
 test: $(VENV)/.installed $(TOOLS)/.installed
 	$(VENV)/bin/ruff check .

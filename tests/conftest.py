@@ -59,7 +59,8 @@ def clean_db(database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    server, endpoint = s3.start_server()
+    server = s3.start_server()
+    endpoint = server.endpoint
     os.environ.update(s3.environment(endpoint))
     s3.create_buckets(endpoint)
     yield endpoint

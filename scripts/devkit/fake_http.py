@@ -1,7 +1,8 @@
 """The HTTP plumbing the local provider fakes (devkit.fake_openai, fake_paymob,
 fake_stripe) share: a threaded server on a free local port that records every request,
 answers from responses tests queue per route (with delays and errors) or from the fake's
-default, and sends JSON. Each fake says how a request maps to a route in ``route``.
+default, and sends JSON (or a ``Page``: the checkout pages' HTML and redirects). Each fake
+says how a request maps to a route in ``route``.
 
 Hand-written on the standard library's http.server: the fakes need recorded requests and
 scripted answers in-process, which no maintained stub-server library gives more simply."""
@@ -26,6 +27,15 @@ class Scripted:
 
 
 @dataclass
+class Page:
+    """An answer that is not JSON: a checkout page, or a redirect (``headers``)."""
+
+    body: str = ""
+    content_type: str = "text/html; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Recorded:
     path: str
     headers: dict[str, str]  # lower-case names, and ":method"
@@ -35,7 +45,7 @@ class Recorded:
         return json.loads(self.body)
 
 
-#: An answer: status and body (JSON-able, or bytes sent as they are).
+#: An answer: status and body (JSON-able, bytes sent as they are, or a Page).
 Answer = tuple[int, Any]
 #: What a route answers when nothing is scripted for it.
 Default = Callable[[Recorded], Answer]
@@ -100,12 +110,16 @@ class FakeServer:
                 with fake.lock:
                     fake.requests.append(request)
                 status, body = fake._answer(request)
-                payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
+                answer_headers = {"content-type": "application/json", **fake.response_headers()}
+                if isinstance(body, Page):
+                    payload = body.body.encode()
+                    answer_headers.update({"content-type": body.content_type, **body.headers})
+                else:
+                    payload = body if isinstance(body, bytes) else json.dumps(body or {}).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(payload)))
-                    for name, value in fake.response_headers().items():
+                    for name, value in answer_headers.items():
                         self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(payload)

@@ -2,6 +2,12 @@
 Intention API (``POST /v1/intention/``), so checkout's real HTTP code path runs in tests
 and locally. Tests script responses, delays and errors; every request is recorded.
 
+It also serves the buyer's side: Unified Checkout's URL (``GET /unifiedcheckout/?publicKey
+=…&clientSecret=…``, the ``checkout_url`` that checkout answers) is a local page with the
+order and buttons to pay, decline or pay a wrong amount (``devkit.checkout_pages``); each
+sends the processed callback, signed with ``hmac_secret``, to the intention's
+``notification_url`` (the paymob-webhook URL), as Paymob does.
+
 Also builds what Paymob sends back: a transaction processed callback for an intention
 (the shape of Paymob's published sample) and its HMAC, computed with the layer's own
 ``common.signing.paymob_processed_message`` (one definition of the signed string).
@@ -11,28 +17,65 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
+import json
 import secrets
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
-from devkit.fake_http import Default, FakeServer, Recorded, Scripted
+from devkit import checkout_pages
+from devkit.fake_http import Default, FakeServer, Page, Recorded, Scripted
 
 INTENTION_PATH = "/v1/intention/"
+CHECKOUT_PATH = "/unifiedcheckout/"
+PAY_PATH = "/unifiedcheckout/pay"
 #: The merchant (``owner``) and card integration the fake's callbacks carry.
 OWNER = 302852
 INTEGRATION_ID = 4097558
 
 
+class ClockIds:
+    """Increasing ids that no later run of the fake repeats: the time in microseconds, or
+    one more than the last id when that is later. Orders and transactions are kept in the
+    database across restarts (``.local/pgdata``), so ids counted from a fixed start
+    collided with the previous run's (the order's unique ``provider_order_id`` answered
+    502, a transaction id the inbox had seen answered ``duplicate``). Far above the
+    sample events' ids (Paymob's published 217503754, the demo order 217503760), and below
+    2**53, so JavaScript reads them exactly."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __next__(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return self._last
+
+
+@dataclass
+class Checkout:
+    """What the checkout page needs of an intention: where Paymob calls back."""
+
+    intention: dict[str, Any]
+    notification_url: str | None
+    redirection_url: str | None
+
+
 @dataclass
 class FakePaymob(FakeServer):
     intentions: dict[int, dict[str, Any]] = field(default_factory=dict)  # by intention_order_id
-    # Apart from the order ids of the sample events (Paymob's published 217503754, and
-    # 217503760, the demo Paymob order of devkit.seed), so an intention never collides.
-    _order_ids: itertools.count = field(default_factory=lambda: itertools.count(320000001))
-    _transaction_ids: itertools.count = field(default_factory=lambda: itertools.count(192036465))
+    checkouts: dict[str, Checkout] = field(default_factory=dict)  # by client_secret
+    #: What the checkout page signs callbacks with (the runner sets paymob-webhook's).
+    hmac_secret: str | None = None
+    _order_ids: ClockIds = field(default_factory=ClockIds)
+    _transaction_ids: ClockIds = field(default_factory=ClockIds)
+
+    methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
 
     def script(self, *responses: Scripted) -> None:
         """Queue responses for the next intention requests, used in order."""
@@ -42,9 +85,15 @@ class FakePaymob(FakeServer):
         super().reset()
         with self.lock:
             self.intentions.clear()
+            self.checkouts.clear()
 
     def route(self, request: Recorded) -> tuple[str | None, Default]:
-        if request.path.split("?")[0] != INTENTION_PATH:
+        path, method = request.path.split("?")[0], request.headers[":method"]
+        if (method, path) == ("GET", CHECKOUT_PATH):
+            return None, self.checkout_page
+        if (method, path) == ("POST", PAY_PATH):
+            return None, self.pay
+        if (method, path) != ("POST", INTENTION_PATH):
             return None, lambda _req: (404, {"detail": "Not found."})
         return INTENTION_PATH, self.create_intention
 
@@ -84,10 +133,66 @@ class FakePaymob(FakeServer):
         }
         with self.lock:
             self.intentions[order_id] = intention
+            self.checkouts[intention["client_secret"]] = Checkout(
+                intention, body.get("notification_url"), body.get("redirection_url"))
         return 201, intention
 
     def next_transaction_id(self) -> int:
         return next(self._transaction_ids)
+
+    # --- the buyer's side: Unified Checkout, locally ----------------------------------------
+
+    def _rows(self, intention: dict[str, Any]) -> list[tuple[str, str, str]]:
+        detail = intention["intention_detail"]
+        billing = detail.get("billing_data") or {}
+        items = ", ".join(str(i.get("name")) for i in detail.get("items") or []) or "-"
+        name = " ".join(str(billing.get(k) or "") for k in ("first_name", "last_name")).strip()
+        return [("items", "Items", items),
+                ("amount", "Amount", checkout_pages.money(intention["amount"], intention["currency"])),
+                ("merchant-order", "Merchant order", str(intention.get("special_reference") or "-")),
+                ("paymob-order", "Paymob order", str(intention["intention_order_id"])),
+                ("billed-to", "Billed to", f"{name} <{billing.get('email', '')}>")]
+
+    def checkout_page(self, request: Recorded) -> tuple[int, Page]:
+        query = parse_qs(urlsplit(request.path).query)
+        secret = (query.get("clientSecret") or [""])[0]
+        with self.lock:
+            checkout = self.checkouts.get(secret)
+        if checkout is None:
+            return 404, checkout_pages.not_found("Paymob", "No intention has this client secret.")
+        return 200, checkout_pages.checkout_page(
+            "Paymob", action=PAY_PATH, hidden={"clientSecret": secret}, rows=self._rows(checkout.intention),
+            webhook_url=checkout.notification_url)
+
+    def pay(self, request: Recorded) -> tuple[int, Page]:
+        """A button: the processed callback for the intention, signed, sent to its
+        notification URL; the result page links to the response callback (the redirect)."""
+        form = dict(parse_qsl(request.body.decode(errors="replace")))
+        outcome = form.get("outcome", "")
+        with self.lock:
+            checkout = self.checkouts.get(form.get("clientSecret", ""))
+        if checkout is None or outcome not in checkout_pages.OUTCOMES:
+            return 404, checkout_pages.not_found("Paymob", "No such intention or button.")
+        intention, rows = checkout.intention, self._rows(checkout.intention)
+        if not (self.hmac_secret and checkout.notification_url):
+            missing = "PAYMOB_HMAC_SECRET" if not self.hmac_secret else "the intention's notification_url"
+            return 200, checkout_pages.result_page("Paymob", outcome, [], rows=rows, return_url=None,
+                                                   error=f"Nothing sent: {missing} is not known to the fake.")
+        amount = intention["amount"]
+        if outcome == "wrong_amount":
+            amount = checkout_pages.wrong_amount(amount)
+        callback = transaction(intention["intention_order_id"], amount, intention["currency"],
+                               id=self.next_transaction_id(), success=outcome != "decline",
+                               merchant_order_id=intention.get("special_reference"))
+        signed = hmac_for(callback["obj"], self.hmac_secret)
+        url = checkout.notification_url
+        url += ("&" if "?" in url else "?") + urlencode({"hmac": signed})
+        delivery = checkout_pages.send(url, json.dumps(callback).encode(), {}, "processed callback")
+        back = None
+        if checkout.redirection_url:
+            query = urlencode(response_query(callback["obj"], self.hmac_secret))
+            back = checkout.redirection_url + ("&" if "?" in checkout.redirection_url else "?") + query
+        return 200, checkout_pages.result_page("Paymob", outcome, [delivery], rows=rows, return_url=back)
 
 
 # --- What Paymob sends back -------------------------------------------------------------

@@ -6,6 +6,14 @@ nested dicts).
 
 Also builds what Stripe sends back: events around a session (checkout, invoice,
 subscription, refund) and their ``Stripe-Signature`` header.
+
+And serves the buyer's side: a session's ``url`` is the fake's own Checkout page
+(``GET /c/pay/{session id}``) with the order and buttons to pay, decline or pay a wrong
+amount (``devkit.checkout_pages``). Each sends the event Stripe would, signed with
+``webhook_secret``, to ``webhook_url`` (the runner sets both: stripe-webhook's secret and
+URL): ``checkout.session.completed`` (for a plan, with a subscription the fake's API then
+knows), ``checkout.session.async_payment_failed``, or ``checkout.session.completed`` with
+another ``amount_total``.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import json
 import re
 import secrets
 import time
@@ -20,11 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
-from devkit.fake_http import Default, FakeServer, Recorded, Scripted
+from devkit import checkout_pages
+from devkit.fake_http import Default, FakeServer, Page, Recorded, Scripted
 
 SESSIONS = "POST /v1/checkout/sessions"
 SUBSCRIPTION = "GET /v1/subscriptions"
 _SUBSCRIPTION_PATH = re.compile(r"^/v1/subscriptions/([^/?]+)")
+_PAGE_PATH = re.compile(r"^/c/pay/([A-Za-z0-9_]+)$")
+_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
 
 
 def error(status: int, message: str, *, type: str = "invalid_request_error",
@@ -61,6 +73,11 @@ def unflatten(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 class FakeStripe(FakeServer):
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The create-session parameters (line items, subscription metadata) by session id.
+    session_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Where the checkout pages send events, and what they sign them with.
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
 
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
 
@@ -77,8 +94,15 @@ class FakeStripe(FakeServer):
         with self.lock:
             self.sessions.clear()
             self.subscriptions.clear()
+            self.session_params.clear()
 
     def route(self, request: Recorded) -> tuple[str | None, Default]:
+        page = _PAGE_PATH.match(request.path.split("?")[0])
+        if page:  # the buyer's browser: no API key
+            session_id = page.group(1)
+            if request.headers[":method"] == "POST":
+                return None, lambda req: self.pay(session_id, req)
+            return None, lambda _req: self.checkout_page(session_id)
         if request.headers[":method"] == "POST":
             if not request.headers.get("authorization", "").startswith("Bearer "):
                 return None, _error_answer(401, "You did not provide an API key.")
@@ -113,7 +137,7 @@ class FakeStripe(FakeServer):
         now = int(time.time())
         session = {
             "id": session_id, "object": "checkout.session", "livemode": False,
-            "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+            "url": f"{self.base_url}/c/pay/{session_id}",  # the local checkout page
             "mode": params.get("mode", "payment"), "status": "open", "payment_status": "unpaid",
             "client_reference_id": params.get("client_reference_id"),
             "metadata": params.get("metadata", {}), "customer_email": params.get("customer_email"),
@@ -124,7 +148,74 @@ class FakeStripe(FakeServer):
         }
         with self.lock:
             self.sessions[session_id] = session
+            self.session_params[session_id] = params
         return 200, session
+
+    # --- the buyer's side: Stripe Checkout, locally -----------------------------------------
+
+    def _rows(self, session: dict[str, Any]) -> list[tuple[str, str, str]]:
+        params = self.session_params.get(session["id"], {})
+        names = []
+        for item in params.get("line_items", []):
+            product = item.get("price_data", {}).get("product_data", {}).get("name") or item.get("price", "?")
+            names.append(f"{product} x {item.get('quantity', 1)}")
+        return [("items", "Items", ", ".join(names) or "-"),
+                ("amount", "Amount", checkout_pages.money(session["amount_total"], session["currency"])),
+                ("mode", "Mode", session["mode"]),
+                ("merchant-order", "Merchant order", str(session["metadata"].get("order_id", "-"))),
+                ("session", "Checkout Session", session["id"]),
+                ("email", "Email", str(session.get("customer_email") or "-"))]
+
+    def checkout_page(self, session_id: str) -> tuple[int, Page]:
+        with self.lock:
+            session = self.sessions.get(session_id)
+        if session is None:
+            return 404, checkout_pages.not_found("Stripe", "No Checkout Session has this id.")
+        return 200, checkout_pages.checkout_page("Stripe", action=f"/c/pay/{session_id}", hidden={},
+                                                 rows=self._rows(session), webhook_url=self.webhook_url)
+
+    def pay(self, session_id: str, request: Recorded) -> tuple[int, Page]:
+        """A button: the session's event, signed, sent to ``webhook_url``."""
+        outcome = dict(parse_qsl(request.body.decode(errors="replace"))).get("outcome", "")
+        with self.lock:
+            session = self.sessions.get(session_id)
+            params = self.session_params.get(session_id, {})
+        if session is None or outcome not in checkout_pages.OUTCOMES:
+            return 404, checkout_pages.not_found("Stripe", "No such Checkout Session or button.")
+        rows = self._rows(session)
+        if not (self.webhook_url and self.webhook_secret):
+            missing = "the webhook URL" if not self.webhook_url else "STRIPE_WEBHOOK_SECRET"
+            return 200, checkout_pages.result_page("Stripe", outcome, [], rows=rows, return_url=None,
+                                                   error=f"Nothing sent: {missing} is not known to the fake.")
+        if outcome == "decline":
+            kind = "checkout.session.async_payment_failed"
+            obj, back = completed_session(session, payment_status="unpaid"), session.get("cancel_url")
+        else:
+            fields: dict[str, Any] = {}
+            if outcome == "wrong_amount":
+                wrong = checkout_pages.wrong_amount(session["amount_total"])
+                fields = {"amount_total": wrong, "amount_subtotal": wrong}
+            elif session["mode"] == "subscription":
+                fields["subscription"] = self._subscribe(params)
+            kind, obj = "checkout.session.completed", completed_session(session, **fields)
+            back = (session.get("success_url") or "").replace("{CHECKOUT_SESSION_ID}", session_id) or None
+        payload = json.dumps(event(kind, obj)).encode()
+        delivery = checkout_pages.send(self.webhook_url, payload,
+                                       {"stripe-signature": signature(payload, self.webhook_secret)}, kind)
+        return 200, checkout_pages.result_page("Stripe", outcome, [delivery], rows=rows, return_url=back)
+
+    def _subscribe(self, params: dict[str, Any]) -> str:
+        """A subscription for a plan's session, known to the fake's API from now on (the
+        webhook fetches it for its period)."""
+        price = (params.get("line_items") or [{}])[0].get("price_data", {})
+        recurring = price.get("recurring") or {"interval": "month", "interval_count": "1"}
+        days = _DAYS.get(recurring.get("interval", "month"), 30) * int(recurring.get("interval_count") or 1)
+        sub_id, now = new_id("sub"), int(time.time())
+        metadata = params.get("subscription_data", {}).get("metadata", {})
+        with self.lock:
+            self.subscriptions[sub_id] = subscription(sub_id, metadata, period_start=now,
+                                                      period_end=now + days * 24 * 3600)
+        return sub_id
 
 
 def form(request: Recorded) -> dict[str, Any]:

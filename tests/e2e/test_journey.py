@@ -14,83 +14,18 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import requests
 
 from devkit import ROOT, fake_paymob, fake_stripe, postgres, s3, seed
 from devkit import restore as restore_backup
-from devkit import runner as rt
+from tests.e2e.conftest import Local
 
 DEMO, PARTNER = seed.DEMO_USER_ID, seed.PARTNER_USER_ID
-
-
-@dataclass
-class Local:
-    runner: rt.Runner
-    services: rt.Services
-    database_url: str
-    server_url: str
-    out: io.StringIO
-
-    def env(self, function: str) -> dict[str, str]:
-        return self.runner.function_env(self.runner.functions[function])
-
-    def token(self, user: uuid.UUID) -> str:
-        return seed.token(user, self.env("process-image")["JWT_SECRET"])
-
-    def call(self, method: str, path: str, *, user: uuid.UUID | None = None, body: Any = None,
-             headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, Any]:
-        hdrs = dict(headers or {})
-        if user is not None:
-            hdrs["authorization"] = f"Bearer {self.token(user)}"
-        if body is not None:
-            data, hdrs["content-type"] = json.dumps(body).encode(), "application/json"
-        response = requests.request(method, f"{self.runner.base_url}{path}", data=data, headers=hdrs,
-                                    timeout=60)
-        try:
-            return response.status_code, response.json()
-        except ValueError:
-            return response.status_code, response.text
-
-
-@pytest.fixture(scope="module")
-def local() -> Iterator[Local]:
-    """`make dev` in-process on a free port, on a database of its own."""
-    server = os.environ.get("DATABASE_URL") or postgres.embedded_url()
-    name = f"e2e_{uuid.uuid4().hex[:10]}"
-    url = postgres.create_database(server, name)
-    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", *s3.environment("x"))}
-    os.environ["DATABASE_URL"] = url
-    out, stop, ready, started = io.StringIO(), threading.Event(), threading.Event(), []
-    thread = threading.Thread(target=rt.main, args=(rt.TEMPLATE, 0, None), daemon=True, kwargs={
-        "run_schedules": False, "stop": stop, "out": out,
-        "on_ready": lambda r: (started.append(r), ready.set())})
-    thread.start()
-    try:
-        assert ready.wait(60), out.getvalue()
-        runner = started[0]
-        assert runner.services is not None
-        yield Local(runner, runner.services, url, server, out)
-    finally:
-        stop.set()
-        thread.join(30)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        from common import db
-
-        db.reset()
-        postgres.drop_database(server, name)
 
 
 def balance(local: Local, user: uuid.UUID = DEMO) -> int:

@@ -171,10 +171,24 @@ def test_multipart_body_without_boundary_is_415():
     assert_envelope(body, "unsupported_media_type")
 
 
-def test_other_content_type_is_415():
-    status, body, _ = call("POST", "/items", raw_body="name=pen", headers={"content-type": "text/plain"})
+@pytest.mark.parametrize("content_type", [
+    "text/plain",
+    # what `curl -d` sends: Powertools would parse it as a form and blame the whole text
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+])
+def test_other_content_type_is_415(content_type):
+    status, body, _ = call("POST", "/items", raw_body='{"name": "pen", "qty": 1}',
+                           headers={"content-type": content_type})
     assert status == 415
     assert_envelope(body, "unsupported_media_type")
+    assert "fields" not in body["error"] and "pen" not in json.dumps(body)
+
+
+def test_json_with_parameters_is_accepted():
+    status, body, _ = call("POST", "/items", raw_body='{"name": "pen", "qty": 1}',
+                           headers={"content-type": "application/json; charset=utf-8"})
+    assert (status, body) == (200, {"name": "pen", "qty": 1})
 
 
 @pytest.mark.parametrize(("path", "code", "status"), [
@@ -291,6 +305,10 @@ def test_retry_with_same_key_replays_the_first_response():
     second = _order("k-1", user_id)
     assert first[:2] == second[:2] == (200, {"order": 1})
     assert calls == ["order"]
+    # The replay says so (Stripe's header); a fresh answer has no such header
+    assert second[2][http.REPLAYED_HEADER] == "true"
+    assert http.REPLAYED_HEADER not in first[2]
+    assert http.REPLAYED_HEADER not in _order(None, user_id)[2]
 
 
 def test_without_key_every_request_runs():
@@ -381,6 +399,8 @@ def test_function_urls_in_the_template_configure_cors():
         assert cors and cors.get("AllowOrigins") == {"Ref": "AllowedOrigins"}, spec.name
         allowed = {h.lower() for h in cors.get("AllowHeaders", [])}
         assert {"authorization", "content-type", "idempotency-key"} <= allowed, spec.name
+        exposed = {h.lower() for h in cors.get("ExposeHeaders", [])}
+        assert {"retry-after", http.REPLAYED_HEADER.lower()} <= exposed, spec.name
 
 
 def test_make_handler_wraps_resolve():

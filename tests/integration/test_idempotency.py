@@ -35,10 +35,14 @@ class Counter:
         return self.result if self.result is not None else {"order": self.calls}
 
 
-def run(fn, *, key="key-1", payload=None, scope=SCOPE, **kwargs):
+def outcome(fn, *, key="key-1", payload=None, scope=SCOPE, **kwargs):
     return idempotency.run_idempotent(
         scope, key, payload or {"sku": "a"}, fn, lambda_context=LambdaContext("tests"), **kwargs
     )
+
+
+def run(fn, **kwargs):
+    return outcome(fn, **kwargs).result
 
 
 def records():
@@ -57,11 +61,13 @@ def test_first_call_runs_and_stores_completed_result():
 
 def test_repeat_returns_stored_result_without_calling_fn():
     fn = Counter()
-    first = run(fn)
+    first = outcome(fn)
     # When the client retries with the same key and payload
-    second = run(fn)
-    # Then it gets the first result and the work ran once
-    assert second == first and fn.calls == 1
+    second = outcome(fn)
+    # Then it gets the first result, marked as a replay, and the work ran once
+    assert second.result == first.result and fn.calls == 1
+    assert (first.replayed, second.replayed) == (False, True)
+    assert outcome(fn, key=None).replayed is False
 
 
 def test_no_key_runs_every_time_and_stores_nothing():

@@ -60,6 +60,24 @@ def test_redact_is_recursive():
     assert observability.redact(data) == {"a": [{"token": "[redacted]", "ok": 1}], "Cookie": "[redacted]"}
 
 
+def test_an_invocation_without_metrics_prints_no_warning():
+    # Given a fresh process (a cold start) with Python's default warning filters, as Lambda has
+    import subprocess
+    import sys
+
+    code = ("from common.observability import metrics\n"
+            "@metrics.log_metrics\n"
+            "def handler(event, context):\n"
+            "    return 'ok'\n"
+            "print(handler({}, None))\n")
+    # When a handler wrapped by log_metrics adds no metric
+    out = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    # Then it runs and Powertools' "No application metrics to publish" warning is not printed
+    assert out.stdout.strip().splitlines()[-1] == "ok"
+    assert "metrics" not in out.stderr.lower(), out.stderr
+
+
 # --- tracing: the X-Ray SDK only when tracing is on ------------------------------------------
 
 _IMPORT_HANDLER = """

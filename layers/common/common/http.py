@@ -22,8 +22,12 @@ else is a 500 naming the request id, logged with its traceback, never echoed.
 
 Input limits, checked before any route runs: the body's size (``max_body_bytes``, 413),
 its JSON (``common.safejson``: depth, number length, no NUL or unpaired surrogate in a
-string; 400 ``invalid_json``), and the path and query string (no NUL or unpaired
-surrogate; 400 ``invalid_request``).
+string; 400 ``invalid_json``), its type (a validated body is JSON only: forms and any
+other type are 415), and the path and query string (no NUL or unpaired surrogate; 400
+``invalid_request``).
+
+An answer replayed for a repeated ``Idempotency-Key`` carries ``Idempotent-Replayed:
+true`` (Stripe's header), so a client can tell it from a fresh one.
 
 CORS is the function URL's job (``FunctionUrlConfig.Cors`` in template.yaml, origins from
 the ``AllowedOrigins`` parameter): Lambda answers preflights and adds the headers itself,
@@ -41,6 +45,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
+    OpenAPIRequestValidationMiddleware,
+)
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -71,10 +78,36 @@ MAX_BODY_BYTES = 1024 * 1024
 IDEMPOTENCY_TTL_S = 24 * 3600
 #: Printable ASCII without spaces, like Stripe's keys; a UUID is the usual choice.
 _MAX_KEY_LENGTH = 255
+#: The response header that marks an answer replayed for a repeated Idempotency-Key.
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
+    """Powertools' request validation, with JSON as the only body type.
+
+    Powertools also parses form bodies (``application/x-www-form-urlencoded``, multipart)
+    into the body model, so ``curl -d '{"a": 1}'`` (which sends a form content type) got
+    a 422 naming the whole JSON text as a field. No route here takes a form: such a body
+    is 415, like ``text/plain``, before anything parses it.
+    """
+
+    def _get_body(self, app: Any) -> dict[str, Any]:
+        content_type = (app.current_event.headers.get("content-type") or "").strip()
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media and media != "application/json":
+            raise RequestUnsupportedContentType("Unsupported content type", errors=[])
+        return super()._get_body(app)
 
 
 class Resolver(LambdaFunctionUrlResolver):
-    """A Function URL resolver that refuses per-route CORS (the function URL does CORS)."""
+    """A Function URL resolver that refuses per-route CORS (the function URL does CORS)
+    and takes JSON bodies only (``JsonBodyValidation``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self._enable_validation:
+            # The resolver keeps its request validation middleware here (pinned version)
+            self._request_validation_middleware = JsonBodyValidation()
 
     def route(self, rule: str, method: Any, cors: bool | None = None, *args: Any, **kwargs: Any):
         if cors:
@@ -107,7 +140,10 @@ def make_resolver(*, max_body_bytes: int = MAX_BODY_BYTES) -> Resolver:
         # Routes that read the raw body (webhooks, uploads) never go through parse_json.
         _check_body_size(app.current_event, max_body_bytes)
         _check_path_and_query(app.current_event)
-        return next_middleware(app)
+        response = next_middleware(app)
+        if app.context.get("idempotent_replayed"):
+            response.headers[REPLAYED_HEADER] = "true"
+        return response
 
     app.use([check_request])
     _register_errors(app)
@@ -185,8 +221,9 @@ def idempotent(
     with a different payload is 422 ``idempotency_key_reused``; while the first request
     is still running a retry is 409 ``request_in_progress``. Without the header ``fn``
     just runs, unless ``required`` (then 400). ``fn`` must return JSON-serialisable data
-    (a dict, or None); it is what the retry receives. A request that fails (raises) is
-    not remembered, so it can be retried.
+    (a dict, or None); it is what the retry receives, with the response header
+    ``Idempotent-Replayed: true``. A request that fails (raises) is not remembered, so it
+    can be retried.
     """
     key = app.current_event.headers.get("idempotency-key")
     if key is None:
@@ -206,8 +243,11 @@ def idempotent(
     scope = f"{principal.user_id} {service_name()}:{event.http_method.upper()} {event.path}"
     if payload is None:
         payload = event.json_body
-    return idempotency.run_idempotent(scope, key, payload, fn, expires_after_seconds=expires_after_seconds,
-                                      lambda_context=app.lambda_context, owner=principal.user_id)
+    outcome = idempotency.run_idempotent(scope, key, payload, fn, expires_after_seconds=expires_after_seconds,
+                                         lambda_context=app.lambda_context, owner=principal.user_id)
+    if outcome.replayed:
+        app.append_context(idempotent_replayed=True)  # check_request adds the header
+    return outcome.result
 
 
 # --- the error registry ------------------------------------------------------------------
@@ -257,15 +297,6 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
         if _body_is_utf8(app.current_event):
             return _internal_error(app, exc, "unhandled error")
         return error_response(400, "invalid_json", "the request body is not valid JSON (not UTF-8)")
-
-    @app.exception_handler(ValueError)
-    def value_error(exc: ValueError) -> Response:
-        # Powertools parses multipart bodies for validation and raises a bare ValueError
-        # on a malformed one (no boundary): the client's error. Any other is ours.
-        content_type = app.current_event.headers.get("content-type") or ""
-        if content_type.lower().startswith("multipart/"):
-            return error_response(415, "unsupported_media_type", "send the body as application/json")
-        return _internal_error(app, exc, "unhandled error")
 
     @app.exception_handler(RequestUnsupportedContentType)
     def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response:

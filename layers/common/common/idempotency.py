@@ -17,7 +17,9 @@ DynamoDB layer:
 Times are the caller's clock, as in the DynamoDB layer, so the database's decisions agree
 with the checks Powertools makes in process (``DataRecord.is_expired``).
 
-``run_idempotent`` is the entry point routes use (through ``common.http.idempotent``).
+``run_idempotent`` is the entry point routes use (through ``common.http.idempotent``); it
+also says whether the answer was a replay (``Outcome.replayed``), which ``common.http``
+turns into the ``Idempotent-Replayed`` response header.
 Importing this module imports the Powertools idempotency utility, which imports boto3
 (~300 ms): only functions with idempotent routes pay it, on first use.
 """
@@ -26,7 +28,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from aws_lambda_powertools.utilities.idempotency import (
     BasePersistenceLayer,
@@ -75,6 +78,14 @@ UPDATE idempotency_records
 """
 
 DELETE_RECORD = "DELETE FROM idempotency_records WHERE id = %(id)s"
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What ``run_idempotent`` answered: the result, and whether it is a stored one."""
+
+    result: T
+    replayed: bool
 
 
 class PostgresPersistenceLayer(BasePersistenceLayer):
@@ -139,13 +150,13 @@ def run_idempotent(
     expires_after_seconds: int = 24 * 3600,
     lambda_context: Any = None,
     owner: Any = None,
-) -> T:
+) -> Outcome[T]:
     """Run ``fn`` at most once per (``scope``, ``idempotency_key``) while the record lives.
 
     - no key: ``fn`` runs, nothing is stored;
     - first call: INPROGRESS is stored, ``fn`` runs, its JSON-serialisable result is
       stored COMPLETED and returned;
-    - repeat with the same payload: the stored result, ``fn`` not called;
+    - repeat with the same payload: the stored result, ``fn`` not called (``replayed``);
     - repeat while the first runs: ``IdempotencyAlreadyInProgressError``;
     - repeat with another payload: ``IdempotencyValidationError``;
     - ``fn`` raised: the record is deleted and the exception propagates (retry allowed);
@@ -155,7 +166,7 @@ def run_idempotent(
     ``owner`` (a user id) is stored with the record: an account deletion removes them.
     """
     if not idempotency_key:
-        return fn()
+        return Outcome(fn(), replayed=False)
     if callable(getattr(payload, "model_dump", None)):
         payload = payload.model_dump(mode="json")
     config = IdempotencyConfig(
@@ -168,10 +179,16 @@ def run_idempotent(
     if lambda_context is not None:
         config.register_lambda_context(lambda_context)
 
+    ran = False
+
     # A layer per call: Powertools configures a layer once and keeps that configuration.
     @idempotent_function(data_keyword_argument="request", persistence_store=PostgresPersistenceLayer(owner),
                          config=config, key_prefix=KEY_PREFIX)
     def once(request: dict[str, Any]) -> T:
+        nonlocal ran
+        ran = True
         return fn()
 
-    return once(request={"scope": scope, "key": idempotency_key, "payload": payload})
+    result = once(request={"scope": scope, "key": idempotency_key, "payload": payload})
+    # Powertools answers a stored result without calling the function: that is a replay.
+    return Outcome(result, replayed=not ran)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -95,6 +96,9 @@ logger = Logger(service=service_name(), logger_formatter=RedactingFormatter())
 # them before redaction.
 logging.getLogger(logger.name).propagate = False
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Backend"))
+# Most invocations add no metric, and log_metrics then warns once per execution
+# environment; Powertools' documented way to silence it when that is expected.
+warnings.filterwarnings("ignore", "No application metrics to publish*")
 
 
 def tracing_enabled() -> bool:

@@ -170,3 +170,29 @@ def test_a_stripe_error_is_502_and_a_failed_order(stripe_api):
     assert (status, body["error"]["code"]) == (502, "provider_error")
     (stored,) = rows("SELECT * FROM orders WHERE user_id = %s", user)
     assert (stored["status"], stored["failure_code"]) == ("failed", "provider_error")
+
+
+def test_a_restarted_paymob_fake_never_reuses_an_order_kept_in_the_database(monkeypatch):
+    from devkit import fake_paymob
+    from tests.integration.payments.conftest import _clear_settings
+
+    user = new_user()
+    orders, transactions = [], []
+    # Given two runs of make dev, one after the other, on the same database
+    for _run in range(2):
+        fake = fake_paymob.FakePaymob().start()
+        try:
+            monkeypatch.setenv("PAYMOB_API_URL", fake.base_url)
+            _clear_settings()
+            # When each run starts Paymob checkouts (a burst) and pays with transaction ids
+            for _ in range(3):
+                status, body = checkout("/paymob", user, {"product_id": "credits_50"})
+                # Then every one is created: no Paymob order id of the first run comes back
+                assert status == 201, body
+                orders.append(int(order(body["order_id"])["provider_order_id"]))
+            transactions += [fake.next_transaction_id() for _ in range(3)]
+        finally:
+            fake.stop()
+    # And the ids only grow, across runs too
+    assert orders == sorted(set(orders)) and transactions == sorted(set(transactions))
+    assert max(orders) < 2**53

@@ -55,6 +55,7 @@ def test_subscription_ordering_rule():
     assert decide("active", t, "past_due", later) == "apply"
     assert decide("past_due", t, "active", earlier) == "stale"
     assert decide("canceled", t, "active", later) == "stale"          # canceled is final
-    assert decide("active", t, "canceled", earlier) == "stale"
+    assert decide("active", t, "canceled", earlier) == "apply"        # whatever its time
+    assert decide("canceled", t, "incomplete_expired", earlier) == "stale"
     assert decide("active", t, "active", t) == "apply"
     assert decide("active", t, "past_due", t) == "tie"

@@ -218,7 +218,7 @@ def test_a_callback_with_digits_moved_between_signed_fields_takes_no_effect(paym
 def test_a_callback_for_another_merchant_is_rejected_where_the_merchant_is_set(paymob, monkeypatch):
     from common import config
 
-    user, order_id, genuine = paymob_order(paymob)
+    user, _order_id, genuine = paymob_order(paymob)
     obj = genuine["obj"]
     # The order id's last digit moved to the front of the owner: also an unchanged HMAC
     forged = json.loads(json.dumps(genuine))

@@ -7,7 +7,6 @@ import psycopg
 import pytest
 
 from common import db, payments
-from devkit.lambdas import load_handler
 from tests.integration.payments.helpers import new_user, order
 
 
@@ -46,8 +45,7 @@ def test_a_payment_has_a_known_status_and_unmatched_means_no_order():
 
 
 def test_subscription_ordering_rule():
-    load_handler("stripe-webhook")
-    from stripe_webhook.subscriptions import decide
+    from common.providers.stripe_subscriptions import decide
 
     t = datetime(2026, 1, 1, tzinfo=UTC)
     later, earlier = t + timedelta(seconds=1), t - timedelta(seconds=1)

@@ -32,8 +32,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from common import config, payments, webhooks
 from common.errors import ConfigError
 from common.observability import logger, metrics
+from common.providers.paymob_models import Transaction
 from common.webhooks import Outcome
-from paymob_webhook.models import Transaction
 
 PROVIDER = "paymob"
 EVENT_TYPE = "TRANSACTION"

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from common import config, payments
 from common.errors import Unavailable
 from common.observability import logger
-from stripe_webhook.models import Subscription
+from common.providers.stripe_models import Subscription
 
 TERMINAL = frozenset({"canceled", "incomplete_expired"})
 #: Lifecycle order, for ties that cannot be settled by the API.

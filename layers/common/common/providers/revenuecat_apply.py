@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from common import ledger
 from common.observability import logger
+from common.providers.revenuecat_events import GRANTING, KNOWN, NO_ACCESS_CHANGE, Event, ms
 from common.webhooks import Outcome
-from revenuecat_webhook.events import GRANTING, KNOWN, NO_ACCESS_CHANGE, Event, ms
 
 if TYPE_CHECKING:
     import psycopg

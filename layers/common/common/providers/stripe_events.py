@@ -27,10 +27,10 @@ from typing import Any
 
 from common import payments, webhooks
 from common.observability import logger
+from common.providers import stripe_subscriptions as subscriptions
+from common.providers.stripe_models import OBJECTS, Charge, Event, Invoice, Session, Subscription
+from common.providers.stripe_subscriptions import Observation
 from common.webhooks import Outcome
-from stripe_webhook import subscriptions
-from stripe_webhook.models import OBJECTS, Charge, Event, Invoice, Session, Subscription
-from stripe_webhook.subscriptions import Observation
 
 PROVIDER = "stripe"
 

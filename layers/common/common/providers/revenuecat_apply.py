@@ -13,9 +13,13 @@ Order safety (events arrive in any order, each at least once):
   none existed, so an older purchase that arrives after them stays without effect.
 - Transfers: recorded; an event for the old owner that is older than the transfer is
   applied to the new owner instead, so transfer-then-purchase equals purchase-then-transfer.
-- Credits: granted once per store transaction (ledger ref ``purchase:<transaction_id>``),
-  whatever the event id; refunds and their reversals are remembered per transaction, so
-  purchase, refund and reversal end in the same balance in any order.
+- Purchases: a purchase or renewal is applied once per store transaction, whatever the
+  event id: the first event to apply it claims the transaction (``revenuecat_claims``);
+  another event for it (a webhook after reconcile healed it from ``GET /v1/subscribers``,
+  or the other way round) is a ``duplicate`` with no effect. Credits are also granted
+  once per transaction by the ledger (ref ``purchase:<transaction_id>``); refunds and
+  their reversals are remembered per transaction, so purchase, refund and reversal end
+  in the same balance in any order.
 - Every effect on a user runs with that user's row locked (``FOR NO KEY UPDATE``), so two
   events of one user never interleave their reads and writes.
 """
@@ -183,6 +187,13 @@ SELECT refunded_at IS NOT NULL AND (reversed_at IS NULL OR reversed_at < refunde
 FROM revenuecat_refunds WHERE transaction_id = %(transaction_id)s
 """
 
+#: The first event to apply a store transaction's purchase claims it; the claim's event id.
+CLAIM = """
+INSERT INTO revenuecat_claims AS c (transaction_id, event_id) VALUES (%(transaction_id)s, %(event_id)s)
+ON CONFLICT (transaction_id) DO UPDATE SET event_id = c.event_id
+RETURNING event_id
+"""
+
 CURRENCIES = "SELECT code, credits_per_unit FROM revenuecat_currencies WHERE code = ANY(%(codes)s)"
 
 
@@ -226,6 +237,10 @@ def _apply(conn: psycopg.Connection, event: Event, *, apply_sandbox: bool) -> Ou
         return Outcome("processed", user_id=user_id)
     if event.type == "VIRTUAL_CURRENCY_TRANSACTION":
         return _virtual_currency(conn, user_id, event)
+    if event.type in CREDIT_GRANTING and event.transaction_id:
+        claim = _run(conn, CLAIM, {"transaction_id": event.transaction_id, "event_id": event.id}).fetchone()
+        if claim["event_id"] != event.id:
+            return Outcome("duplicate", "ignored", "store transaction already applied", user_id=user_id)
     product = product_for(conn, event.product_id)
     _entitlements(conn, user_id, event, product)
     _credits(conn, user_id, event, product)

@@ -68,14 +68,17 @@ PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "
                "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "XDG_RUNTIME_DIR")
 #: Settings taken from the shell when set there (secrets and provider endpoints).
 SHELL_SETTINGS = ("OPENAI_BASE_URL", "PAYMOB_API_URL", "STRIPE_API_BASE", "REVENUECAT_API_URL")
-#: The payment providers' APIs are local fakes (devkit.fake_paymob, devkit.fake_stripe)
-#: unless you configure the provider's secret key (shell or env.local.json): then the
+#: The payment providers' APIs are local fakes (devkit.fake_paymob, devkit.fake_stripe,
+#: devkit.fake_revenuecat) unless you configure the provider's secret key (shell or env.local.json): then the
 #: settings that point at the fake are left out, and the template's (real) ones apply.
 FAKE_PROVIDER_SETTINGS = {
-    "PAYMOB_SECRET_KEY": ("PAYMOB_API_URL", "PAYMOB_PUBLIC_KEY", "PAYMOB_INTEGRATION_IDS"),
+    "PAYMOB_SECRET_KEY": ("PAYMOB_API_URL", "PAYMOB_PUBLIC_KEY", "PAYMOB_INTEGRATION_IDS", "PAYMOB_API_KEY"),
     "STRIPE_API_KEY": ("STRIPE_API_BASE",),
+    "REVENUECAT_API_KEY": ("REVENUECAT_API_URL",),
 }
-LOCAL_PAYMOB_KEYS = {"PAYMOB_SECRET_KEY": "local-paymob-secret-key", "PAYMOB_PUBLIC_KEY": "pk_test_local"}
+LOCAL_PAYMOB_KEYS = {"PAYMOB_SECRET_KEY": "local-paymob-secret-key", "PAYMOB_PUBLIC_KEY": "pk_test_local",
+                     "PAYMOB_API_KEY": "local-paymob-api-key"}
+LOCAL_REVENUECAT_API_KEY = "sk_local_revenuecat_key"
 #: The functions that receive each provider's webhooks: the fakes' checkout pages sign
 #: with their secret and send to their URL.
 WEBHOOK_FUNCTIONS = {"paymob": "paymob-webhook", "stripe": "stripe-webhook"}
@@ -821,6 +824,7 @@ class Services:
     s3_note: str = ""  # e.g. why S3 is not on the port asked for
     paymob: Any = None  # devkit.fake_paymob.FakePaymob
     stripe: Any = None  # devkit.fake_stripe.FakeStripe
+    revenuecat: Any = None  # devkit.fake_revenuecat.FakeRevenueCat
 
     def env(self) -> dict[str, str]:
         env = {**LOCAL_SECRETS, "DATABASE_URL": self.database_url}
@@ -832,10 +836,13 @@ class Services:
                        PAYMOB_INTEGRATION_IDS=str(INTEGRATION_ID))
         if self.stripe is not None:
             env.update(STRIPE_API_KEY=LOCAL_STRIPE_API_KEY, STRIPE_API_BASE=self.stripe.base_url)
+        if self.revenuecat is not None:
+            env.update(REVENUECAT_API_KEY=LOCAL_REVENUECAT_API_KEY,
+                       REVENUECAT_API_URL=self.revenuecat.base_url)
         return env
 
     def stop(self) -> None:
-        for name in ("moto", "paymob", "stripe"):
+        for name in ("moto", "paymob", "stripe", "revenuecat"):
             server = getattr(self, name)
             if server is not None:
                 server.stop()
@@ -919,10 +926,11 @@ def start_services(buckets: list[str], *, s3_port: int | None = None, s3_port_fi
             raise
     services = Services(url, source, moto.endpoint, buckets, applied, seeded, moto, note)
     if fakes:
-        from devkit import fake_paymob, fake_stripe
+        from devkit import fake_paymob, fake_revenuecat, fake_stripe
 
         services.paymob = fake_paymob.FakePaymob().start()
         services.stripe = fake_stripe.FakeStripe().start()
+        services.revenuecat = fake_revenuecat.FakeRevenueCat().start()
     return services
 
 
@@ -970,7 +978,8 @@ def status_line(services: Services, runner: Runner) -> str:
     envs = [runner.function_env(fn) for fn in runner.functions.values()]
     payments = []
     for label, fake, setting in (("Paymob", services.paymob, "PAYMOB_API_URL"),
-                                 ("Stripe", services.stripe, "STRIPE_API_BASE")):
+                                 ("Stripe", services.stripe, "STRIPE_API_BASE"),
+                                 ("RevenueCat", services.revenuecat, "REVENUECAT_API_URL")):
         if fake is not None and any(env.get(setting) == fake.base_url for env in envs):
             payments.append(f"{label} fake at {fake.base_url}")
         else:

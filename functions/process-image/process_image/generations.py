@@ -37,7 +37,7 @@ from common.observability import logger
 from process_image import catalog, images
 from process_image import settings as settings_module
 from process_image.catalog import Tool
-from process_image.models import GenerationOut
+from process_image.models import GenerationOut, GenerationView
 from process_image.settings import Settings
 
 CACHE_NAMESPACE = "process-image:generation"
@@ -324,7 +324,7 @@ def _wait_s(tool: Tool, s: Settings, deadline: float | None) -> float:
 # --- Reading back ----------------------------------------------------------------------
 
 
-def get(user_id: uuid.UUID, generation_id: str) -> dict[str, Any]:
+def get(user_id: uuid.UUID, generation_id: str) -> GenerationView:
     """The user's own generation with a fresh download URL; anyone else's is NotFound."""
     try:
         gid = uuid.UUID(generation_id)
@@ -336,7 +336,7 @@ def get(user_id: uuid.UUID, generation_id: str) -> dict[str, Any]:
     return _view(row, settings_module.get())
 
 
-def recent(user_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+def recent(user_id: uuid.UUID, limit: int) -> list[GenerationView]:
     if limit <= 0:
         return []
     s = settings_module.get()
@@ -344,18 +344,17 @@ def recent(user_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
     return [_view(row, s) for row in rows]
 
 
-def _view(row: dict[str, Any], s: Settings) -> dict[str, Any]:
+def _view(row: dict[str, Any], s: Settings) -> GenerationView:
     url = expires_at = None
     if row["status"] == "succeeded" and row["result_key"]:
         url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), row["result_key"],
                                                 expires_s=s.DOWNLOAD_URL_TTL_S)
-    return {
-        "generation_id": str(row["id"]), "tool_id": row["tool_id"], "status": row["status"],
-        "params": row["params"], "url": url, "expires_at": expires_at,
-        "content_type": row["result_content_type"], "width": row["width"], "height": row["height"],
-        "credits_charged": row["credits_charged"], "error_code": row["error_code"],
-        "created_at": row["created_at"], "result": row["result"],
-    }
+    return GenerationView(
+        generation_id=str(row["id"]), tool_id=row["tool_id"], status=row["status"], params=row["params"],
+        url=url, expires_at=expires_at, content_type=row["result_content_type"], width=row["width"],
+        height=row["height"], credits_charged=row["credits_charged"], error_code=row["error_code"],
+        created_at=row["created_at"], result=row["result"],
+    )
 
 
 # --- Storage ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from common import config, db
-from common.observability import logger
+from common.observability import logger, traced
 from common.providers import paymob_callbacks
 from common.providers.paymob_models import Transaction
 from reconcile.report import Deadline, Report
@@ -88,6 +88,7 @@ def _apply(obj: Any) -> str:
     return paymob_callbacks.process(txn, callback, headers=HEADERS, raw=raw)
 
 
+@traced
 def _post(url: str, payload: dict[str, Any], token: str | None, timeout: float) -> Any:
     """The JSON answer; None for 404 (no transaction yet); PaymobUnavailable otherwise."""
     import requests

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from common import config, db
-from common.observability import logger
+from common.observability import logger, traced
 from common.providers import revenuecat_apply, revenuecat_delivery, revenuecat_events
 from reconcile.report import Deadline, Report
 from reconcile.settings import ReconcileSettings
@@ -123,6 +123,7 @@ def purchases(app_user_id: str, subscriber: dict[str, Any]) -> list[dict[str, An
     return bodies
 
 
+@traced
 def fetch(base: str, api_key: str, app_user_id: str, timeout: float) -> dict[str, Any]:
     import requests
 

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from common import config, payments
-from common.observability import logger
+from common.observability import logger, traced
 from common.providers import stripe_events
 from reconcile import cursors
 from reconcile.report import Deadline, Report
@@ -74,6 +74,7 @@ def run(deadline: Deadline, settings: ReconcileSettings) -> Report:
     return report
 
 
+@traced
 def _list(since: int, until: int, deadline: Deadline, report: Report) -> list[dict[str, Any]] | None:
     """Every event in the window, or None (cursor unchanged) when the listing failed or
     could not finish before the deadline (pages come newest first: a partial listing

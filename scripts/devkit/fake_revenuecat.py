@@ -69,6 +69,14 @@ class FakeRevenueCat(FakeServer):
                     "product_identifier": product_id, "purchase_date": iso(purchased_ms),
                     "expires_date": iso(expires_ms), "grace_period_expires_date": None}
 
+    def alias(self, app_user_id: str, original_app_user_id: str) -> None:
+        """``app_user_id`` (an anonymous id) belongs to the customer first seen as
+        ``original_app_user_id`` (after the app's logIn)."""
+        with self.lock:
+            subscriber = self.subscribers.setdefault(
+                app_user_id, {"subscriptions": {}, "non_subscriptions": {}, "entitlements": {}})
+            subscriber["original_app_user_id"] = original_app_user_id
+
     def route(self, request: Recorded) -> tuple[str | None, Default]:
         match = _SUBSCRIBER_PATH.match(request.path)
         if not match:
@@ -80,7 +88,8 @@ class FakeRevenueCat(FakeServer):
         def subscriber(_request: Recorded) -> tuple[int, dict[str, Any]]:
             with self.lock:
                 found = self.subscribers.get(app_user_id, {})
-                body = {"original_app_user_id": app_user_id, "first_seen": iso(int(time.time() * 1000)),
+                original = found.get("original_app_user_id", app_user_id)
+                body = {"original_app_user_id": original, "first_seen": iso(int(time.time() * 1000)),
                         "management_url": None, "other_purchases": {}, "subscriber_attributes": {},
                         "subscriptions": dict(found.get("subscriptions", {})),
                         "non_subscriptions": {product: list(items) for product, items

@@ -4,7 +4,8 @@ webhook event would be (``common.providers.revenuecat_delivery``).
 
 Whom: users with RevenueCat entitlements expiring within ``RECONCILE_REVENUECAT_WINDOW_S``
 (or expired as long ago: a renewal's webhook may be lost), and the app user ids of
-parked (unmatched) events; ``RECONCILE_BATCH`` a run, the soonest first.
+parked (unmatched) events; ``RECONCILE_BATCH`` a run, up to half of it for parked ids (a
+random sample of each when there are more: every one gets its turn, without state).
 
 What: each active subscription's latest transaction becomes an ``INITIAL_PURCHASE`` (or
 ``RENEWAL`` when it is not the original purchase) and each non-renewing purchase a
@@ -35,21 +36,21 @@ PROVIDER = "revenuecat"
 HEADERS = {"user-agent": "reconcile", "x-reconcile-source": "GET /v1/subscribers"}
 
 EXPIRING = """
-SELECT user_id::text AS app_user_id, min(expires_at) AS soonest
+SELECT user_id::text AS app_user_id
 FROM entitlements
 WHERE source = 'revenuecat' AND expires_at IS NOT NULL
   AND expires_at BETWEEN now() - make_interval(secs => %(window)s)
                      AND now() + make_interval(secs => %(window)s)
 GROUP BY user_id
-ORDER BY soonest
+ORDER BY random()  -- more candidates than a batch: every one gets its turn, without state
 LIMIT %(limit)s
 """
 PARKED = """
-SELECT p.app_user_id, min(w.received_at) AS since
+SELECT p.app_user_id
 FROM revenuecat_pending p JOIN webhook_inbox w ON w.id = p.inbox_id
 WHERE w.status = 'unmatched'
 GROUP BY p.app_user_id
-ORDER BY since
+ORDER BY random()
 LIMIT %(limit)s
 """
 
@@ -65,9 +66,12 @@ def run(deadline: Deadline, settings: ReconcileSettings) -> Report:
     api_key = config.secret("REVENUECAT_API_KEY")
     if not api_key:
         return report.stop("REVENUECAT_API_KEY is not set")
-    params = {"window": settings.RECONCILE_REVENUECAT_WINDOW_S, "limit": settings.RECONCILE_BATCH}
-    ids = [r["app_user_id"] for r in db.execute(EXPIRING, params, idempotent=True).fetchall()]
-    ids += [r["app_user_id"] for r in db.execute(PARKED, params, idempotent=True).fetchall()]
+    # Up to half the batch for parked ids, the rest for expiring entitlements.
+    parked = [r["app_user_id"] for r in db.execute(
+        PARKED, {"limit": (settings.RECONCILE_BATCH + 1) // 2}, idempotent=True).fetchall()]
+    params = {"window": settings.RECONCILE_REVENUECAT_WINDOW_S,
+              "limit": settings.RECONCILE_BATCH - len(parked)}
+    ids = [r["app_user_id"] for r in db.execute(EXPIRING, params, idempotent=True).fetchall()] + parked
     base = config.settings().REVENUECAT_API_URL.rstrip("/")
     for app_user_id in list(dict.fromkeys(ids))[:settings.RECONCILE_BATCH]:
         if deadline.passed():
@@ -88,8 +92,8 @@ def heal(app_user_id: str, subscriber: dict[str, Any], report: Report) -> None:
     if user_id is None:
         report.outcomes["unmatched"] += 1
         return
-    if app_user_id != str(user_id):
-        revenuecat_delivery.replay_for_user(user_id)
+    if app_user_id != str(user_id):  # a parked event's id: now known, its events apply
+        report.outcomes.update(revenuecat_delivery.replay_for_user(user_id))
     bodies = purchases(str(user_id), subscriber)
     claimed = _claimed([body["event"]["transaction_id"] for body in bodies])
     for body in bodies:

@@ -309,6 +309,24 @@ def test_a_revenuecat_run_racing_the_webhooks_grants_once(revenuecat_api):
     assert ledger.ledger_matches_balance()
 
 
+def test_a_parked_event_applies_once_when_reconcile_learns_its_user(revenuecat_api):
+    # An anonymous purchase before the app logged in: no user of ours, parked
+    user, anonymous = new_user(), f"$RCAnonymousID:{uuid.uuid4().hex}"
+    now = int(time.time() * 1000)
+    purchase = rc_event("NON_RENEWING_PURCHASE", anonymous, transaction_id=f"t-{uuid.uuid4().hex[:10]}",
+                        product_id=PACK, at_ms=now - 60_000, entitlements=())
+    assert call("revenuecat-webhook", rc_send(purchase))[1]["status"] == "unmatched"
+    # RevenueCat knows the anonymous id is our user (logIn), and the purchase
+    revenuecat_api.purchase(anonymous, PACK, transaction_id=purchase["event"]["transaction_id"],
+                            purchased_ms=now - 60_000)
+    revenuecat_api.alias(anonymous, str(user))
+    report = reconcile("revenuecat")
+    # The parked event applied (replayed), the subscriber's copy of it is a duplicate
+    assert report["revenuecat"]["outcomes"] == {"processed": 1, "duplicate": 1}
+    assert balance(user) == 50
+    assert healed(reconcile("revenuecat"), "revenuecat") == 0 and balance(user) == 50
+
+
 def test_a_revenuecat_error_stops_its_part_and_changes_nothing(revenuecat_api):
     user, _renewal, _pack = subscriber_renewed(revenuecat_api)
     revenuecat_api.script(Scripted(status=500, body={"message": "down"}))

@@ -1,13 +1,13 @@
-"""The job's settings (environment variables, read with pydantic-settings)."""
+"""The job's settings (environment variables, read by ``common.settings.EnvSettings``)."""
 
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import EnvSettings
 
 
-class BackupSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+class BackupSettings(EnvSettings):
 
     STAGE: str = "dev"
     BACKUPS_BUCKET: str | None = None

@@ -78,8 +78,9 @@ sys.stderr.write(f"@@cold {response['statusCode']} {(t1 - t0) * 1000:.2f} {(t2 -
 def cold_start(handler: str, event_file: str, path: Path, name: str, env: dict[str, str],
                expect: int) -> tuple[float, float]:
     """(import ms, import + first request ms) of one fresh process."""
-    child_env = {**env, "PYTHONPATH": str(path), "POWERTOOLS_SERVICE_NAME": name,
-}
+    # the CodeUri, then the layer (Lambda's /opt/python), as Lambda orders them
+    child_env = {**env, "PYTHONPATH": os.pathsep.join([str(path), str(ROOT / "layers" / "common")]),
+                 "POWERTOOLS_SERVICE_NAME": name}
     out = subprocess.run([sys.executable, "-c", CHILD, handler, event_file, name], env=child_env, cwd=path,
                          capture_output=True, text=True)
     line = next((ln for ln in out.stderr.splitlines() if ln.startswith("@@cold ")), None)

@@ -146,6 +146,7 @@ def _canonical(value: Any) -> Any:
 # --- reads and writes ---------------------------------------------------------------
 
 _GET = "SELECT value FROM cache_entries WHERE key = %s AND expires_at > now()"
+_GET_VALUE = "SELECT value FROM cache_entries WHERE key = %(cache_key)s AND expires_at > now()"
 
 _GET_WITH_AGE = """
 SELECT value, compute_ms, extract(epoch FROM expires_at - now())::float8 AS ttl_left
@@ -169,6 +170,19 @@ def get(key: str) -> Any | None:
     row = db.execute(_GET, (key,), idempotent=True).fetchone()
     _count("CacheHit" if row else "CacheMiss")
     return row["value"] if row else None
+
+
+def get_along(key: str, queries: dict[str, str], params: dict[str, Any]) -> tuple[Any | None, dict[str, Any]]:
+    """``get(key)`` and, in the same statement (one round trip, one snapshot), the scalar
+    ``queries`` (name -> a SELECT of one value, written with ``params``): a hot path that
+    needs the cached value and a few other values pays one round trip instead of several.
+    Returns the value (or None) and ``{name: result}``."""
+    columns = "".join(f",\n       ({sql}) AS {name}" for name, sql in queries.items())
+    row = db.execute(f"SELECT ({_GET_VALUE}) AS cache_value{columns}", {**params, "cache_key": key},
+                     idempotent=True).fetchone()
+    value = row.pop("cache_value")
+    _count("CacheHit" if value is not None else "CacheMiss")
+    return value, row
 
 
 def get_many(keys: Iterable[str]) -> dict[str, Any]:

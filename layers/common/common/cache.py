@@ -159,6 +159,9 @@ _GET_MANY = "SELECT key, value FROM cache_entries WHERE key = ANY(%s) AND expire
 # A server-side function (migrations 0002, 0012): commits its own transaction
 # asynchronously; records the entry's owner (a user id, so a deletion finds it).
 _SET = "SELECT cache_put(%(key)s, %(value)s, %(ttl)s, %(compute_ms)s, %(async)s, %(owner)s) AS value"
+# The same write when the caller needs nothing back: the stored value is not sent back and
+# decoded again (about a tenth of a set's time for a 1 KB value).
+_SET_QUIET = _SET.replace(" AS value", " IS NOT NULL AS ok")
 
 _DELETE = "DELETE FROM cache_entries WHERE key = %s"
 
@@ -218,9 +221,9 @@ def set(  # the cache's verb: this module says `builtins.set` for the type
     """
     params = _set_params(key, value, ttl, compute_ms, owner)
     if conn is not None:
-        conn.execute(_SET, {**params, "async": False})
+        conn.execute(_SET_QUIET, {**params, "async": False})
     else:
-        db.execute(_SET, {**params, "async": True}, idempotent=True)
+        db.execute(_SET_QUIET, {**params, "async": True}, idempotent=True)
 
 
 def delete(key: str) -> bool:

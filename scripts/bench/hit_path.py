@@ -58,10 +58,19 @@ def template(env: dict[str, str]) -> str:
       Timeout: 30
       MemorySize: 1024
       FunctionUrlConfig: {{AuthType: NONE}}
+      Layers: [!Ref CommonLayer]
       Environment:
         Variables:
           POWERTOOLS_SERVICE_NAME: {service}{variables}"""
-    return ('AWSTemplateFormatVersion: "2010-09-09"\nTransform: AWS::Serverless-2016-10-31\nResources:'
+    # The layer of this checkout on the workers' path, as Lambda's /opt/python
+    layer = f"""
+  CommonLayer:
+    Type: AWS::Serverless::LayerVersion
+    Properties:
+      ContentUri: {ROOT / "layers" / "common"}
+      CompatibleRuntimes: [python3.13]"""
+    head = 'AWSTemplateFormatVersion: "2010-09-09"\nTransform: AWS::Serverless-2016-10-31\nResources:'
+    return (head + layer
             + fn.format(name="ProcessImageFunction", code=ROOT / "functions" / "process-image",
                         handler="process_image.app.handler", service="process-image", variables=variables)
             + fn.format(name="LayerFunction", code=LAYER_DIR, handler="layer_app.handler", service="layer",

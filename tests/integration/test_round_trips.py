@@ -105,3 +105,13 @@ def test_admission_is_one_round_trip_and_throttles_before_provisioning(monkeypat
     with pytest.raises(TooManyRequests):
         auth.admit(stranger, "test:GET /y", limit=1)
     assert db.execute("SELECT 1 FROM users WHERE id = %s", (stranger.user_id,)).fetchone() is None
+
+
+def test_admission_inside_a_transaction_leaves_its_commit_synchronous():
+    user_id = uuid.uuid4()
+    with db.transaction() as conn:
+        auth.admit(auth.Principal(user_id=user_id, claims={}), "test:GET /z", limit=5)
+        assert conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"
+    db.execute("SELECT 1")
+    auth.admit(auth.Principal(user_id=user_id, claims={}), "test:GET /z", limit=5)  # alone: asynchronous
+    assert db.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"  # and only then

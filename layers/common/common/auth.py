@@ -222,6 +222,10 @@ SELECT hit.hits, hit.reset_after,
 """
 
 
+_ASYNC_COMMIT = ",\n       set_config('synchronous_commit', 'off', true) AS async_commit"
+_ADMIT_IN_TRANSACTION = _ADMIT.replace(_ASYNC_COMMIT, "")
+
+
 def admit(principal: Principal, route: str, *, limit: int | None = None) -> bool:
     """Count the authenticated caller's request on ``route`` against its rate limit
     (``TooManyRequests``, 429, past ``limit`` a minute, default RATE_LIMIT_PER_MINUTE),
@@ -232,7 +236,12 @@ def admit(principal: Principal, route: str, *, limit: int | None = None) -> bool
     email = principal.claims.get("email")
     params = {"subject": str(principal.user_id), "route": route, "window": ratelimit.WINDOW_SECONDS,
               "limit": limit, "id": principal.user_id, "email": email if isinstance(email, str) else None}
-    row = db.execute(_ADMIT, params).fetchone()
+    # Asynchronous commit only as a statement of its own: inside a caller's transaction the
+    # setting would last to that transaction's commit and cover its writes too.
+    import psycopg
+
+    idle = db.connection().info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    row = db.execute(_ADMIT if idle else _ADMIT_IN_TRANSACTION, params).fetchone()
     ratelimit.check(ratelimit.Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"]), route)
     if row["deleted"]:
         logger.info("authentication rejected", extra={"reason": "account deleted"})

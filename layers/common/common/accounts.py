@@ -290,10 +290,8 @@ def scrub_inbox(deadline: float) -> int:
 def scrub_inbox_now(conn: Any) -> int:
     """Every queued scrub at once, in the caller's transaction (scripts/restore, which
     re-applies deletions offline); rows scrubbed."""
-    from psycopg.rows import dict_row
-
     scrubbed = 0
-    while task := conn.cursor(row_factory=dict_row).execute(CLAIM_SCRUB).fetchone():
+    while task := db.execute_on(conn, CLAIM_SCRUB).fetchone():
         scrubbed += _scrub(conn, task, task["last_id"])
     return scrubbed
 

@@ -68,7 +68,4 @@ def _query(sql: str, params: dict[str, Any],
            conn: psycopg.Connection | None) -> psycopg.Cursor[dict[str, Any]]:
     if conn is None:
         return db.execute(sql, params, idempotent=True)
-    # The caller's connection may have another row factory: ask for dicts here.
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row).execute(sql, params)
+    return db.execute_on(conn, sql, params)

@@ -110,7 +110,6 @@ def record(conn: psycopg.Connection, provider: str, event_id: str, *, headers: M
     """Record a delivery inside the caller's transaction; True if it must be processed
     now (see the module docstring), False for a duplicate of a finished event."""
     from psycopg import pq
-    from psycopg.rows import dict_row
     from psycopg.types.json import Jsonb
 
     if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
@@ -127,7 +126,7 @@ def record(conn: psycopg.Connection, provider: str, event_id: str, *, headers: M
         "body": bytes(body),
         "signature_ok": bool(signature_ok),
     }
-    row = conn.cursor(row_factory=dict_row).execute(RECORD, params).fetchone()
+    row = db.execute_on(conn, RECORD, params).fetchone()
     return row["status"] == "received"
 
 

@@ -158,7 +158,7 @@ def grant(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, re
               "source": source, "ref": ref}
     with _transaction(conn) as c:
         try:
-            return _run(c, GRANT, params).fetchone() is not None
+            return db.execute_on(c, GRANT, params).fetchone() is not None
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound("user not found") from None
 
@@ -176,16 +176,16 @@ def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
     params = {"user_id": as_uuid(user_id), "amount": _positive(amount), "key": idempotency_key,
               "reason": reason}
     with _transaction(conn) as c:
-        row = _run(c, RESERVATION_BY_KEY, params).fetchone()
+        row = db.execute_on(c, RESERVATION_BY_KEY, params).fetchone()
         if row is None:
             try:
                 with c.transaction():  # a savepoint: a lost race undoes only this statement
-                    row = _run(c, RESERVE, params).fetchone()
+                    row = db.execute_on(c, RESERVE, params).fetchone()
             except psycopg.errors.UniqueViolation:
                 # A concurrent request with the same key committed first: return its result.
-                row = _run(c, RESERVATION_BY_KEY, params).fetchone()
+                row = db.execute_on(c, RESERVATION_BY_KEY, params).fetchone()
             if row is None:
-                if _run(c, USER_EXISTS, params).fetchone() is None:
+                if db.execute_on(c, USER_EXISTS, params).fetchone() is None:
                     raise NotFound("user not found")
                 raise InsufficientCredits("not enough credits")
         reservation = Reservation(**row)
@@ -199,7 +199,7 @@ def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection | None = No
     now, False if it already was; a refunded reservation cannot be settled (Conflict)."""
     params = {"id": as_uuid(reservation_id)}
     with _transaction(conn) as c:
-        if _run(c, SETTLE, params).fetchone() is not None:
+        if db.execute_on(c, SETTLE, params).fetchone() is not None:
             return True
         return _resolved(c, params, expected="settled")
 
@@ -211,7 +211,7 @@ def refund(reservation_id: uuid.UUID | str, *, reason: str = "refund",
     cannot be refunded (Conflict): give credits back with ``grant`` instead."""
     params = {"id": as_uuid(reservation_id), "reason": reason}
     with _transaction(conn) as c:
-        if _run(c, REFUND, params).fetchone() is not None:
+        if db.execute_on(c, REFUND, params).fetchone() is not None:
             return True
         return _resolved(c, params, expected="refunded")
 
@@ -226,15 +226,15 @@ def clawback(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str,
     with _transaction(conn) as c:
         # The user row lock serialises clawbacks and spends of this user, so the amount
         # taken is computed from a balance nobody else can change before commit.
-        row = _run(c, LOCK_USER, params).fetchone()
+        row = db.execute_on(c, LOCK_USER, params).fetchone()
         if row is None:
             raise NotFound("user not found")
         taken = min(row["credits"], amount)
         params |= {"taken": taken, "shortfall": amount - taken}
-        if _run(c, CLAWBACK_ENTRY, params).fetchone() is None:
-            first = _run(c, ENTRY_BY_REF, params).fetchone()
+        if db.execute_on(c, CLAWBACK_ENTRY, params).fetchone() is None:
+            first = db.execute_on(c, ENTRY_BY_REF, params).fetchone()
             return -first["amount"], first["shortfall"]
-        _run(c, DEBIT, {"user_id": params["user_id"], "amount": taken})
+        db.execute_on(c, DEBIT, {"user_id": params["user_id"], "amount": taken})
         return taken, amount - taken
 
 
@@ -271,16 +271,9 @@ def _transaction(conn: psycopg.Connection | None) -> Iterator[psycopg.Connection
             yield c
 
 
-def _run(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> psycopg.Cursor[dict[str, Any]]:
-    # The caller's connection may have another row factory: ask for dicts here.
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row).execute(query, params)
-
-
 def _resolved(conn: psycopg.Connection, params: dict[str, Any], *, expected: str) -> bool:
     """After a transition matched nothing: False if already ``expected``, else why not."""
-    row = _run(conn, RESERVATION_STATUS, params).fetchone()
+    row = db.execute_on(conn, RESERVATION_STATUS, params).fetchone()
     if row is None:
         raise NotFound("reservation not found")
     if row["status"] != expected:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 
     from common.auth import Principal
 
-T = TypeVar("T")
 
 #: Default request body limit (decoded bytes). Function URLs accept up to 6 MB.
 MAX_BODY_BYTES = 1024 * 1024
@@ -205,7 +204,7 @@ def current_user(app: LambdaFunctionUrlResolver, *, route_limit: int | None = No
     return principal
 
 
-def idempotent(
+def idempotent[T](
     app: LambdaFunctionUrlResolver,
     fn: Callable[[], T],
     *,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import (
     BasePersistenceLayer,
@@ -43,8 +43,6 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
 from common import db
-
-T = TypeVar("T")
 
 #: Record ids are ``<KEY_PREFIX>#<sha256 of [scope, key]>``.
 KEY_PREFIX = "client"
@@ -81,7 +79,7 @@ DELETE_RECORD = "DELETE FROM idempotency_records WHERE id = %(id)s"
 
 
 @dataclass(frozen=True)
-class Outcome(Generic[T]):
+class Outcome[T]:
     """What ``run_idempotent`` answered: the result, and whether it is a stored one."""
 
     result: T
@@ -141,7 +139,7 @@ class PostgresPersistenceLayer(BasePersistenceLayer):
         db.execute(DELETE_RECORD, {"id": data_record.idempotency_key}, idempotent=True)
 
 
-def run_idempotent(
+def run_idempotent[T](
     scope: str,
     idempotency_key: str | None,
     payload: Any,

@@ -15,7 +15,7 @@ Every route needs a Bearer JWT and counts against the caller's rate limit; POSTs
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -79,14 +79,16 @@ def create_generation(body: GenerationIn) -> Response[GenerationOut]:
     user = http.current_user(app)
     deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000
 
-    def run() -> dict:
+    def run() -> dict[str, Any]:
         created = generations.create(user.user_id, body.tool_id, body.params, body.source_key,
                                      source_etag=body.source_etag, deadline=deadline)
         return created.model_dump(mode="json")
 
     result = http.idempotent(app, run)
+    # The body is GenerationOut's JSON form (a replay comes from the idempotency store as such);
+    # the annotation documents that schema.
     return Response(status_code=200 if result["cached"] else 201, content_type=content_types.APPLICATION_JSON,
-                    body=result)
+                    body=result)  # type: ignore[arg-type]
 
 
 @app.get("/generations")

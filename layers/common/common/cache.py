@@ -277,7 +277,7 @@ def _lock(conn: psycopg.Connection[Any], lock_id: int, wait_ms: int, hold_ms: in
     # lock_timeout 0 would mean "wait forever": wait_ms == 0 uses the non-blocking form.
     conn.execute(_SET_LOCK_TIMEOUTS, (str(max(wait_ms, 1)), str(wait_ms + 5000), str(hold_ms)))
     if wait_ms == 0:
-        if not conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (lock_id,)).fetchone()["ok"]:
+        if not db.one_row(conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (lock_id,)))["ok"]:
             raise CacheBusy("this entry is being computed; retry shortly")
         return
     try:
@@ -378,7 +378,7 @@ def _compute_and_store[T](key: str, ttl: int | float | timedelta, compute: Calla
     _count("CacheCompute")
     params = _set_params(key, value, ttl, compute_ms, owner)
     # Returned as stored, so this caller gets what the waiting callers will read.
-    return db.execute(_SET, {**params, "async": True}, idempotent=True).fetchone()["value"]
+    return db.one_row(db.execute(_SET, {**params, "async": True}, idempotent=True))["value"]
 
 
 # --- metrics ------------------------------------------------------------------------

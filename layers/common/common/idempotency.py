@@ -93,7 +93,7 @@ class PostgresPersistenceLayer(BasePersistenceLayer):
     account deletion finds the user's records (their ids are hashes)."""
 
     def __init__(self, owner: Any = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Powertools' constructor is unannotated
         self.owner = owner
 
     def _get_record(self, idempotency_key: str) -> DataRecord:

@@ -149,7 +149,7 @@ class Reservation:
 
 
 def grant(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, ref: str,
-          conn: psycopg.Connection | None = None) -> bool:
+          conn: psycopg.Connection[Any] | None = None) -> bool:
     """Add ``amount`` credits once per ``(source, ref)``. True if applied now, False if
     that reference was already applied. The user row must exist (NotFound otherwise)."""
     import psycopg
@@ -164,7 +164,7 @@ def grant(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, re
 
 
 def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
-            reason: str = "reservation", conn: psycopg.Connection | None = None) -> Reservation:
+            reason: str = "reservation", conn: psycopg.Connection[Any] | None = None) -> Reservation:
     """Take ``amount`` credits from the balance for work about to run.
 
     The same ``idempotency_key`` (per user) returns the reservation made the first time,
@@ -194,7 +194,7 @@ def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
     return reservation
 
 
-def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection | None = None) -> bool:
+def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection[Any] | None = None) -> bool:
     """Mark the reservation as spent (no balance change, no ledger entry). True if settled
     now, False if it already was; a refunded reservation cannot be settled (Conflict)."""
     params = {"id": as_uuid(reservation_id)}
@@ -205,7 +205,7 @@ def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection | None = No
 
 
 def refund(reservation_id: uuid.UUID | str, *, reason: str = "refund",
-           conn: psycopg.Connection | None = None) -> bool:
+           conn: psycopg.Connection[Any] | None = None) -> bool:
     """Give a reserved amount back (status, balance and a ``refund`` entry in one
     statement). True if refunded now, False if it already was; a settled reservation
     cannot be refunded (Conflict): give credits back with ``grant`` instead."""
@@ -217,7 +217,7 @@ def refund(reservation_id: uuid.UUID | str, *, reason: str = "refund",
 
 
 def clawback(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, ref: str,
-             conn: psycopg.Connection | None = None) -> tuple[int, int]:
+             conn: psycopg.Connection[Any] | None = None) -> tuple[int, int]:
     """Take back up to ``amount`` credits (a refunded purchase): as much as the balance
     holds, never below zero; the rest is recorded as the entry's ``shortfall``. Returns
     ``(taken, shortfall)``; a repeated ``(source, ref)`` returns the first outcome."""
@@ -232,8 +232,8 @@ def clawback(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str,
         taken = min(row["credits"], amount)
         params |= {"taken": taken, "shortfall": amount - taken}
         if db.execute_on(c, CLAWBACK_ENTRY, params).fetchone() is None:
-            first = db.execute_on(c, ENTRY_BY_REF, params).fetchone()
-            return -first["amount"], first["shortfall"]
+            first = db.one_row(db.execute_on(c, ENTRY_BY_REF, params))  # the clawback already made
+            return -int(first["amount"]), int(first["shortfall"])
         db.execute_on(c, DEBIT, {"user_id": params["user_id"], "amount": taken})
         return taken, amount - taken
 
@@ -256,14 +256,14 @@ def stale_reservations(older_than: timedelta, limit: int = 100) -> list[Reservat
 def ledger_matches_balance(user_id: uuid.UUID | str | None = None) -> bool:
     """True when every balance (or this user's) equals the sum of its ledger entries."""
     params = {"user_id": None if user_id is None else as_uuid(user_id)}
-    return db.execute(MISMATCHES, params, idempotent=True).fetchone()["n"] == 0
+    return bool(db.one_row(db.execute(MISMATCHES, params, idempotent=True))["n"] == 0)
 
 
 # --- Helpers ---------------------------------------------------------------------------
 
 
 @contextmanager
-def _transaction(conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
+def _transaction(conn: psycopg.Connection[Any] | None) -> Iterator[psycopg.Connection[Any]]:
     if conn is not None:
         yield conn
     else:
@@ -271,7 +271,7 @@ def _transaction(conn: psycopg.Connection | None) -> Iterator[psycopg.Connection
             yield c
 
 
-def _resolved(conn: psycopg.Connection, params: dict[str, Any], *, expected: str) -> bool:
+def _resolved(conn: psycopg.Connection[Any], params: dict[str, Any], *, expected: str) -> bool:
     """After a transition matched nothing: False if already ``expected``, else why not."""
     row = db.execute_on(conn, RESERVATION_STATUS, params).fetchone()
     if row is None:

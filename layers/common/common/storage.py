@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from common.errors import InvalidInput, NotFound, PayloadTooLarge
+from common.observability import traced
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -191,6 +192,7 @@ class UploadResult(NamedTuple):
     etag: str
 
 
+@traced
 def head(bucket: str, key: str) -> dict[str, Any] | None:
     """The object's metadata (ContentLength, ContentType, ETag, ChecksumSHA256, ...), or
     None if there is no such object. Other errors (403: the role lacks s3:ListBucket,
@@ -206,6 +208,7 @@ def head(bucket: str, key: str) -> dict[str, Any] | None:
     return {name: value for name, value in response.items() if name != "ResponseMetadata"}
 
 
+@traced
 def read(bucket: str, key: str, *, max_bytes: int) -> bytes:
     """The object's bytes. An object larger than ``max_bytes`` is refused
     (PayloadTooLarge) from its Content-Length, before its body is read; a missing one is
@@ -230,6 +233,7 @@ def read(bucket: str, key: str, *, max_bytes: int) -> bytes:
         body.close()  # drops the connection without draining an unread body
 
 
+@traced
 def put(bucket: str, key: str, data: bytes, content_type: str) -> UploadResult:
     """One PUT (small objects), SSE-S3, SHA-256 checked by S3."""
     digest = hashlib.sha256(data).digest()
@@ -391,6 +395,7 @@ class MultipartUpload:
             raise ValueError(f"upload is {self._state}")
 
 
+@traced
 def stream_upload(bucket: str, key: str, chunks: Iterable[bytes], *, content_type: str,
                   part_size: int = DEFAULT_PART_SIZE) -> UploadResult:
     """Upload an iterable of byte chunks of any sizes as one object, in constant memory;

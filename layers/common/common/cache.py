@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from common import db
 from common.errors import AppError
@@ -45,7 +45,6 @@ from common.errors import AppError
 if TYPE_CHECKING:
     import psycopg
 
-T = TypeVar("T")
 
 #: How long a caller waits for another caller's computation of the same key.
 DEFAULT_WAIT_S = 30.0
@@ -295,7 +294,7 @@ def _lock(conn: psycopg.Connection[Any], lock_id: int, wait_ms: int, hold_ms: in
     # lock_timeout 0 would mean "wait forever": wait_ms == 0 uses the non-blocking form.
     conn.execute(_SET_LOCK_TIMEOUTS, (str(max(wait_ms, 1)), str(wait_ms + 5000), str(hold_ms)))
     if wait_ms == 0:
-        if not conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (lock_id,)).fetchone()["ok"]:
+        if not db.one_row(conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (lock_id,)))["ok"]:
             raise CacheBusy("this entry is being computed; retry shortly")
         return
     try:
@@ -307,7 +306,7 @@ def _lock(conn: psycopg.Connection[Any], lock_id: int, wait_ms: int, hold_ms: in
 # --- get or compute ---------------------------------------------------------------
 
 
-def get_or_compute(
+def get_or_compute[T](
     key: str,
     ttl: int | float | timedelta,
     compute: Callable[[], T],
@@ -357,7 +356,7 @@ def get_or_compute(
         raise
 
 
-def _get_or_refresh(key: str, ttl: int | float | timedelta, compute: Callable[[], T], beta: float,
+def _get_or_refresh[T](key: str, ttl: int | float | timedelta, compute: Callable[[], T], beta: float,
                     owner: uuid.UUID | str | None) -> Any:
     row = db.execute(_GET_WITH_AGE, (key,), idempotent=True).fetchone()
     if not row:
@@ -388,7 +387,7 @@ def _require_no_open_transaction() -> None:
         )
 
 
-def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable[[], T],
+def _compute_and_store[T](key: str, ttl: int | float | timedelta, compute: Callable[[], T],
                        owner: uuid.UUID | str | None) -> Any:
     started = time.perf_counter()
     value = compute()
@@ -396,7 +395,7 @@ def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable
     _count("CacheCompute")
     params = _set_params(key, value, ttl, compute_ms, owner)
     # Returned as stored, so this caller gets what the waiting callers will read.
-    return db.execute(_SET, {**params, "async": True}, idempotent=True).fetchone()["value"]
+    return db.one_row(db.execute(_SET, {**params, "async": True}, idempotent=True))["value"]
 
 
 # --- metrics ------------------------------------------------------------------------

@@ -159,6 +159,23 @@ def transaction(
         yield conn
 
 
+def execute_on(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> psycopg.Cursor[dict[str, Any]]:
+    """Run one statement on the caller's connection (inside its transaction), rows as
+    dicts whatever that connection's own row factory."""
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row).execute(sql, params)
+
+
+def one_row(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
+    """The row of a statement that always returns one (an aggregate, an upsert with
+    RETURNING): none at all is a bug, raised as one."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
+
+
 def execute(sql: str, params: Any = None, *, idempotent: bool = False) -> psycopg.Cursor[dict[str, Any]]:
     """Run one statement in autocommit mode.
 

@@ -50,7 +50,7 @@ def hit(subject: str, route: str, *, limit: int | None = None, window_s: int = W
     ``limit`` defaults to the RATE_LIMIT_PER_MINUTE setting (100).
     """
     limit = default_limit() if limit is None else limit
-    row = db.execute(HIT, {"subject": subject, "route": route, "window": window_s}).fetchone()
+    row = db.one_row(db.execute(HIT, {"subject": subject, "route": route, "window": window_s}))
     return check(Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"]), route)
 
 

@@ -242,7 +242,7 @@ def admit(principal: Principal, route: str, *, limit: int | None = None) -> bool
     import psycopg
 
     idle = db.connection().info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    row = db.execute(_ADMIT if idle else _ADMIT_IN_TRANSACTION, params).fetchone()
+    row = db.one_row(db.execute(_ADMIT if idle else _ADMIT_IN_TRANSACTION, params))
     ratelimit.check(ratelimit.Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"]), route)
     if row["deleted"]:
         logger.info("authentication rejected", extra={"reason": "account deleted"})

@@ -180,8 +180,8 @@ def get_along(key: str, queries: dict[str, str], params: dict[str, Any]) -> tupl
     needs the cached value and a few other values pays one round trip instead of several.
     Returns the value (or None) and ``{name: result}``."""
     columns = "".join(f",\n       ({sql}) AS {name}" for name, sql in queries.items())
-    row = db.execute(f"SELECT ({_GET_VALUE}) AS cache_value{columns}", {**params, "cache_key": key},
-                     idempotent=True).fetchone()
+    row = db.one_row(db.execute(f"SELECT ({_GET_VALUE}) AS cache_value{columns}",
+                                {**params, "cache_key": key}, idempotent=True))
     value = row.pop("cache_value")
     _count("CacheHit" if value is not None else "CacheMiss")
     return value, row

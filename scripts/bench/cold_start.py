@@ -117,7 +117,8 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, names: list[str], url: str) -> None:
-    from devkit.lambdas import functions, url_event
+    from devkit.cfn import functions
+    from devkit.lambdas import url_event
 
     jwt_secret = secrets.token_hex(32)
     env = {**os.environ, "DATABASE_URL": url, "JWT_SECRET": jwt_secret,

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from devkit.lambdas import functions
+from devkit.cfn import functions
 
 #: Top-level packages no handler module may import.
 FORBIDDEN = ("aws_xray_sdk", "boto3", "s3transfer", "openai", "stripe", "PIL", "pillow_heif", "dlib", "numpy",

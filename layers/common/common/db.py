@@ -7,8 +7,10 @@ invocations, and re-made when it was found broken. Each function names itself th
 
 Parameter binding: psycopg's default server-side binding (extended query protocol) is
 kept because values never mix into SQL text. Automatic *named* prepared statements are
-turned off (``prepare_threshold=None``): they are session state, which RDS Proxy answers
-by pinning the client to one backend. Unnamed statements do not pin.
+off by default (``prepare_threshold=None``): they are session state, which RDS Proxy
+answers by pinning the client to one backend. Unnamed statements do not pin. Without a
+proxy in the path, ``DB_PREPARE_THRESHOLD`` turns them on (the server then skips parsing
+and planning a statement it has seen on this connection).
 
 Failures, and what each costs the caller:
 - a kept connection that the server closed while it sat idle (a failover, a proxy's idle
@@ -50,7 +52,7 @@ def _connect(role: str = "") -> psycopg.Connection[dict[str, Any]]:
         require_secret("DATABASE_URL"),
         autocommit=True,
         row_factory=dict_row,
-        prepare_threshold=None,
+        prepare_threshold=s.DB_PREPARE_THRESHOLD,  # None unless set: see the module doc
         connect_timeout=s.DB_CONNECT_TIMEOUT_S,
         application_name=f"{name}/{role}" if role else name,
         options=f"-c statement_timeout={s.DB_STATEMENT_TIMEOUT_MS}",
@@ -155,6 +157,23 @@ def transaction(
             conn = connect()
             stack.enter_context(conn.transaction())
         yield conn
+
+
+def execute_on(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> psycopg.Cursor[dict[str, Any]]:
+    """Run one statement on the caller's connection (inside its transaction), rows as
+    dicts whatever that connection's own row factory."""
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row).execute(sql, params)
+
+
+def one_row(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
+    """The row of a statement that always returns one (an aggregate, an upsert with
+    RETURNING): none at all is a bug, raised as one."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
 
 
 def execute(sql: str, params: Any = None, *, idempotent: bool = False) -> psycopg.Cursor[dict[str, Any]]:

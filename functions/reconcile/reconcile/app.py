@@ -23,7 +23,7 @@ webhook is probably misconfigured) and ``ReconcileErrors``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from pydantic import BaseModel, ConfigDict
@@ -31,7 +31,9 @@ from pydantic import BaseModel, ConfigDict
 from common.observability import logger
 from reconcile import paymob_orders, revenuecat_subscribers, stripe_events
 from reconcile.report import Deadline, Report
-from reconcile.settings import ReconcileSettings
+
+if TYPE_CHECKING:
+    from reconcile.settings import ReconcileSettings
 
 Provider = Literal["stripe", "paymob", "revenuecat"]
 PARTS: dict[str, Callable[[Deadline, ReconcileSettings], Report]] = {
@@ -52,6 +54,8 @@ class ReconcileInput(BaseModel):
 
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    from reconcile.settings import ReconcileSettings  # pydantic-settings: not on the import path
+
     request = ReconcileInput.model_validate(event or {})
     settings = ReconcileSettings()
     deadline = Deadline(context.get_remaining_time_in_millis, settings.RECONCILE_DEADLINE_MARGIN_MS)
@@ -65,7 +69,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         except Exception as exc:  # e.g. the database: the other providers still run
             logger.exception("reconcile part failed", extra={"provider": provider})
             reports[provider] = Report(provider).stop(type(exc).__name__, error=True)
-    result = {provider: report.as_dict() for provider, report in reports.items()}
+    result: dict[str, Any] = {provider: report.as_dict() for provider, report in reports.items()}
     _emit_metrics(reports.values())
     logger.info("reconcile finished", extra={"report": result})
     return result

@@ -15,7 +15,7 @@ run. A Paymob error or timeout stops the Paymob part of the run and leaves the o
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -24,7 +24,9 @@ from common.observability import logger, traced
 from common.providers import paymob_callbacks
 from common.providers.paymob_models import Transaction
 from reconcile.report import Deadline, Report
-from reconcile.settings import ReconcileSettings
+
+if TYPE_CHECKING:
+    from reconcile.settings import ReconcileSettings
 
 PROVIDER = "paymob"
 AUTH_PATH = "/api/auth/tokens"

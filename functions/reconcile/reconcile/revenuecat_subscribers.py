@@ -23,14 +23,16 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from common import config, db
 from common.observability import logger, traced
 from common.providers import revenuecat_apply, revenuecat_delivery, revenuecat_events
 from reconcile.report import Deadline, Report
-from reconcile.settings import ReconcileSettings
+
+if TYPE_CHECKING:
+    from reconcile.settings import ReconcileSettings
 
 PROVIDER = "revenuecat"
 HEADERS = {"user-agent": "reconcile", "x-reconcile-source": "GET /v1/subscribers"}
@@ -139,9 +141,12 @@ def fetch(base: str, api_key: str, app_user_id: str, timeout: float) -> dict[str
     if not response.ok:
         raise RevenueCatUnavailable(f"HTTP {response.status_code}")
     try:
-        return response.json()["subscriber"]
+        subscriber = response.json()["subscriber"]
     except (ValueError, KeyError, TypeError):
         raise RevenueCatUnavailable("not a subscriber") from None
+    if not isinstance(subscriber, dict):
+        raise RevenueCatUnavailable("not a subscriber")
+    return subscriber
 
 
 def _claimed(transaction_ids: list[str]) -> set[str]:

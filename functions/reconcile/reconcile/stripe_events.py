@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -23,7 +23,9 @@ from common.observability import logger, traced
 from common.providers import stripe_events
 from reconcile import cursors
 from reconcile.report import Deadline, Report
-from reconcile.settings import ReconcileSettings
+
+if TYPE_CHECKING:
+    from reconcile.settings import ReconcileSettings
 
 PROVIDER = "stripe"
 #: Stripe keeps events 30 days; an hour less, so a page read at the edge is still there.
@@ -81,7 +83,7 @@ def _list(since: int, until: int, deadline: Deadline, report: Report) -> list[di
     would skip older events)."""
     import stripe
 
-    params: dict[str, Any] = {"created": {"gte": since, "lte": until},
+    params: Any = {"created": {"gte": since, "lte": until},
                               "types": sorted(stripe_events.HANDLERS), "limit": PAGE}
     events: list[dict[str, Any]] = []
     try:

@@ -219,6 +219,9 @@ def seed(url):
         x("INSERT INTO revenuecat_refunds (transaction_id, user_id, refunded_at) VALUES ('GPA.1', %s, now())",
           (carol,))
         x("INSERT INTO revenuecat_currencies (code, credits_per_unit) VALUES ('GEMS', 3)")
+        # reconcile (migration 0014): a cursor, a claimed store transaction
+        x("INSERT INTO reconcile_cursors (provider, position) VALUES ('stripe', 1767225600)")
+        x("INSERT INTO revenuecat_claims (transaction_id, event_id) VALUES ('GPA.1', 'evt-claim')")
         # accounts (migration 0012): an invite, an export, and a deleted account (its tombstone,
         # the log, and the follow-ups it queued: objects to delete, the inbox to scrub)
         x("""INSERT INTO pair_invites (inviter_id, code_sha256, expires_at)

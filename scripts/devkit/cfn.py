@@ -329,7 +329,7 @@ def functions(template: dict[str, Any], template_dir: Path, parameters: dict[str
             memory=int(prop("MemorySize", 128)), environment=env, has_url=url is not None,
             schedules={s.name: s for s in schedules}, layers=tuple(layers), url=url,
             schedule_list=tuple(schedules),
-            reserved_concurrency=int(reserved) if reserved is not None else None,
+            reserved_concurrency=int(reserved) if reserved not in (None, NO_VALUE) else None,
         )
     return specs, resolver
 

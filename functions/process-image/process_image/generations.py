@@ -34,7 +34,7 @@ from typing import Any
 
 from common import cache, db, ledger, storage
 from common.errors import AppError, Conflict, GatewayTimeout, InvalidInput, NotFound, Unavailable
-from common.observability import logger
+from common.observability import logger, metrics
 from process_image import catalog, images
 from process_image import settings as settings_module
 from process_image.catalog import Tool
@@ -238,8 +238,7 @@ def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, cost: int, para
         if stored_key is not None:
             _delete_quietly(s.bucket("GENERATIONS_BUCKET"), stored_key)
         raise
-    logger.info("generation stored", extra={"tool": tool.id, "credits": cost,
-                                            "ms": round((time.perf_counter() - started) * 1000)})
+    _stored(tool, cost, started)
     url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), result_key,
                                             expires_s=s.DOWNLOAD_URL_TTL_S)
     return GenerationOut(generation_id=str(generation_id), status="succeeded", tool_id=tool.id, url=url,
@@ -271,11 +270,21 @@ def _analyse(user_id: uuid.UUID, tool: Tool, model: str | None, cost: int, param
             _settle(reservation.id, tx)
         tx.execute(INSERT_GENERATION, row)
         cache.set(key, entry, s.GENERATION_CACHE_TTL_S, conn=tx, owner=user_id)
-    logger.info("generation stored", extra={"tool": tool.id, "credits": cost,
-                                            "ms": round((time.perf_counter() - started) * 1000)})
+    _stored(tool, cost, started)
     return GenerationOut(generation_id=str(generation_id), status="succeeded", tool_id=tool.id, url=None,
                          expires_at=None, cached=False, credits_charged=cost, balance=ledger.balance(user_id),
                          content_type=ANALYSIS_CONTENT_TYPE, result=result)  # type: ignore[arg-type]
+
+
+def _stored(tool: Tool, cost: int, started: float) -> None:
+    """Log and count a new generation: GenerationsCreated and CreditsCharged (Powertools,
+    service process-image) are the dashboard's business figures."""
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    logger.info("generation stored", extra={"tool": tool.id, "credits": cost,
+                                            "ms": round((time.perf_counter() - started) * 1000)})
+    metrics.add_metric(name="GenerationsCreated", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=cost)
 
 
 def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) -> GenerationOut:

@@ -46,8 +46,13 @@ def _connect() -> psycopg.Connection[dict[str, Any]]:
     s = settings()
     name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or s.POWERTOOLS_SERVICE_NAME
     dead_peer_s = s.DB_DEAD_PEER_TIMEOUT_S
+    # Through RDS Proxy (DATABASE_PROXY_HOST) the URL's credentials and database stay; only
+    # the host changes (a keyword argument overrides the URL's). Every other argument is
+    # a startup parameter or a libpq setting: nothing the proxy pins a session for.
+    proxy = {"host": s.DATABASE_PROXY_HOST} if s.DATABASE_PROXY_HOST else {}
     return psycopg.connect(
         require_secret("DATABASE_URL"),
+        **proxy,
         autocommit=True,
         row_factory=dict_row,
         prepare_threshold=None,

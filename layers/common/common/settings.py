@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     PAYMOB_API_URL: str = "https://accept.paymob.com"
     STRIPE_API_BASE: str = "https://api.stripe.com"
     REVENUECAT_API_URL: str = "https://api.revenuecat.com"
+    # RDS Proxy: connect to this host instead of DATABASE_URL's (same user, database, TLS).
+    DATABASE_PROXY_HOST: str | None = None
     DB_STATEMENT_TIMEOUT_MS: int = Field(default=10_000, ge=0)
     DB_CONNECT_TIMEOUT_S: int = Field(default=5, ge=1)
     DB_DEAD_PEER_TIMEOUT_S: int = Field(default=10, ge=1)  # a silent server is given up on after this

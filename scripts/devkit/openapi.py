@@ -89,6 +89,10 @@ def document(function: str) -> dict[str, Any]:
     for operations in doc.get("paths", {}).values():
         for operation in operations.values():
             operation["responses"].update(json.loads(json.dumps(ERROR_RESPONSES)))
+            # Powertools gives every response a JSON body; a 204 has none (RFC 9110 15.3.5),
+            # and clients (and the fuzzer) must not expect one.
+            if "204" in operation["responses"]:
+                operation["responses"]["204"].pop("content", None)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for name in _POWERTOOLS_ERRORS:
         schemas.pop(name, None)

@@ -76,15 +76,19 @@ def me() -> dict:
     return {"user_id": str(user.user_id)}
 
 
+class Order(BaseModel):
+    order: int
+
+
 @app.post("/orders")
-def create_order() -> dict:
+def create_order() -> Order:
     http.current_user(app)
 
     def work():
         calls.append("order")
-        return {"order": len(calls)}
+        return Order(order=len(calls))
 
-    return http.idempotent(app, work)
+    return http.idempotent(app, work, model=Order)
 
 
 @pytest.fixture(autouse=True)
@@ -349,9 +353,9 @@ def test_retry_while_first_is_running_is_409():
         def work():
             started.set()
             time.sleep(0.5)
-            return {"order": 1}
+            return Order(order=1)
 
-        idempotency.run_idempotent(f"{user_id} tests:POST /orders", "k-1", {"sku": "a"}, work,
+        idempotency.run_idempotent(f"{user_id} tests:POST /orders", "k-1", {"sku": "a"}, work, model=Order,
                                    lambda_context=LambdaContext("tests"))
         db.reset()
 

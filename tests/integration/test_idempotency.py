@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from pydantic import BaseModel
 
 from common import db, idempotency
 from devkit.lambdas import LambdaContext
@@ -25,24 +26,30 @@ def fresh(clean_db):
     db.reset()
 
 
+class Order(BaseModel):
+    order: int
+
+
 class Counter:
-    def __init__(self, result=None):
+    def __init__(self):
         self.calls = 0
-        self.result = result
 
     def __call__(self):
         self.calls += 1
-        return self.result if self.result is not None else {"order": self.calls}
+        return Order(order=self.calls)
 
 
 def outcome(fn, *, key="key-1", payload=None, scope=SCOPE, **kwargs):
     return idempotency.run_idempotent(
-        scope, key, payload or {"sku": "a"}, fn, lambda_context=LambdaContext("tests"), **kwargs
+        scope, key, payload or {"sku": "a"}, fn, model=Order, lambda_context=LambdaContext("tests"), **kwargs
     )
 
 
 def run(fn, **kwargs):
-    return outcome(fn, **kwargs).result
+    """The result as JSON data (a replay is validated back into ``Order`` first)."""
+    result = outcome(fn, **kwargs).result
+    assert isinstance(result, Order)
+    return result.model_dump()
 
 
 def records():
@@ -187,7 +194,7 @@ def test_concurrent_duplicates_run_the_work_once():
         calls.append(1)
         started.set()
         time.sleep(0.3)
-        return {"order": 1}
+        return Order(order=1)
 
     def client():
         try:

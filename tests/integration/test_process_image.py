@@ -412,6 +412,32 @@ def test_identical_request_is_a_free_cache_hit_with_no_new_object():
     assert ledger.balance(user) == 8 and ledger.ledger_matches_balance(user)
 
 
+def _business_metrics(printed: str) -> dict[str, float]:
+    """The generation figures in the EMF lines a handler printed (Powertools metrics)."""
+    names = ("GenerationsCreated", "CreditsCharged", "GenerationsRefunded")
+    found: dict[str, float] = {}
+    for line in printed.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            found.update({name: sum(value) if isinstance(value, list) else value
+                          for name, value in json.loads(line).items() if name in names})
+    return found
+
+
+def test_generations_emit_business_metrics_once(capsys):
+    user = new_user(10)
+    key = upload(user, photo())
+    capsys.readouterr()
+    # A charged generation counts once, with the credits it cost
+    assert generate(user, "blur", {}, key)[0] == 201
+    assert _business_metrics(capsys.readouterr().out) == {"GenerationsCreated": 1, "CreditsCharged": 1}
+    # A cache hit creates and charges nothing
+    assert generate(user, "blur", {}, key)[0] == 200
+    assert _business_metrics(capsys.readouterr().out) == {}
+    # A failed one is refunded
+    assert generate(user, "blur", {}, upload(user, b"\xff\xd8\xff\xe0 not a jpeg" * 20))[0] == 422
+    assert _business_metrics(capsys.readouterr().out) == {"GenerationsRefunded": 1}
+
+
 def test_same_photo_uploaded_again_hits_the_cache():
     user = new_user(10)
     data = photo()

@@ -116,3 +116,38 @@ def test_no_function_imports_the_xray_sdk_or_a_botocore_session_while_tracing_is
 def test_with_tracing_on_in_lambda_the_tracer_is_powertools_own():
     got = _import_in_fresh_process("checkout", LAMBDA_TASK_ROOT="/var/task")
     assert got["xray"] and got["real"]
+
+
+_TRACED_CALL = """
+import json, os
+from aws_xray_sdk.core import xray_recorder
+sent = []
+class Capture:  # the X-Ray daemon's emitter, kept in memory (no daemon here)
+    def send_entity(self, entity): sent.append(json.loads(entity.serialize()))
+    def set_daemon_address(self, address): pass
+xray_recorder.configure(emitter=Capture(), streaming_threshold=1)
+from common.observability import traced
+@traced
+def transcribe(audio):
+    return {"transcript": "today I felt sad"}
+transcribe(b"...")
+print(json.dumps(sent))
+"""
+
+
+def test_traced_calls_are_subsegments_without_their_return_value():
+    import os
+    import subprocess
+    import sys
+
+    # Given tracing on, in a Lambda invocation that X-Ray samples
+    env = {k: v for k, v in os.environ.items() if k != "POWERTOOLS_TRACE_DISABLED"}
+    env.update(LAMBDA_TASK_ROOT="/var/task", AWS_XRAY_CONTEXT_MISSING="LOG_ERROR",
+               _X_AMZN_TRACE_ID="Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1")
+    # When a traced function returns private content
+    out = subprocess.run([sys.executable, "-c", _TRACED_CALL], env=env, capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    [subsegment] = json.loads(out.splitlines()[-1])
+    # Then X-Ray gets a subsegment for the call, and never the value it returned
+    assert subsegment["name"] == "## __main__.transcribe" and subsegment["type"] == "subsegment"
+    assert "felt sad" not in out

@@ -29,6 +29,7 @@ def test_documents_cover_every_route_with_auth_and_the_error_envelope():
                 error = operation["responses"]["default"]["content"]["application/json"]["schema"]
                 assert error == {"$ref": "#/components/schemas/ErrorEnvelope"}
                 assert any(code.startswith("2") for code in operation["responses"])
+                assert "content" not in operation["responses"].get("204", {}), "a 204 has no body"
         assert "HTTPValidationError" not in json.dumps(doc)
     assert routes == {
         "process-image GET /tools", "process-image POST /uploads", "process-image POST /generations",

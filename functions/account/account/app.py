@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
+from pydantic import BaseModel
 
 from account import deletion, exports, pairs, profile
 from account.models import (
@@ -48,9 +49,9 @@ from common.ids import as_uuid
 app = http.make_resolver(max_body_bytes=16 * 1024)
 
 
-def _created(model: Any, status: int) -> Response[Any]:
-    body = model if isinstance(model, dict) else model.model_dump(mode="json")
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+def _created(model: BaseModel, status: int) -> Response[Any]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
+                    body=model.model_dump(mode="json"))
 
 
 def _json_responses(status: int, model: type, description: str) -> dict[int, dict[str, Any]]:
@@ -84,7 +85,7 @@ def delete_me(body: DeleteIn) -> DeletionOut:
           responses=_json_responses(202, ExportOut, "queued (or the export already in progress)"))
 def start_export() -> Response[ExportOut]:
     user = http.current_user(app)
-    started = http.idempotent(app, lambda: exports.start(user.user_id).model_dump(mode="json"), user=user,
+    started = http.idempotent(app, lambda: exports.start(user.user_id), model=ExportOut, user=user,
                               payload={})
     return _created(started, 202)
 
@@ -103,7 +104,7 @@ def get_export(export_id: str) -> ExportOut:
 def create_invite() -> Response[InviteOut]:
     user = http.current_user(app)
     # A retry gets the same code back: the stored answer lives no longer than the code.
-    invite = http.idempotent(app, lambda: pairs.create_invite(user.user_id).model_dump(mode="json"),
+    invite = http.idempotent(app, lambda: pairs.create_invite(user.user_id), model=InviteOut,
                              user=user, payload={}, expires_after_seconds=settings().INVITE_TTL_S)
     return _created(invite, 201)
 
@@ -127,8 +128,7 @@ def revoke_invite(invite_id: str) -> RevokedOut:
 @app.post("/pairs/join", status_code=201, responses=_json_responses(201, PairOut, "paired"))
 def join_pair(body: JoinIn) -> Response[PairOut]:
     user = http.current_user(app)
-    pair = http.idempotent(app, lambda: pairs.join(user.user_id, body.code).model_dump(mode="json"),
-                           user=user)
+    pair = http.idempotent(app, lambda: pairs.join(user.user_id, body.code), model=PairOut, user=user)
     return _created(pair, 201)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from analyze_entry import media
 from analyze_entry.openai_analyser import ProviderFailed, ProviderTimeout, _client
-from common.observability import logger
+from common.observability import logger, traced
 
 #: Part of the description cache key: bump when DESCRIBE_PROMPT changes.
 DESCRIBE_VERSION = "photo-description-1"
@@ -47,6 +47,7 @@ class Transcript:
     model: str
 
 
+@traced
 def transcribe(data: bytes, extension: str, content_type: str, *, api_key: str, model: str, timeout_s: float,
                max_retries: int) -> Transcript:
     client = _client(api_key, os.environ.get("OPENAI_BASE_URL") or None, timeout_s, max_retries)
@@ -67,6 +68,7 @@ def transcribe(data: bytes, extension: str, content_type: str, *, api_key: str, 
                       model=model)
 
 
+@traced
 def describe(jpeg: bytes, *, api_key: str, model: str, timeout_s: float, max_retries: int) -> str:
     client = _client(api_key, os.environ.get("OPENAI_BASE_URL") or None, timeout_s, max_retries)
     url = f"data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}"

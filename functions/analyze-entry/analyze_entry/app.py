@@ -15,8 +15,6 @@ ANALYZE_RATE_LIMIT_PER_MINUTE. The POSTs that create something honour an ``Idemp
 
 from __future__ import annotations
 
-from typing import Any
-
 from aws_lambda_powertools.event_handler import Response, content_types
 
 from analyze_entry import logic
@@ -30,8 +28,7 @@ app = http.make_resolver(max_body_bytes=128 * 1024)
 @app.post("/entries", status_code=201)
 def create_entry(body: EntryIn) -> Response[Entry]:
     user = http.current_user(app, route_limit=_analyse_limit())
-    stored = http.idempotent(app, lambda: logic.create_entry(user.user_id, body).model_dump(mode="json"),
-                             user=user)
+    stored = http.idempotent(app, lambda: logic.create_entry(user.user_id, body), model=Entry, user=user)
     return _json(201, stored)
 
 
@@ -60,9 +57,10 @@ def delete_entry(entry_id: str) -> Response[None]:
 })
 def add_attachment(entry_id: str, body: AttachmentIn) -> Response[AttachmentUpload]:
     user = http.current_user(app, route_limit=_analyse_limit())
-    form = http.idempotent(
-        app, lambda: logic.add_attachment(user.user_id, entry_id, body).model_dump(mode="json"), user=user)
-    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=form)
+    form = http.idempotent(app, lambda: logic.add_attachment(user.user_id, entry_id, body),
+                           model=AttachmentUpload, user=user)
+    return Response(status_code=201, content_type=content_types.APPLICATION_JSON,
+                    body=form.model_dump(mode="json"))
 
 
 @app.delete("/entries/<entry_id>/attachments/<attachment_id>",
@@ -81,8 +79,9 @@ def _analyse_limit() -> int:
     return settings().ANALYZE_RATE_LIMIT_PER_MINUTE
 
 
-def _json(status: int, body: dict[str, Any]) -> Response[Entry]:
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+def _json(status: int, body: Entry) -> Response[Entry]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON,
+                    body=body.model_dump(mode="json"))
 
 
 handler = http.make_handler(app)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from analyze_entry.schema import MAX_SUMMARY_SENTENCES, MAX_TAGS, Analysis, AnalysisCore
 from common.errors import BadGateway, GatewayTimeout
-from common.observability import logger
+from common.observability import logger, traced
 
 if TYPE_CHECKING:
     import openai
@@ -86,6 +86,7 @@ def messages(title: str | None, content: str, extras: dict[str, Any] | None = No
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": document}]
 
 
+@traced
 def analyse(title: str | None, content: str, *, api_key: str, model: str, timeout_s: float,
             max_retries: int, attempts: int, extras: dict[str, Any] | None = None,
             notes: list[str] | None = None) -> Analysis:

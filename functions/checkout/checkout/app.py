@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
+from pydantic import BaseModel
 
 from checkout import logic
 from checkout.models import CheckoutIn, PaymobCheckoutIn, PaymobCheckoutOut, ProductsOut, StripeCheckoutOut
@@ -27,25 +28,26 @@ app = http.make_resolver(max_body_bytes=16 * 1024)
 @app.get("/products")
 def products() -> ProductsOut:
     http.current_user(app)
-    return ProductsOut.model_validate(logic.list_products())
+    return logic.list_products()
 
 
 @app.post("/paymob", status_code=201)
 def paymob(body: PaymobCheckoutIn) -> Response[PaymobCheckoutOut]:
     user = http.current_user(app, route_limit=CHECKOUT_LIMIT_PER_MINUTE)
-    result = http.idempotent(app, lambda: logic.start_paymob(user, body), user=user)
-    return _created(PaymobCheckoutOut.model_validate(result).model_dump(mode="json"))
+    return _created(http.idempotent(app, lambda: logic.start_paymob(user, body), model=PaymobCheckoutOut,
+                                    user=user))
 
 
 @app.post("/stripe", status_code=201)
 def stripe(body: CheckoutIn) -> Response[StripeCheckoutOut]:
     user = http.current_user(app, route_limit=CHECKOUT_LIMIT_PER_MINUTE)
-    result = http.idempotent(app, lambda: logic.start_stripe(user, body), user=user)
-    return _created(StripeCheckoutOut.model_validate(result).model_dump(mode="json"))
+    return _created(http.idempotent(app, lambda: logic.start_stripe(user, body), model=StripeCheckoutOut,
+                                    user=user))
 
 
-def _created(body: dict[str, Any]) -> Response[Any]:
-    return Response(status_code=201, content_type=content_types.APPLICATION_JSON, body=body)
+def _created(body: BaseModel) -> Response[Any]:
+    return Response(status_code=201, content_type=content_types.APPLICATION_JSON,
+                    body=body.model_dump(mode="json"))
 
 
 handler = http.make_handler(app)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from checkout.models import Product
 from common import db
 from common.errors import InvalidInput, NotFound
 
@@ -47,8 +47,9 @@ class PriceRow:
     provider_product_id: str | None
 
 
-def products() -> list[dict[str, Any]]:
-    return db.execute(PRODUCTS, {"providers": list(WEB_PROVIDERS)}, idempotent=True).fetchall()
+def products() -> list[Product]:
+    rows = db.execute(PRODUCTS, {"providers": list(WEB_PROVIDERS)}, idempotent=True).fetchall()
+    return [Product.model_validate(row) for row in rows]
 
 
 def price(product_id: str, provider: str, currency: str) -> PriceRow:

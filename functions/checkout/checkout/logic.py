@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from checkout import catalog, paymob, stripe_checkout
-from checkout.models import CheckoutIn, PaymobCheckoutIn
+from checkout.models import CheckoutIn, PaymobCheckoutIn, PaymobCheckoutOut, ProductsOut, StripeCheckoutOut
 from checkout.settings import settings
 from common import config, payments
 from common.auth import Principal
@@ -23,11 +23,11 @@ from common.observability import logger
 T = TypeVar("T")
 
 
-def list_products() -> dict[str, Any]:
-    return {"products": catalog.products()}
+def list_products() -> ProductsOut:
+    return ProductsOut(products=catalog.products())
 
 
-def start_paymob(user: Principal, body: PaymobCheckoutIn) -> dict[str, Any]:
+def start_paymob(user: Principal, body: PaymobCheckoutIn) -> PaymobCheckoutOut:
     s = settings()
     secret_key = config.require_secret("PAYMOB_SECRET_KEY")
     methods = s.paymob_payment_methods()
@@ -57,18 +57,13 @@ def start_paymob(user: Principal, body: PaymobCheckoutIn) -> dict[str, Any]:
         api_url=api_url, secret_key=secret_key, timeout_s=s.PAYMOB_TIMEOUT_S, payload=payload))
     _attach(order, provider_order_id=str(intention.intention_order_id), checkout_id=intention.id)
     query = urlencode({"publicKey": public_key, "clientSecret": intention.client_secret})
-    return {
-        "order_id": str(order.id),
-        "intention_id": intention.id,
-        "client_secret": intention.client_secret,
-        "public_key": public_key,
-        "checkout_url": f"{api_url}/unifiedcheckout/?{query}",
-        "amount_minor": order.amount_minor,
-        "currency": order.currency,
-    }
+    return PaymobCheckoutOut(order_id=order.id, intention_id=intention.id,
+                             client_secret=intention.client_secret, public_key=public_key,
+                             checkout_url=f"{api_url}/unifiedcheckout/?{query}",
+                             amount_minor=order.amount_minor, currency=order.currency)
 
 
-def start_stripe(user: Principal, body: CheckoutIn) -> dict[str, Any]:
+def start_stripe(user: Principal, body: CheckoutIn) -> StripeCheckoutOut:
     s = settings()
     config.require_secret("STRIPE_API_KEY")
     success_url, cancel_url = s.require("STRIPE_SUCCESS_URL"), s.require("STRIPE_CANCEL_URL")
@@ -80,8 +75,8 @@ def start_stripe(user: Principal, body: CheckoutIn) -> dict[str, Any]:
     session = _or_fail(order, lambda: stripe_checkout.create_session(
         params, idempotency_key=f"checkout-order-{order.id}"))
     _attach(order, provider_order_id=session.id, checkout_id=session.id)
-    return {"order_id": str(order.id), "session_id": session.id, "url": session.url,
-            "amount_minor": order.amount_minor, "currency": order.currency}
+    return StripeCheckoutOut(order_id=order.id, session_id=session.id, url=session.url,
+                             amount_minor=order.amount_minor, currency=order.currency)
 
 
 def _or_fail(order: payments.Order, call: Callable[[], T]) -> T:

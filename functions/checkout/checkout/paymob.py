@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import BadGateway, GatewayTimeout
-from common.observability import logger
+from common.observability import logger, traced
 
 CONNECT_TIMEOUT_S = 5
 
@@ -24,6 +24,7 @@ class Intention:
     intention_order_id: int  # Paymob's order id: the callback's obj.order.id
 
 
+@traced
 def create_intention(*, api_url: str, secret_key: str, timeout_s: float,
                      payload: dict[str, Any]) -> Intention:
     """Create a payment intention; BadGateway (502) for any refusal or unusable answer,

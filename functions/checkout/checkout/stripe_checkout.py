@@ -7,7 +7,7 @@ from typing import Any
 
 from common import payments
 from common.errors import BadGateway, GatewayTimeout
-from common.observability import logger
+from common.observability import logger, traced
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ def session_params(order: payments.Order, *, provider_price_id: str | None, emai
     return params
 
 
+@traced
 def create_session(params: dict[str, Any], *, idempotency_key: str) -> Session:
     """Create the session; any Stripe error is BadGateway (502), a timeout GatewayTimeout (504)."""
     import requests

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import config
 from common.errors import BadGateway, ConfigError, GatewayTimeout, InvalidInput, Unavailable
-from common.observability import logger
+from common.observability import logger, traced
 from process_image import images
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ def provider_options(tool: Tool) -> dict[str, Any]:
     return dict(tool.ai_options)
 
 
+@traced
 def run(tool: Tool, params: dict[str, Any], decoded: images.Decoded, *, model: str, user_id: str,
         settings: Settings, deadline: float | None = None) -> images.Encoded:
     """Edit the image with the tool's prompt; the result without metadata.

@@ -64,9 +64,8 @@ def _tool_out(t: catalog.Tool, ai_on: bool) -> ToolOut:
 @app.post("/uploads")
 def create_upload(body: UploadIn) -> UploadOut:
     user = http.current_user(app)
-    form = http.idempotent(app, lambda: UploadOut(**uploads.create_form(user.user_id, body.content_type,
-                                                                        body.size)).model_dump(mode="json"))
-    return UploadOut(**form)
+    return http.idempotent(app, lambda: uploads.create_form(user.user_id, body.content_type, body.size),
+                           model=UploadOut)
 
 
 @app.post("/generations", responses={
@@ -79,26 +78,25 @@ def create_generation(body: GenerationIn) -> Response[GenerationOut]:
     user = http.current_user(app)
     deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000
 
-    def run() -> dict:
-        created = generations.create(user.user_id, body.tool_id, body.params, body.source_key,
-                                     source_etag=body.source_etag, deadline=deadline)
-        return created.model_dump(mode="json")
+    def run() -> GenerationOut:
+        return generations.create(user.user_id, body.tool_id, body.params, body.source_key,
+                                  source_etag=body.source_etag, deadline=deadline)
 
-    result = http.idempotent(app, run)
-    return Response(status_code=200 if result["cached"] else 201, content_type=content_types.APPLICATION_JSON,
-                    body=result)
+    result = http.idempotent(app, run, model=GenerationOut)
+    return Response(status_code=200 if result.cached else 201, content_type=content_types.APPLICATION_JSON,
+                    body=result.model_dump(mode="json"))
 
 
 @app.get("/generations")
 def list_generations(limit: Annotated[int, Query(ge=1, le=100)] = 10) -> GenerationsOut:
     user = http.current_user(app)
-    return GenerationsOut(generations=[GenerationView(**g) for g in generations.recent(user.user_id, limit)])
+    return GenerationsOut(generations=generations.recent(user.user_id, limit))
 
 
 @app.get("/generations/<generation_id>")
 def get_generation(generation_id: str) -> GenerationView:
     user = http.current_user(app)
-    return GenerationView(**generations.get(user.user_id, generation_id))
+    return generations.get(user.user_id, generation_id)
 
 
 handler = http.make_handler(app)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from common.errors import BadGateway, InvalidInput
-from common.observability import logger
+from common.observability import logger, traced
 from process_image import ai_tools, catalog
 from process_image.models import (
     Box,
@@ -103,6 +103,7 @@ def suggestion_tools() -> dict[str, Tool]:
     return {t.id: t for t in catalog.tools_by_id(list(SUGGESTION_TOOLS)) if t.enabled}
 
 
+@traced
 def run(tool: Tool, decoded: images.Decoded, who: Provider, suggestions: dict[str, Tool], *,
         user_id: str, settings: Settings, deadline: float | None = None) -> FaceAnalysis:
     started = time.perf_counter()

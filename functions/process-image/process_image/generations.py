@@ -32,13 +32,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from common import cache, db, ledger, storage
 from common.errors import AppError, Conflict, GatewayTimeout, InvalidInput, NotFound, Unavailable
-from common.observability import logger, metrics
+from common.observability import logger, metrics, traced
 from process_image import catalog, images
 from process_image import settings as settings_module
 from process_image.catalog import Tool
-from process_image.models import GenerationOut
+from process_image.models import GenerationOut, GenerationView
 from process_image.settings import Settings
 
 CACHE_NAMESPACE = "process-image:generation"
@@ -94,6 +96,7 @@ class Source:
 # --- The money path --------------------------------------------------------------------
 
 
+@traced
 def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str, *,
            source_etag: str | None = None, deadline: float | None = None) -> GenerationOut:
     """Run ``tool_id`` on ``source_key`` for the user, charged once (see the module doc).
@@ -276,17 +279,6 @@ def _analyse(user_id: uuid.UUID, tool: Tool, model: str | None, cost: int, param
                          content_type=ANALYSIS_CONTENT_TYPE, result=result)  # type: ignore[arg-type]
 
 
-def _stored(tool: Tool, cost: int, started: float) -> None:
-    """Log and count a new generation: GenerationsCreated and CreditsCharged (Powertools,
-    service process-image) are the dashboard's business figures."""
-    from aws_lambda_powertools.metrics import MetricUnit
-
-    logger.info("generation stored", extra={"tool": tool.id, "credits": cost,
-                                            "ms": round((time.perf_counter() - started) * 1000)})
-    metrics.add_metric(name="GenerationsCreated", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=cost)
-
-
 def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) -> GenerationOut:
     url = expires_at = None
     if entry.get("result_key"):
@@ -296,6 +288,14 @@ def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) 
                          expires_at=expires_at, cached=True, credits_charged=0,
                          balance=ledger.balance(user_id), content_type=entry["content_type"],
                          result=entry.get("result"))
+
+
+def _stored(tool: Tool, cost: int, started: float) -> None:
+    """The business figures of a committed generation (the dashboard's)."""
+    logger.info("generation stored", extra={"tool": tool.id, "credits": cost,
+                                            "ms": round((time.perf_counter() - started) * 1000)})
+    metrics.add_metric(name="GenerationsCreated", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="CreditsCharged", unit=MetricUnit.Count, value=cost)
 
 
 def _settle(reservation_id: uuid.UUID, tx: Any) -> None:
@@ -310,7 +310,8 @@ def _settle(reservation_id: uuid.UUID, tx: Any) -> None:
 def _refund(reservation_id: uuid.UUID, exc: BaseException) -> None:
     code = exc.code if isinstance(exc, AppError) else type(exc).__name__
     try:
-        ledger.refund(reservation_id, reason=f"generation failed: {code}")
+        if ledger.refund(reservation_id, reason=f"generation failed: {code}"):
+            metrics.add_metric(name="GenerationsRefunded", unit=MetricUnit.Count, value=1)
     except Exception as refund_exc:
         # The database is unreachable or the reservation is settled already; if it is
         # still open, cache-cleanup refunds it once it is stale.
@@ -342,7 +343,7 @@ def _hold_s(deadline: float | None) -> float:
 # --- Reading back ----------------------------------------------------------------------
 
 
-def get(user_id: uuid.UUID, generation_id: str) -> dict[str, Any]:
+def get(user_id: uuid.UUID, generation_id: str) -> GenerationView:
     """The user's own generation with a fresh download URL; anyone else's is NotFound."""
     try:
         gid = uuid.UUID(generation_id)
@@ -354,7 +355,7 @@ def get(user_id: uuid.UUID, generation_id: str) -> dict[str, Any]:
     return _view(row, settings_module.get())
 
 
-def recent(user_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
+def recent(user_id: uuid.UUID, limit: int) -> list[GenerationView]:
     if limit <= 0:
         return []
     s = settings_module.get()
@@ -362,18 +363,17 @@ def recent(user_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
     return [_view(row, s) for row in rows]
 
 
-def _view(row: dict[str, Any], s: Settings) -> dict[str, Any]:
+def _view(row: dict[str, Any], s: Settings) -> GenerationView:
     url = expires_at = None
     if row["status"] == "succeeded" and row["result_key"]:
         url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), row["result_key"],
                                                 expires_s=s.DOWNLOAD_URL_TTL_S)
-    return {
-        "generation_id": str(row["id"]), "tool_id": row["tool_id"], "status": row["status"],
-        "params": row["params"], "url": url, "expires_at": expires_at,
-        "content_type": row["result_content_type"], "width": row["width"], "height": row["height"],
-        "credits_charged": row["credits_charged"], "error_code": row["error_code"],
-        "created_at": row["created_at"], "result": row["result"],
-    }
+    return GenerationView(
+        generation_id=str(row["id"]), tool_id=row["tool_id"], status=row["status"], params=row["params"],
+        url=url, expires_at=expires_at, content_type=row["result_content_type"], width=row["width"],
+        height=row["height"], credits_charged=row["credits_charged"], error_code=row["error_code"],
+        created_at=row["created_at"], result=row["result"],
+    )
 
 
 # --- Storage ---------------------------------------------------------------------------

@@ -11,18 +11,18 @@ IMAGE_MAX_UPLOAD_BYTES; S3 refuses any other upload. The form tags the photo
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from common import storage
 from common.errors import InvalidInput, PayloadTooLarge
 from process_image import images
 from process_image import settings as settings_module
+from process_image.models import UploadOut
 
 #: The tags of every uploaded photo: what UploadsBucket's expire-uploads rule matches.
 EXPIRY_TAGS = {"expire": "uploads"}
 
 
-def create_form(user_id: uuid.UUID, content_type: str, size: int) -> dict[str, Any]:
+def create_form(user_id: uuid.UUID, content_type: str, size: int) -> UploadOut:
     s = settings_module.get()
     types = images.upload_types()
     declared = content_type.strip().lower()
@@ -34,5 +34,5 @@ def create_form(user_id: uuid.UUID, content_type: str, size: int) -> dict[str, A
     form = storage.presigned_post(s.bucket("UPLOADS_BUCKET"), key, content_types=list(types),
                                   content_type=declared, max_bytes=size, expires_s=s.UPLOAD_URL_TTL_S,
                                   tags=EXPIRY_TAGS)
-    return {"key": key, "url": form["url"], "fields": form["fields"], "expires_at": form["expires_at"],
-            "max_bytes": size}
+    return UploadOut(key=key, url=form["url"], fields=form["fields"], expires_at=form["expires_at"],
+                     max_bytes=size)

@@ -67,10 +67,11 @@ from common.observability import logger, metrics, service_name, tracer
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
     from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
+    from pydantic import BaseModel
 
     from common.auth import Principal
 
-T = TypeVar("T")
+M = TypeVar("M", bound="BaseModel")
 
 #: Default request body limit (decoded bytes). Function URLs accept up to 6 MB.
 MAX_BODY_BYTES = 1024 * 1024
@@ -207,22 +208,23 @@ def current_user(app: LambdaFunctionUrlResolver, *, route_limit: int | None = No
 
 def idempotent(
     app: LambdaFunctionUrlResolver,
-    fn: Callable[[], T],
+    fn: Callable[[], M],
     *,
+    model: type[M],
     user: Principal | None = None,
     payload: Any = None,
     required: bool = False,
     expires_after_seconds: int = IDEMPOTENCY_TTL_S,
-) -> T:
+) -> M:
     """Run ``fn`` once per client ``Idempotency-Key``; a retry gets the stored result.
 
     The key is scoped to (user, service, method, path), so keys never collide across
     users or routes. ``payload`` (default: the JSON body) is fingerprinted: the same key
     with a different payload is 422 ``idempotency_key_reused``; while the first request
     is still running a retry is 409 ``request_in_progress``. Without the header ``fn``
-    just runs, unless ``required`` (then 400). ``fn`` must return JSON-serialisable data
-    (a dict, or None); it is what the retry receives, with the response header
-    ``Idempotent-Replayed: true``. A request that fails (raises) is not remembered, so it
+    just runs, unless ``required`` (then 400). ``fn`` returns a ``model``: its JSON is
+    stored, and a retry receives it validated back into the model, with the response
+    header ``Idempotent-Replayed: true``. A request that fails (raises) is not remembered, so it
     can be retried.
     """
     key = app.current_event.headers.get("idempotency-key")
@@ -243,7 +245,8 @@ def idempotent(
     scope = f"{principal.user_id} {service_name()}:{event.http_method.upper()} {event.path}"
     if payload is None:
         payload = event.json_body
-    outcome = idempotency.run_idempotent(scope, key, payload, fn, expires_after_seconds=expires_after_seconds,
+    outcome = idempotency.run_idempotent(scope, key, payload, fn, model=model,
+                                         expires_after_seconds=expires_after_seconds,
                                          lambda_context=app.lambda_context, owner=principal.user_id)
     if outcome.replayed:
         app.append_context(idempotent_replayed=True)  # check_request adds the header

@@ -41,10 +41,12 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyItemNotFoundError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
+from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
+from pydantic import BaseModel
 
 from common import db
 
-T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 #: Record ids are ``<KEY_PREFIX>#<sha256 of [scope, key]>``.
 KEY_PREFIX = "client"
@@ -81,10 +83,10 @@ DELETE_RECORD = "DELETE FROM idempotency_records WHERE id = %(id)s"
 
 
 @dataclass(frozen=True)
-class Outcome(Generic[T]):
+class Outcome(Generic[M]):
     """What ``run_idempotent`` answered: the result, and whether it is a stored one."""
 
-    result: T
+    result: M
     replayed: bool
 
 
@@ -145,17 +147,19 @@ def run_idempotent(
     scope: str,
     idempotency_key: str | None,
     payload: Any,
-    fn: Callable[[], T],
+    fn: Callable[[], M],
     *,
+    model: type[M],
     expires_after_seconds: int = 24 * 3600,
     lambda_context: Any = None,
     owner: Any = None,
-) -> Outcome[T]:
+) -> Outcome[M]:
     """Run ``fn`` at most once per (``scope``, ``idempotency_key``) while the record lives.
 
     - no key: ``fn`` runs, nothing is stored;
-    - first call: INPROGRESS is stored, ``fn`` runs, its JSON-serialisable result is
-      stored COMPLETED and returned;
+    - first call: INPROGRESS is stored, ``fn`` runs, its result (a ``model``) is stored
+      COMPLETED as the model's JSON and returned;
+    - a replay gets the stored JSON validated back into ``model``;
     - repeat with the same payload: the stored result, ``fn`` not called (``replayed``);
     - repeat while the first runs: ``IdempotencyAlreadyInProgressError``;
     - repeat with another payload: ``IdempotencyValidationError``;
@@ -183,8 +187,8 @@ def run_idempotent(
 
     # A layer per call: Powertools configures a layer once and keeps that configuration.
     @idempotent_function(data_keyword_argument="request", persistence_store=PostgresPersistenceLayer(owner),
-                         config=config, key_prefix=KEY_PREFIX)
-    def once(request: dict[str, Any]) -> T:
+                         config=config, key_prefix=KEY_PREFIX, output_serializer=PydanticSerializer(model))
+    def once(request: dict[str, Any]) -> M:
         nonlocal ran
         ran = True
         return fn()

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from common import db
 from common.errors import Conflict, InsufficientCredits, NotFound
 from common.ids import as_uuid
+from common.observability import traced
 
 if TYPE_CHECKING:
     import psycopg
@@ -148,6 +149,7 @@ class Reservation:
     created_at: datetime
 
 
+@traced
 def grant(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, ref: str,
           conn: psycopg.Connection | None = None) -> bool:
     """Add ``amount`` credits once per ``(source, ref)``. True if applied now, False if
@@ -163,6 +165,7 @@ def grant(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, re
             raise NotFound("user not found") from None
 
 
+@traced
 def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
             reason: str = "reservation", conn: psycopg.Connection | None = None) -> Reservation:
     """Take ``amount`` credits from the balance for work about to run.
@@ -194,6 +197,7 @@ def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
     return reservation
 
 
+@traced
 def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection | None = None) -> bool:
     """Mark the reservation as spent (no balance change, no ledger entry). True if settled
     now, False if it already was; a refunded reservation cannot be settled (Conflict)."""
@@ -204,6 +208,7 @@ def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection | None = No
         return _resolved(c, params, expected="settled")
 
 
+@traced
 def refund(reservation_id: uuid.UUID | str, *, reason: str = "refund",
            conn: psycopg.Connection | None = None) -> bool:
     """Give a reserved amount back (status, balance and a ``refund`` entry in one
@@ -216,6 +221,7 @@ def refund(reservation_id: uuid.UUID | str, *, reason: str = "refund",
         return _resolved(c, params, expected="refunded")
 
 
+@traced
 def clawback(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, ref: str,
              conn: psycopg.Connection | None = None) -> tuple[int, int]:
     """Take back up to ``amount`` credits (a refunded purchase): as much as the balance

@@ -12,12 +12,15 @@ import logging
 import os
 import re
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from common.config import SECRET_NAMES
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -153,3 +156,10 @@ class LazyTracer:
 
 
 tracer = LazyTracer(service_name())
+
+
+def traced(fn: F) -> F:
+    """A subsegment per call of ``fn`` when tracing is on (nothing otherwise): the money
+    path, provider calls and storage. Never the return value, which Powertools records by
+    default: it can be journal text, a transcript, an image or a signed URL."""
+    return cast(F, tracer.capture_method(fn, capture_response=False))

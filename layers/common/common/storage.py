@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from common.errors import InvalidInput, NotFound, PayloadTooLarge
+from common.observability import traced
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -197,6 +198,7 @@ class UploadResult(NamedTuple):
     etag: str
 
 
+@traced
 def head(bucket: str, key: str) -> dict[str, Any] | None:
     """The object's metadata (ContentLength, ContentType, ETag, ChecksumSHA256, ...), or
     None if there is no such object. Other errors (403: the role lacks s3:ListBucket,
@@ -213,6 +215,7 @@ def head(bucket: str, key: str) -> dict[str, Any] | None:
     return dict(response)
 
 
+@traced
 def read(bucket: str, key: str, *, max_bytes: int) -> bytes:
     """The object's bytes. An object larger than ``max_bytes`` is refused
     (PayloadTooLarge) from its Content-Length, before its body is read; a missing one is
@@ -237,6 +240,7 @@ def read(bucket: str, key: str, *, max_bytes: int) -> bytes:
         body.close()  # drops the connection without draining an unread body
 
 
+@traced
 def put(bucket: str, key: str, data: bytes, content_type: str) -> UploadResult:
     """One PUT (small objects), SSE-S3, SHA-256 checked by S3."""
     digest = hashlib.sha256(data).digest()
@@ -393,6 +397,7 @@ class MultipartUpload:
             raise ValueError(f"upload is {self._state}")
 
 
+@traced
 def stream_upload(bucket: str, key: str, chunks: Iterable[bytes], *, content_type: str,
                   part_size: int = DEFAULT_PART_SIZE) -> UploadResult:
     """Upload an iterable of byte chunks of any sizes as one object, in constant memory;

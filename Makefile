@@ -13,7 +13,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv tools dev test lint lock migrate build validate clean fuzz openapi
+.PHONY: venv tools dev test lint typecheck lock migrate build validate clean fuzz openapi
 
 # uv itself, at the version requirements-dev.txt pins and checked against its hashes, put
 # into the project venv by the interpreter's own pip (`pip --python`, pip >= 22.3). The
@@ -49,14 +49,20 @@ dev: $(VENV)/.installed
 
 test: $(VENV)/.installed $(TOOLS)/.installed
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory typecheck
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # cfn-lint and checkov on template.yaml; checkov's skipped checks, each with its reason, are
 # in .checkov.yaml (and one resource's Metadata).
 lint: $(VENV)/.installed $(TOOLS)/.installed
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory typecheck
 	$(TOOLS)/bin/cfn-lint template.yaml
 	$(TOOLS)/bin/checkov --config-file .checkov.yaml
+
+# mypy, strict, on the layer's package and every function ([tool.mypy] in pyproject.toml).
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 # Regenerate every lock from its *.in (scripts/lock); UPGRADE="name ..." lets those move to
 # their newest versions allowed by the inputs and [tool.uv] exclude-newer (pyproject.toml).

@@ -17,20 +17,21 @@ import sys
 from pathlib import Path
 
 from devkit import cfn, runner
+from devkit.runner import services, settings
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, default=runner.DEFAULT_PORT, help="HTTP port (default 3000)")
-    parser.add_argument("--template", type=Path, default=runner.TEMPLATE, help="SAM template to serve")
-    parser.add_argument("--env-file", default=str(runner.DEFAULT_ENV_FILE),
+    parser.add_argument("--port", type=int, default=settings.DEFAULT_PORT, help="HTTP port (default 3000)")
+    parser.add_argument("--template", type=Path, default=cfn.TEMPLATE, help="SAM template to serve")
+    parser.add_argument("--env-file", default=str(settings.DEFAULT_ENV_FILE),
                         help="overrides in sam local --env-vars format (default env.local.json; "
                              "'none' for none)")
     parser.add_argument("--s3-port", type=int,
                         help="moto's port, an error when in use (default: --port + 1 when free, "
                              "else a free one)")
-    parser.add_argument("--s3-state", default=str(runner.DEFAULT_S3_STATE),
+    parser.add_argument("--s3-state", default=str(settings.DEFAULT_S3_STATE),
                         help="where S3's objects are kept between runs (default .local/s3; "
                              "'none': in memory)")
     parser.add_argument("--no-schedules", action="store_true", help="run schedules only on demand")
@@ -39,7 +40,7 @@ def main() -> int:
     parser.add_argument("--stop-postgres", action="store_true", help="stop the embedded Postgres and exit")
     args = parser.parse_args()
     if args.stop_postgres:
-        print(runner.stop_embedded_postgres())
+        print(services.stop_embedded_postgres())
         return 0
     env_file = None if args.env_file.lower() == "none" else Path(args.env_file)
     s3_state = None if args.s3_state.lower() == "none" else Path(args.s3_state)

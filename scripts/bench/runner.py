@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from devkit import ROOT
-from devkit.runner import request_event
+from devkit.runner.function_url import request_event
 from devkit.worker import LambdaContext
 
 HANDLER_DIR = Path(__file__).resolve().parent / "bare_handler"

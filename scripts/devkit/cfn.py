@@ -1,8 +1,10 @@
-"""template.yaml read for local runs: CloudFormation intrinsics (!Ref, !Sub, !GetAtt, !If,
-!Join, !Select, !Split, !FindInMap, conditions) resolved against template parameters
-(defaults, then local overrides), pseudo parameters and local stand-ins for resources
-(bucket names from ``devkit.s3.LOCAL_BUCKETS``, function URLs on the runner), then the
-serverless functions as ``LocalFunction`` specs with SAM's Globals merged in.
+"""template.yaml read for local runs, the project's one reader of it: CloudFormation's
+short-form tags turned into their long form (``load``, ``template``), then intrinsics
+(!Ref, !Sub, !GetAtt, !If, !Join, !Select, !Split, !FindInMap, conditions) resolved
+against template parameters (defaults, then local overrides), pseudo parameters and local
+stand-ins for resources (bucket names from ``devkit.s3.LOCAL_BUCKETS``, function URLs on
+the runner), then the serverless functions as ``LocalFunction`` specs with SAM's Globals
+merged in (``resolve_functions`` for any template, ``functions`` for the project's).
 
 Hand-written because no maintained library resolves intrinsics outside CloudFormation
 (cfn-lint only validates them); only what the runner reads is resolved, lazily, so an
@@ -13,13 +15,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from devkit import s3
-from devkit.lambdas import FunctionSpec, _CfnLoader
+from devkit import ROOT, s3
+
+#: The project's template (tests, benches and scripts read it through ``template()`` and
+#: ``functions()``; the runner takes any template path).
+TEMPLATE = ROOT / "template.yaml"
 
 
 class TemplateError(Exception):
@@ -40,9 +46,46 @@ LAYER_TYPES = ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
 SCHEDULE_TYPES = ("ScheduleV2", "Schedule")
 
 
+class _CfnLoader(yaml.SafeLoader):
+    """YAML loader that understands CloudFormation's short-form tags (!Ref, !Sub, ...)."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    elif isinstance(node, yaml.MappingNode):
+        value = loader.construct_mapping(node, deep=True)
+    else:
+        raise TemplateError(f"unexpected YAML node after !{suffix}")
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
 def load(path: Path) -> dict[str, Any]:
     """The template as plain data, short-form tags turned into their long form."""
-    return yaml.load(Path(path).read_text(), Loader=_CfnLoader)
+    data: dict[str, Any] = yaml.load(Path(path).read_text(), Loader=_CfnLoader)
+    return data
+
+
+@cache
+def template() -> dict[str, Any]:
+    """The project's template.yaml as plain data (read once per process)."""
+    return load(TEMPLATE)
+
+
+@cache
+def functions() -> dict[str, LocalFunction]:
+    """The project's functions by local name, resolved with the template's default
+    parameters (read once per process): what tests, benches and scripts invoke."""
+    return resolve_functions(template(), TEMPLATE.parent)[0]
 
 
 def _env_name(logical_id: str) -> str:
@@ -244,13 +287,24 @@ class Schedule:
 
 
 @dataclass(frozen=True)
-class LocalFunction(FunctionSpec):
+class LocalFunction:
     """A function of the template with everything the runner needs resolved."""
 
+    name: str  # the folder name under functions/, used in URLs and by scripts/invoke
+    logical_id: str
+    code_uri: Path
+    handler: str
+    timeout: int
+    memory: int
+    environment: dict[str, Any] = field(default_factory=dict)
     layers: tuple[Path, ...] = ()
     url: dict[str, Any] | None = None  # the resolved FunctionUrlConfig
     schedule_list: tuple[Schedule, ...] = ()
     reserved_concurrency: int | None = None
+
+    @property
+    def has_url(self) -> bool:
+        return self.url is not None
 
 
 def _layer_path(resolver: Resolver, template_dir: Path, logical_id: str) -> Path:
@@ -280,8 +334,9 @@ def _schedule_input(raw: Any) -> Any:
     return raw
 
 
-def functions(template: dict[str, Any], template_dir: Path, parameters: dict[str, Any] | None = None, *,
-              base_url: str = "http://127.0.0.1:3000") -> tuple[dict[str, LocalFunction], Resolver]:
+def resolve_functions(
+        template: dict[str, Any], template_dir: Path, parameters: dict[str, Any] | None = None, *,
+        base_url: str = "http://127.0.0.1:3000") -> tuple[dict[str, LocalFunction], Resolver]:
     """The template's functions by local name (the CodeUri folder's name), resolved."""
     resources = template.get("Resources") or {}
     names: dict[str, str] = {}
@@ -326,8 +381,7 @@ def functions(template: dict[str, Any], template_dir: Path, parameters: dict[str
         specs[name] = LocalFunction(
             name=name, logical_id=logical_id, code_uri=(template_dir / props["CodeUri"]).resolve(),
             handler=str(prop("Handler")), timeout=int(prop("Timeout", 3)),
-            memory=int(prop("MemorySize", 128)), environment=env, has_url=url is not None,
-            schedules={s.name: s for s in schedules}, layers=tuple(layers), url=url,
+            memory=int(prop("MemorySize", 128)), environment=env, layers=tuple(layers), url=url,
             schedule_list=tuple(schedules),
             reserved_concurrency=int(reserved) if reserved not in (None, NO_VALUE) else None,
         )
@@ -362,9 +416,9 @@ class EnvFile:
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
             raise TemplateError(f"{path}: expected an object of objects (see docs/local-dev.md)")
         return cls(
-            all_functions={k: _env_value(v) for k, v in data.pop("Parameters", {}).items()},
+            all_functions={k: env_value(v) for k, v in data.pop("Parameters", {}).items()},
             template_parameters=data.pop("TemplateParameters", {}),
-            per_function={fn: {k: _env_value(v) for k, v in env.items()} for fn, env in data.items()},
+            per_function={fn: {k: env_value(v) for k, v in env.items()} for fn, env in data.items()},
         )
 
     def for_function(self, fn: LocalFunction) -> dict[str, str]:
@@ -372,7 +426,8 @@ class EnvFile:
                 **self.per_function.get(fn.name, {})}
 
 
-def _env_value(value: Any) -> str:
+def env_value(value: Any) -> str:
+    """A setting as an environment variable holds it (YAML's booleans as true/false)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

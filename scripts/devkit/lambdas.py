@@ -1,6 +1,7 @@
-"""Invoke the functions of template.yaml the way Lambda does: the function's CodeUri on
-sys.path (the layer is installed), then ``module.function`` from its Handler, called with
-a Lambda-shaped context. Also builds Function URL (payload 2.0) and Scheduler events."""
+"""Invoke the functions of template.yaml (as ``devkit.cfn.functions`` reads them) the way
+Lambda does: the function's CodeUri on sys.path (the layer is installed), then
+``module.function`` from its Handler, called with a Lambda-shaped context. Also builds
+Function URL (payload 2.0) and Scheduler events."""
 
 from __future__ import annotations
 
@@ -10,83 +11,15 @@ import json
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from devkit import ROOT
-
-TEMPLATE = ROOT / "template.yaml"
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that understands CloudFormation's short-form tags (!Ref, !Sub, ...)."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-@cache
-def template() -> dict[str, Any]:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    name: str  # the folder name under functions/, used in URLs and by scripts/invoke
-    logical_id: str
-    code_uri: Path
-    handler: str
-    timeout: int
-    memory: int
-    environment: dict[str, Any] = field(default_factory=dict)
-    has_url: bool = False
-    schedules: dict[str, Any] = field(default_factory=dict)
-
-
-@cache
-def functions() -> dict[str, FunctionSpec]:
-    tpl = template()
-    globals_ = tpl.get("Globals", {}).get("Function", {})
-    specs = {}
-    for logical_id, res in tpl["Resources"].items():
-        if res["Type"] != "AWS::Serverless::Function":
-            continue
-        props = res["Properties"]
-        code_uri = ROOT / props["CodeUri"]
-        env = {**globals_.get("Environment", {}).get("Variables", {}),
-               **props.get("Environment", {}).get("Variables", {})}
-        events = props.get("Events", {})
-        specs[code_uri.name] = FunctionSpec(
-            name=code_uri.name, logical_id=logical_id, code_uri=code_uri, handler=props["Handler"],
-            timeout=int(props.get("Timeout", globals_.get("Timeout", 3))),
-            memory=int(props.get("MemorySize", globals_.get("MemorySize", 128))),
-            environment=env, has_url="FunctionUrlConfig" in props,
-            schedules={k: v["Properties"] for k, v in events.items() if v["Type"] == "ScheduleV2"},
-        )
-    return specs
+from devkit import cfn
 
 
 def load_handler(name: str):
     """Import a function's handler as Lambda does: CodeUri on sys.path, then module.attr."""
-    spec = functions()[name]
+    spec = cfn.functions()[name]
     if str(spec.code_uri) not in sys.path:
         sys.path.insert(0, str(spec.code_uri))
     module_name, attr = spec.handler.rsplit(".", 1)
@@ -111,7 +44,7 @@ class LambdaContext:
 
 
 def invoke(name: str, event: dict[str, Any], *, timeout_s: float | None = None) -> Any:
-    spec = functions()[name]
+    spec = cfn.functions()[name]
     context = LambdaContext(name, timeout_s if timeout_s is not None else spec.timeout, spec.memory)
     return load_handler(name)(event, context)
 

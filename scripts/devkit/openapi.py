@@ -61,9 +61,9 @@ _POWERTOOLS_ERRORS = ("HTTPValidationError", "ValidationError", "ResponseValidat
 def resolver(function: str) -> Any:
     """The function's resolver, imported as Lambda imports its handler (CodeUri first
     on sys.path; the layer is installed)."""
-    from devkit import lambdas
+    from devkit import cfn
 
-    spec = lambdas.functions()[function]
+    spec = cfn.functions()[function]
     if str(spec.code_uri) not in sys.path:
         sys.path.insert(0, str(spec.code_uri))
     module = importlib.import_module(spec.handler.rsplit(".", 1)[0])

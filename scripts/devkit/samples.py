@@ -2,7 +2,7 @@
 client-facing ones.
 
 A client sample carries a real token for the demo user (or the partner), signed with
-the local JWT secret (``devkit.runner.LOCAL_JWT_SECRET``, also in env.local.example.json)
+the local JWT secret (``devkit.runner.settings.LOCAL_JWT_SECRET``, also in env.local.example.json)
 and valid for years, so the file works as it is with ``scripts/invoke`` and with
 ``sam local invoke -e ... --env-vars env.local.json``. ``python -m devkit.samples``
 re-mints them (after the secret changed, or before they expire).
@@ -75,7 +75,7 @@ def refresh_tokens(secret: str, events: Path = EVENTS) -> list[Path]:
 
 
 def main() -> int:
-    from devkit.runner import LOCAL_JWT_SECRET
+    from devkit.runner.settings import LOCAL_JWT_SECRET
 
     secret = sys.argv[1] if len(sys.argv) > 1 else LOCAL_JWT_SECRET
     for path in refresh_tokens(secret):

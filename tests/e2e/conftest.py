@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from devkit import postgres, s3, seed
+from devkit import cfn, postgres, s3, seed
 from devkit import runner as rt
+from devkit.runner.services import Services
 
 CHROMIUM = "/usr/bin/chromium"
 #: Flags that work headless as root in a container, offline, with nothing in the background.
@@ -31,7 +32,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 @dataclass
 class Local:
     runner: rt.Runner
-    services: rt.Services
+    services: Services
     database_url: str
     server_url: str
     out: io.StringIO
@@ -68,7 +69,7 @@ def local() -> Iterator[Local]:
     os.environ["DATABASE_URL"] = url
     os.environ.pop("JWT_SECRET", None)
     out, stop, ready, started = io.StringIO(), threading.Event(), threading.Event(), []
-    thread = threading.Thread(target=rt.main, args=(rt.TEMPLATE, 0, None), daemon=True, kwargs={
+    thread = threading.Thread(target=rt.main, args=(cfn.TEMPLATE, 0, None), daemon=True, kwargs={
         "run_schedules": False, "stop": stop, "out": out,
         "on_ready": lambda r: (started.append(r), ready.set())})
     thread.start()

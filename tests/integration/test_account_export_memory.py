@@ -16,6 +16,7 @@ import pytest
 
 from devkit import runner as rt
 from devkit import s3
+from devkit.runner.services import Services
 
 PART_MB = 5
 IMAGE_BYTES = 1024 * 1024
@@ -30,7 +31,7 @@ def make_runner(clean_db, s3_endpoint, tmp_path):
 
     def make() -> rt.Runner:
         """A runner with fresh (cold) workers for the account function."""
-        services = rt.Services(
+        services = Services(
             os.environ["DATABASE_URL"], "test", s3_endpoint, list(s3.LOCAL_BUCKETS.values())
         )
         env_file = tmp_path / "env.local.json"

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from common import auth, config, db, ledger
-from devkit import fake_openai, fake_paymob, fake_stripe, lambdas, openapi
+from devkit import cfn, fake_openai, fake_paymob, fake_stripe, lambdas, openapi
 from tests.integration import deliveries
 from tests.integration.payments.conftest import _clear_settings
 
@@ -49,7 +49,7 @@ EXCLUDED = ("rate_limit_windows",)
 def _routes() -> list[tuple[str, str, str]]:
     """(function, method, path rule) of every route of every function with a URL."""
     found = []
-    for name, spec in sorted(lambdas.functions().items()):
+    for name, spec in sorted(cfn.functions().items()):
         if spec.has_url:
             app = openapi.resolver(name)
             found += [(name, r.method, r.path) for r in app._static_routes + app._dynamic_routes]
@@ -268,5 +268,5 @@ def test_no_input_answers_5xx_and_a_refused_request_changes_nothing(world, case)
 
 
 def test_every_function_with_a_url_is_driven():
-    assert {r[0] for r in ROUTES} == {n for n, s in lambdas.functions().items() if s.has_url}
+    assert {r[0] for r in ROUTES} == {n for n, s in cfn.functions().items() if s.has_url}
     assert len(ROUTES) >= 10

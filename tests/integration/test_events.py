@@ -15,6 +15,8 @@ import pytest
 
 from devkit import ROOT, fake_paymob, fake_stripe, s3, samples, seed
 from devkit import runner as rt
+from devkit.runner.services import Services
+from devkit.runner.settings import LOCAL_JWT_SECRET, LOCAL_SECRETS
 
 #: Samples that are refused locally on purpose, with the status they get.
 REFUSED = {
@@ -40,11 +42,11 @@ def local(tmp_path_factory, database_url: str, s3_endpoint: str, _openai_server)
     seed.seed_objects(s3_endpoint, uploads_bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"],
                       generations_bucket=s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"])
     paymob, stripe = fake_paymob.FakePaymob().start(), fake_stripe.FakeStripe().start()
-    services = rt.Services(database_url, "test", s3_endpoint, list(s3.LOCAL_BUCKETS.values()),
+    services = Services(database_url, "test", s3_endpoint, list(s3.LOCAL_BUCKETS.values()),
                            paymob=paymob, stripe=stripe)
     env_file = tmp_path_factory.mktemp("env") / "env.local.json"
     env_file.write_text(json.dumps({
-        "Parameters": {"JWT_SECRET": rt.LOCAL_JWT_SECRET},  # the samples' tokens (the shell has the tests')
+        "Parameters": {"JWT_SECRET": LOCAL_JWT_SECRET},  # the samples' tokens (the shell has the tests')
         "process-image": {"OPENAI_API_KEY": "sk-test-local", "OPENAI_BASE_URL": _openai_server.base_url},
     }))
     runner = rt.Runner(env_file=env_file, port=None, services_env=services.env(), sink=lambda _line: None)
@@ -76,7 +78,7 @@ def test_every_function_has_samples_and_every_client_sample_a_lasting_token() ->
         event = json.loads(path.read_text())
         if function in samples.CLIENT_FUNCTIONS and "requestContext" in event:
             token = event["headers"]["authorization"].split(" ", 1)[1]
-            claims = jwt.decode(token, rt.LOCAL_JWT_SECRET, algorithms=["HS256"])
+            claims = jwt.decode(token, LOCAL_JWT_SECRET, algorithms=["HS256"])
             assert claims["exp"] >= samples.TOKEN_EXPIRES.timestamp() - 86400, path
             demo_users = (seed.DEMO_USER_ID, seed.PARTNER_USER_ID, seed.SOLO_USER_ID, seed.NEWCOMER_USER_ID,
                           seed.LEAVER_USER_ID)
@@ -88,7 +90,7 @@ def test_sample_runs_as_committed(local: rt.Runner, function: str, path: Path) -
     # Given the sample (a Stripe one re-signed: its signature's timestamp must be recent)
     event = json.loads(path.read_text())
     if function == "stripe-webhook":
-        event = sign_webhook().sign(event, rt.LOCAL_SECRETS["STRIPE_WEBHOOK_SECRET"], None)
+        event = sign_webhook().sign(event, LOCAL_SECRETS["STRIPE_WEBHOOK_SECRET"], None)
     # When scripts/invoke's machinery runs it
     inv = local.invoke(function, event)
     # Then the function succeeds: a 2xx answer for URL events (or the intended refusal)

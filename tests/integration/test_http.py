@@ -15,7 +15,8 @@ from pydantic import BaseModel, Field
 
 from common import db, http, idempotency
 from common.errors import Conflict, TooManyRequests, Unavailable
-from devkit.lambdas import LambdaContext, functions, template, url_event
+from devkit.cfn import functions, template
+from devkit.lambdas import LambdaContext, url_event
 
 LIMIT = 1024
 app = http.make_resolver(max_body_bytes=LIMIT)

@@ -14,8 +14,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from devkit import ROOT, s3
+from devkit import ROOT, cfn, s3
 from devkit import runner as rt
+from devkit.runner.services import start_s3
+from devkit.runner.settings import LOCAL_JWT_SECRET
 
 
 def client(endpoint: str):
@@ -72,7 +74,7 @@ def test_a_taken_port_is_an_error_that_names_the_make_variable() -> None:
     with listening_socket() as taken:
         port = taken.getsockname()[1]
         with pytest.raises(SystemExit) as refused:
-            rt.Runner(rt.TEMPLATE, env_file=None, port=port)
+            rt.Runner(cfn.TEMPLATE, env_file=None, port=port)
     message = str(refused.value)
     assert f"127.0.0.1:{port}" in message and "PORT=" in message and "make dev" in message
     suggested = int(message.split("PORT=", 1)[1].split()[0])
@@ -86,10 +88,10 @@ def test_a_chosen_s3_port_in_use_is_an_error_never_replaced() -> None:
     with listening_socket() as taken:
         port = taken.getsockname()[1]
         with pytest.raises(SystemExit) as refused:
-            rt._start_s3(["local-uploads"], port, port_fixed=True, state_dir=None)
+            start_s3(["local-uploads"], port, port_fixed=True, state_dir=None)
         assert f"127.0.0.1:{port}" in str(refused.value) and "S3_PORT=" in str(refused.value)
         # The default (the runner's port + 1) moves to a free port instead, and says so
-        server, note = rt._start_s3(["local-uploads"], port, port_fixed=False, state_dir=None)
+        server, note = start_s3(["local-uploads"], port, port_fixed=False, state_dir=None)
         try:
             assert server.port != port and note == f"port {port} was in use"
         finally:
@@ -102,7 +104,7 @@ def test_a_port_in_time_wait_is_reused_not_replaced() -> None:
     with socket.socket() as plain, pytest.raises(OSError):
         plain.bind(("127.0.0.1", port))  # what the old check did: it called the port taken
     # When make dev starts S3 there again, then it listens on that very port
-    server, note = rt._start_s3(["local-uploads"], port, port_fixed=True, state_dir=None)
+    server, note = start_s3(["local-uploads"], port, port_fixed=True, state_dir=None)
     try:
         assert (server.port, note) == (port, "")
         assert "local-uploads" in [b["Name"] for b in client(server.endpoint).list_buckets()["Buckets"]]
@@ -214,7 +216,7 @@ def test_scripts_token_signs_with_the_secret_the_runner_gives_the_functions(tmp_
 
     # Nothing configured: the runner's local secret (never a random one)
     claims = token("--env-file", "none")
-    jwt.decode(claims["_token"], rt.LOCAL_JWT_SECRET, algorithms=["HS256"])
+    jwt.decode(claims["_token"], LOCAL_JWT_SECRET, algorithms=["HS256"])
     # env.local.json's JWT_SECRET (a rotated list: the first value signs) and template parameters
     env_file = tmp_path / "env.local.json"
     env_file.write_text('{"Parameters": {"JWT_SECRET": "from-the-env-file-0123456789abcdef,old-one"}, '

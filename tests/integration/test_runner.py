@@ -1,4 +1,4 @@
-"""The local runner (devkit.runner) against a small template of its own in tmp_path: an
+"""The local runner (the devkit.runner package) against a small template of its own in tmp_path: an
 echo function behind a function URL, a scheduled one, a layer. Real worker processes,
 real HTTP; no dependency on the project's functions."""
 
@@ -20,6 +20,9 @@ import pytest
 
 from devkit import runner as rt
 from devkit import schedules, seed
+from devkit.runner.banner import curl_examples, sample_route
+from devkit.runner.function_url import request_event
+from devkit.runner.server import MAX_PAYLOAD, Server
 
 SECRET = "from-env-file-secret-0123456789abcdef"
 TEMPLATE = """\
@@ -133,7 +136,7 @@ def app(tmp_path: Path) -> Path:
     }))
     events = tmp_path / "events" / "echo"
     events.mkdir(parents=True)
-    sample = rt.request_event("POST", "/items", "a=1", [("content-type", "application/json"),
+    sample = request_event("POST", "/items", "a=1", [("content-type", "application/json"),
                                                         ("authorization", "Bearer sample")], b'{"n": 1}')
     (events / "create.json").write_text(json.dumps(sample))
     return tmp_path
@@ -386,12 +389,12 @@ def test_cors_preflight_unknown_routes_and_payload_limit(served: rt.Runner) -> N
     assert "access-control-allow-origin" not in headers
     assert request(served, "GET", "/nope/")[0] == 404
     assert request(served, "TRACE", "/echo/")[0] == request(served, "QUERY", "/echo/")[0] == 200  # any method
-    status, _, _, _ = request(served, "POST", "/echo/", body=b"x" * (rt.MAX_PAYLOAD + 1))
+    status, _, _, _ = request(served, "POST", "/echo/", body=b"x" * (MAX_PAYLOAD + 1))
     assert status == 413
 
 
 def test_examples_give_one_curl_per_sampled_route_and_schedules(served: rt.Runner, app: Path) -> None:
-    lines = rt.curl_examples(served)
+    lines = curl_examples(served)
     # A function with samples gets one example per route, named after its sample
     assert f"# echo POST /items: {app}/events/echo/create.json" in lines
     assert f'curl -s {served.base_url}/echo/ -H "Authorization: Bearer $TOKEN"' not in lines
@@ -401,14 +404,14 @@ def test_examples_give_one_curl_per_sampled_route_and_schedules(served: rt.Runne
     assert f"curl -s -X POST {served.base_url}/_schedules/tick" in lines
     # Without samples, the base URL
     (app / "events" / "echo" / "create.json").unlink()
-    assert f'curl -s {served.base_url}/echo/ -H "Authorization: Bearer $TOKEN"' in rt.curl_examples(served)
+    assert f'curl -s {served.base_url}/echo/ -H "Authorization: Bearer $TOKEN"' in curl_examples(served)
 
 
 def test_routes_of_samples_name_ids_and_pick_a_headline() -> None:
-    event = rt.request_event("POST", "/entries/00000000-0000-4000-8000-0000000e0001/analyze", "", [], b"")
-    assert rt.sample_route(event) == ("POST", "/entries/{id}/analyze")
-    assert rt.sample_route(rt.request_event("GET", "/orders/42", "", [], b"")) == ("GET", "/orders/{id}")
-    assert rt.sample_route({"max_seconds": 1}) is None
+    event = request_event("POST", "/entries/00000000-0000-4000-8000-0000000e0001/analyze", "", [], b"")
+    assert sample_route(event) == ("POST", "/entries/{id}/analyze")
+    assert sample_route(request_event("GET", "/orders/42", "", [], b"")) == ("GET", "/orders/{id}")
+    assert sample_route({"max_seconds": 1}) is None
 
 
 def test_payment_fakes_are_used_unless_the_provider_key_is_configured(
@@ -489,7 +492,7 @@ def request_refused(port: int) -> bool:
 
 def test_a_burst_of_clients_is_served_without_connection_resets(served):
     # Given more simultaneous clients than Python's default listen backlog (5) allows
-    assert rt._Server.request_queue_size >= 128
+    assert Server.request_queue_size >= 128
     barrier = threading.Barrier(64)
 
     def one(_i: int) -> int:

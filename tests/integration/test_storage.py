@@ -264,3 +264,14 @@ def test_an_empty_stream_makes_an_empty_object(bucket):
     result = storage.stream_upload(bucket, key, [], content_type="text/plain")
     assert (result.size, result.sha256) == (0, hashlib.sha256(b"").hexdigest())
     assert storage.head(bucket, key)["ContentLength"] == 0
+
+
+def test_closing_the_writer_finishes_the_object_once(bucket):
+    # As a file's close() does (the writer's file-object protocol): later closes are no-ops
+    key = unique_key("closed.txt")
+    upload = storage.MultipartUpload(bucket, key, content_type="text/plain")
+    upload.write(b"hello")
+    upload.close()
+    upload.close()
+    assert upload.closed and storage.read(bucket, key, max_bytes=MiB) == b"hello"
+    assert upload.result.sha256 == hashlib.sha256(b"hello").hexdigest()

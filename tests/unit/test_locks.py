@@ -11,7 +11,7 @@ from pathlib import Path
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
-from devkit import ROOT, lambdas
+from devkit import ROOT, cfn
 
 LAYER = ROOT / "layers" / "common"
 # `uv pip sync` leaves these alone in a venv that has them (one made by `python -m venv`
@@ -34,7 +34,7 @@ def pins(lock: Path, *, applicable_only: bool = False) -> dict[str, str]:
 
 def deployables() -> dict[str, Path]:
     """Each deployable's folder: the layer and every function of template.yaml."""
-    return {"CommonLayer": LAYER} | {s.logical_id: s.code_uri for s in lambdas.functions().values()}
+    return {"CommonLayer": LAYER} | {s.logical_id: s.code_uri for s in cfn.functions().values()}
 
 
 def test_every_deployable_has_inputs_and_a_lock():
@@ -47,7 +47,7 @@ def test_every_deployable_has_inputs_and_a_lock():
 def test_every_deployable_installs_its_lock_in_sam_build():
     """sam's python builder would resolve requirements.txt again (and install the layer's
     packages into a function); the makefile installs the lock as it is."""
-    resources = lambdas.template()["Resources"]
+    resources = cfn.template()["Resources"]
     for name in deployables():
         meta = resources[name].get("Metadata", {})
         assert meta.get("BuildMethod") == "makefile" and meta.get("ContextPath") == "scripts/build", name

@@ -82,8 +82,8 @@ def test_an_invocation_without_metrics_prints_no_warning():
 
 _IMPORT_HANDLER = """
 import importlib, json, sys
-from devkit import lambdas
-spec = lambdas.functions()[sys.argv[1]]
+from devkit import cfn
+spec = cfn.functions()[sys.argv[1]]
 sys.path.insert(0, str(spec.code_uri))
 module = importlib.import_module(spec.handler.rsplit(".", 1)[0])
 from common.observability import tracer

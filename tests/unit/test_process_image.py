@@ -138,7 +138,7 @@ def test_jpeg_output_flattens_transparency_on_white():
 
 
 def test_template_sizes_the_function_for_images_and_the_ai_timeout():
-    from devkit.lambdas import functions, template
+    from devkit.cfn import functions, template
 
     spec = functions()["process-image"]
     env = spec.environment

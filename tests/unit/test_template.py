@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from packaging.utils import canonicalize_name
 
-from devkit import ROOT, lambdas
+from devkit import ROOT, cfn
 from tests.unit.test_locks import LAYER, pins
 
 TOOLS = ROOT / ".venv-tools" / "bin"
@@ -37,7 +37,7 @@ def test_cfn_lint_is_clean():
 
 
 def test_every_function_handler_resolves_to_code():
-    for spec in lambdas.functions().values():
+    for spec in cfn.functions().values():
         module = spec.handler.rsplit(".", 1)[0].replace(".", "/")
         assert (spec.code_uri / f"{module}.py").is_file(), spec.name
 
@@ -63,7 +63,7 @@ def test_sam_build_ships_exactly_the_locks(tmp_path):
     layer = build_dir / "CommonLayer" / "python"
     assert (layer / "common" / "db.py").is_file()
     assert _shipped(layer) == pins(LAYER / "requirements.txt")
-    for spec in lambdas.functions().values():
+    for spec in cfn.functions().values():
         artefact = build_dir / spec.logical_id
         module = spec.handler.rsplit(".", 1)[0].replace(".", "/")
         assert (artefact / f"{module}.py").is_file(), spec.name

@@ -21,7 +21,7 @@ See docs/account.md.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -46,6 +46,10 @@ from common import http
 from common.errors import AccountDeleted, InvalidInput, NotFound
 from common.ids import as_uuid
 
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+    from pydantic import BaseModel
+
 app = http.make_resolver(max_body_bytes=16 * 1024)
 
 
@@ -54,7 +58,7 @@ def _created(model: BaseModel, status: int) -> Response[Any]:
                     body=model.model_dump(mode="json"))
 
 
-def _json_responses(status: int, model: type, description: str) -> dict[int, dict[str, Any]]:
+def _json_responses(status: int, model: type[BaseModel], description: str) -> dict[int, OpenAPIResponse]:
     return {status: {"description": description, "content": {"application/json": {"model": model}}}}
 
 

@@ -26,8 +26,8 @@ MAX_INPUT = 32
 
 
 def new_code() -> str:
-    """A fresh code, as shown: ``XXXX-XXXX-XXXX``."""
-    return display("".join(secrets.choice(ALPHABET) for _ in range(LENGTH)))
+    """A fresh code, canonical (``display`` shows it as ``XXXX-XXXX-XXXX``)."""
+    return "".join(secrets.choice(ALPHABET) for _ in range(LENGTH))
 
 
 def display(canonical: str) -> str:

@@ -38,7 +38,7 @@ def confirm(user_id: UUID, confirm_user_id: UUID) -> None:
 
 def delete(user_id: UUID) -> DeletionOut:
     with db.transaction() as conn:
-        status = conn.execute(DELETE, {"user_id": user_id}).fetchone()["status"]
+        status = db.one_row(conn.execute(DELETE, {"user_id": user_id}))["status"]
     logger.info("account deleted", extra={"status": status})
     if status == "deleted":
         from common import accounts
@@ -49,6 +49,7 @@ def delete(user_id: UUID) -> DeletionOut:
 
 
 def receipt(user_id: UUID) -> DeletionOut:
-    row = db.execute(RECEIPT, {"user_id": user_id, "prefix": f"users/{user_id}/"}, idempotent=True).fetchone()
+    params = {"user_id": user_id, "prefix": f"users/{user_id}/"}
+    row = db.one_row(db.execute(RECEIPT, params, idempotent=True))
     return DeletionOut(status="deleted", deleted_at=row["deleted_at"],
                        storage="pending" if row["storage_pending"] else "deleted")

@@ -92,7 +92,7 @@ def start(user_id: UUID) -> ExportOut:
         ratelimit.hit(str(user_id), EXPORTS_ROUTE, limit=settings().EXPORTS_PER_DAY, window_s=24 * 3600)
         row = db.execute(QUEUE, {"user_id": user_id}).fetchone()
         if row is None:  # a concurrent request queued one first
-            row = db.execute(ACTIVE, {"user_id": user_id}, idempotent=True).fetchone()
+            row = db.one_row(db.execute(ACTIVE, {"user_id": user_id}, idempotent=True))
         else:
             logger.info("export queued", extra={"export_id": str(row["id"])})
     return view(row)

@@ -9,6 +9,7 @@ import time
 from typing import Any, Literal
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from account import exports
@@ -25,7 +26,7 @@ class JobInput(BaseModel):
 
 
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = JobInput.model_validate(event)
     started = time.monotonic()
 

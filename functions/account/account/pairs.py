@@ -172,7 +172,7 @@ def create_invite(user_id: UUID) -> InviteOut:
         conn.execute(LOCK_USERS, {"ids": [user_id]})
         if conn.execute(PAIR_OF, {"ids": [user_id]}).fetchone():
             raise AlreadyPaired("you are already in a pair; unlink first")
-        if conn.execute(COUNT_OPEN_INVITES, {"user_id": user_id}).fetchone()["n"] >= s.INVITE_MAX_OPEN:
+        if db.one_row(conn.execute(COUNT_OPEN_INVITES, {"user_id": user_id}))["n"] >= s.INVITE_MAX_OPEN:
             raise Conflict(f"you have {s.INVITE_MAX_OPEN} open invites; revoke one or wait for it to expire",
                            code="too_many_invites")
         for _ in range(3):  # 60 random bits: a collision is astronomically rare, but cheap to handle
@@ -180,8 +180,8 @@ def create_invite(user_id: UUID) -> InviteOut:
             try:
                 with conn.transaction():
                     params = {"user_id": user_id, "ttl": s.INVITE_TTL_S,
-                              "digest": codes.digest(codes.canonical(code))}
-                    row = conn.execute(INSERT_INVITE, params).fetchone()
+                              "digest": codes.digest(code)}
+                    row = db.one_row(conn.execute(INSERT_INVITE, params))
                 break
             except psycopg.errors.UniqueViolation:
                 continue
@@ -189,7 +189,7 @@ def create_invite(user_id: UUID) -> InviteOut:
             raise RuntimeError("could not draw an unused invite code")
         _audit(conn, None, "invite_created", user_id, [user_id], invite_id=row["id"])
     logger.info("invite created", extra={"invite_id": str(row["id"])})
-    return InviteOut(invite_id=row["id"], code=code, created_at=row["created_at"],
+    return InviteOut(invite_id=row["id"], code=codes.display(code), created_at=row["created_at"],
                      expires_at=row["expires_at"])
 
 
@@ -241,7 +241,8 @@ def _join(user_id: UUID, digest: bytes) -> UUID:
         if found is None:
             raise NotFound("no invite has this code", code="unknown_code")
         if found["used_by"] == user_id:
-            return found["pair_id"]  # a retry of the join that used it
+            retried: UUID = found["pair_id"]  # a retry of the join that used it
+            return retried
         inviter = found["inviter_id"]
         if inviter == user_id:
             raise InvalidInput("this is your own invite: give it to your partner", code="own_code")
@@ -252,7 +253,8 @@ def _join(user_id: UUID, digest: bytes) -> UUID:
         if invite is None:  # its inviter's account was deleted meanwhile
             raise NotFound("no invite has this code", code="unknown_code")
         if invite["used_by"] == user_id:
-            return invite["pair_id"]
+            retried = invite["pair_id"]
+            return retried
         paired = {row["user_id"] for row in conn.execute(PAIR_OF, {"ids": members})}
         if user_id in paired:
             raise AlreadyPaired("you are already in a pair; unlink first")
@@ -266,7 +268,7 @@ def _join(user_id: UUID, digest: bytes) -> UUID:
             raise AlreadyPaired("the person who invited you is already in a pair")
         try:
             with conn.transaction():
-                pair = conn.execute(NEW_PAIR).fetchone()
+                pair = db.one_row(conn.execute(NEW_PAIR))
                 conn.execute(ADD_MEMBERS, {"pair_id": pair["id"], "ids": members})
         except psycopg.errors.IntegrityError as exc:
             if exc.diag.constraint_name == ACCOUNT_DELETED_CONSTRAINT:
@@ -282,8 +284,9 @@ def _join(user_id: UUID, digest: bytes) -> UUID:
             _audit(conn, None, "invite_revoked", revoked["inviter_id"], [revoked["inviter_id"]],
                    invite_id=revoked["id"], reason="paired")
         _audit(conn, pair["id"], "joined", user_id, members, invite_id=invite["id"])
-    logger.info("pair joined", extra={"pair_id": str(pair["id"]), "invite_id": str(invite["id"])})
-    return pair["id"]
+    joined: UUID = pair["id"]
+    logger.info("pair joined", extra={"pair_id": str(joined), "invite_id": str(invite["id"])})
+    return joined
 
 
 # --- The current pair ------------------------------------------------------------------
@@ -298,8 +301,8 @@ def current(user_id: UUID, *, expected: UUID | None = None) -> PairOut:
         if expected is not None:
             raise CodeGone("this invite was already used", code="code_used")
         raise NotPaired("you are not in a pair")
-    counts = db.execute(SHARED_ENTRIES, {"user_id": user_id, "pair_id": row["pair_id"]},
-                        idempotent=True).fetchone()
+    counts = db.one_row(db.execute(SHARED_ENTRIES, {"user_id": user_id, "pair_id": row["pair_id"]},
+                                   idempotent=True))
     usable = entitlements.active_entitlements(user_id)
     return PairOut(pair_id=row["pair_id"], since=row["since"],
                    partner=Partner(user_id=row["partner_id"], joined_at=row["joined_at"]),
@@ -315,7 +318,7 @@ def unlink(user_id: UUID) -> UnlinkedOut:
         mine = conn.execute(MY_PAIR, {"user_id": user_id}).fetchone()
         if mine is None:
             raise NotPaired("you are not in a pair")
-        result = conn.execute(UNLINK, {"pair_id": mine["pair_id"], "user_id": user_id}).fetchone()
+        result = db.one_row(conn.execute(UNLINK, {"pair_id": mine["pair_id"], "user_id": user_id}))
     logger.info("pair unlinked", extra={"pair_id": str(mine["pair_id"]), "members": len(result["members"])})
     return UnlinkedOut(pair_id=mine["pair_id"], status="unlinked", unlinked_at=result["at"])
 

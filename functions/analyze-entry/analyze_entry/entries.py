@@ -140,7 +140,7 @@ def insert(author_id: UUID, *, pair_id: UUID | None, title: str | None, content:
               "visibility": visibility, "analysis": Jsonb(analysis) if analysis is not None else None,
               "analysed": analysis is not None}
     with _no_row_in_errors(), db.transaction() as conn:
-        return conn.execute(INSERT_ENTRY, params).fetchone()
+        return db.one_row(conn.execute(INSERT_ENTRY, params))
 
 
 def visible(viewer: UUID, entry_id: UUID) -> dict[str, Any] | None:

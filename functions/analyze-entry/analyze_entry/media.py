@@ -109,7 +109,8 @@ def _mutagen_duration(data: bytes, extension: str) -> float | None:
     if extension == "ogg":  # Opus, Vorbis, Speex, FLAC in Ogg: mutagen picks by content
         parsed = mutagen.File(io.BytesIO(data))
     else:
-        parsed = {"m4a": MP4, "mp3": MP3, "wav": WAVE}[extension](io.BytesIO(data))
+        readers: dict[str, type[mutagen.FileType]] = {"m4a": MP4, "mp3": MP3, "wav": WAVE}
+        parsed = readers[extension](io.BytesIO(data))
     info = getattr(parsed, "info", None)
     return getattr(info, "length", None)
 
@@ -241,7 +242,7 @@ def vision_jpeg(data: bytes, *, max_pixels: int) -> bytes:
 
     formats = _decoders()
     try:
-        im = Image.open(io.BytesIO(data), formats=formats)
+        im: Image.Image = Image.open(io.BytesIO(data), formats=formats)
     except (OSError, SyntaxError, ValueError, EOFError):
         raise InvalidImage("the file is not a readable JPEG, PNG, WebP or HEIC image") from None
     except Image.DecompressionBombError:

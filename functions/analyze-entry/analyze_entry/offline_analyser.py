@@ -87,12 +87,12 @@ def analyse_core(title: str | None, content: str) -> AnalysisCore:
     for emotion_scores, topic_counts in cues:
         scores.update(emotion_scores)
         topics.update(topic_counts)
-    emotions = [Emotion(label=label, intensity=round(score / (score + 1), 3))  # type: ignore[arg-type]
+    emotions = [Emotion(label=label, intensity=round(score / (score + 1), 3))
                 for label, score in scores.most_common(MAX_EMOTIONS)]
     sentiment = _sentiment(compounds, scores)
     first = len(sentences) - len(body)  # the summary quotes the content, not the title
     return AnalysisCore(
-        mood=_mood(emotions, scores, sentiment),  # type: ignore[arg-type]
+        mood=_mood(emotions, scores, sentiment),
         sentiment=sentiment,
         emotions=emotions,  # an empty list becomes neutral
         tags=[topic for topic, _ in topics.most_common(MAX_TAGS)],
@@ -127,12 +127,13 @@ def _scan(sentence: str) -> tuple[Counter[str], Counter[str]]:
                 tears += weight
             else:
                 for label in labels:
-                    emotions[label] += weight
+                    # weights are floats: Counter adds them, though typeshed types its counts as int
+                    emotions[label] += weight  # type: ignore[assignment]
         topics.update(topic_labels)
         i += span
     if tears:
         positive, negative = _polarity(emotions)
-        emotions["joy" if positive and not negative else "sadness"] += tears
+        emotions["joy" if positive and not negative else "sadness"] += tears  # type: ignore[assignment]  # as above
     return emotions, topics
 
 

@@ -28,7 +28,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
 
-SCHEMA_VERSION = 2  # 2: `notes` (what the analysis left out); stored version 1 analyses still read
+#: 2: `notes` (what the analysis left out); stored version 1 analyses still read
+SCHEMA_VERSION: Literal[2] = 2
 
 #: The GoEmotions taxonomy (Demszky et al., ACL 2020): 27 emotions and neutral.
 GoEmotion = Literal[

@@ -55,7 +55,7 @@ def accounts_followups(budget: job.Budget, *, dry_run: bool, batch_size: int) ->
     from common import accounts, db
 
     if dry_run:
-        return {"pending": dict(db.execute(accounts.PENDING, idempotent=True).fetchone())}
+        return {"pending": dict(db.one_row(db.execute(accounts.PENDING, idempotent=True)))}
     done = accounts.run_followups(max(0.0, budget.left_s() / 3), with_pending=True).as_dict()
     try:
         done["exports_expired"] = accounts.expire_exports(limit=min(batch_size, 1000))

@@ -12,6 +12,7 @@ says how much (``remaining_expired``, counted up to ``REMAINING_CAP`` per table)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,8 @@ REMAINING_CAP = 100_000
 class Budget:
     """The time a run may use: the Lambda deadline and the event's ``max_seconds``."""
 
-    def __init__(self, remaining_ms: Any, *, max_seconds: float | None = None, margin_ms: int = 1000):
+    def __init__(self, remaining_ms: Callable[[], int], *, max_seconds: float | None = None,
+                 margin_ms: int = 1000):
         self._remaining_ms = remaining_ms  # context.get_remaining_time_in_millis
         self._started = time.monotonic()
         self._max_seconds = max_seconds

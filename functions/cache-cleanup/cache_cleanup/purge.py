@@ -155,7 +155,7 @@ class Purge:
         return db.execute(self.delete, limits.params(limit=limit)).rowcount
 
     def remaining(self, limits: Limits, cap: int) -> int:
-        return db.execute(self.count, limits.params(cap=cap), idempotent=True).fetchone()["n"]
+        return int(db.one_row(db.execute(self.count, limits.params(cap=cap), idempotent=True))["n"])
 
 
 #: Report keys, in the order the job takes turns.
@@ -188,5 +188,5 @@ def refund_stale(limits: Limits, limit: int) -> tuple[int, int]:
 
 
 def stale_remaining(limits: Limits, cap: int) -> int:
-    return db.execute(COUNT_STALE_RESERVATIONS, limits.params(cap=cap), idempotent=True).fetchone()["n"]
+    return int(db.one_row(db.execute(COUNT_STALE_RESERVATIONS, limits.params(cap=cap), idempotent=True))["n"])
 

@@ -9,7 +9,7 @@ with the provider's ids, or the order is ``failed``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode
 
 from checkout import catalog, paymob, stripe_checkout
@@ -19,8 +19,6 @@ from common import config, payments
 from common.auth import Principal
 from common.errors import BadGateway
 from common.observability import logger
-
-T = TypeVar("T")
 
 
 def list_products() -> ProductsOut:
@@ -79,7 +77,7 @@ def start_stripe(user: Principal, body: CheckoutIn) -> StripeCheckoutOut:
                              amount_minor=order.amount_minor, currency=order.currency)
 
 
-def _or_fail(order: payments.Order, call: Callable[[], T]) -> T:
+def _or_fail[T](order: payments.Order, call: Callable[[], T]) -> T:
     """Run the provider call; on any failure mark the order failed, then re-raise."""
     try:
         return call()

@@ -91,7 +91,7 @@ def render_prompt(tool: Tool, params: dict[str, Any]) -> str:
         if not enum or not all(isinstance(v, str) for v in enum):
             raise ConfigError(f"tool {tool.id}: prompt placeholder {name} is not a string enum parameter")
         value = params.get(name)
-        if value not in enum:  # validated already; this keeps the prompt bounded regardless
+        if not isinstance(value, str) or value not in enum:  # validated already; keeps the prompt bounded
             raise InvalidInput(f"params.{name} must be one of the listed values", code="invalid_params")
         values[name] = value.replace("_", " ")
     return template.substitute(values)
@@ -224,7 +224,7 @@ def provider_code(exc: Any) -> str | None:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         err = body.get("error", body)
-        if isinstance(err, dict) and isinstance(err.get("code"), str):
-            return err["code"]
+        if isinstance(err, dict) and isinstance(code := err.get("code"), str):
+            return code
     code = getattr(exc, "code", None)
     return code if isinstance(code, str) else None

@@ -50,6 +50,9 @@ from process_image.models import (
 )
 
 if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
+    from openai.types.shared_params import ResponseFormatJSONSchema
+
     from process_image import images
     from process_image.catalog import Tool
     from process_image.settings import Settings
@@ -181,7 +184,7 @@ def answer_schema(suggestions: dict[str, Tool]) -> dict[str, Any]:
             "properties": {"faces": {"type": "array", "items": face, "description": "largest face first"}}}
 
 
-def response_format(suggestions: dict[str, Tool]) -> dict[str, Any]:
+def response_format(suggestions: dict[str, Tool]) -> ResponseFormatJSONSchema:
     return {"type": "json_schema", "json_schema": {"name": f"face_analysis_v{SCHEMA_VERSION}", "strict": True,
                                                    "schema": answer_schema(suggestions)}}
 
@@ -195,7 +198,7 @@ def _openai(tool: Tool, decoded: images.Decoded, who: Provider, suggestions: dic
         raise ConfigError(f"tool {tool.id} has no prompt template")
     source = ai_tools.provider_input(decoded, VISION_MAX_SIDE, quality=90)
     image_url = f"data:{source.content_type};base64,{base64.b64encode(source.data).decode()}"
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "system", "content": tool.prompt_template},
         {"role": "user", "content": [
             {"type": "text", "text": "Analyse the faces in this photo."},
@@ -209,8 +212,7 @@ def _openai(tool: Tool, decoded: images.Decoded, who: Provider, suggestions: dic
     for attempt in range(1, attempts + 1):
         with ai_tools.provider_errors("face analysis", tool.id, who.model, timeout):
             completion = client.chat.completions.create(
-                model=who.model, messages=messages,  # type: ignore[arg-type]
-                response_format=fmt,  # type: ignore[arg-type]
+                model=who.model, messages=messages, response_format=fmt,
                 safety_identifier=ai_tools.safety_identifier(user_id),
             )
         choice = completion.choices[0] if completion.choices else None
@@ -219,7 +221,7 @@ def _openai(tool: Tool, decoded: images.Decoded, who: Provider, suggestions: dic
             choice is not None and choice.finish_reason == "content_filter")
         if refused:
             raise InvalidInput("the image service refused this image", code="content_rejected")
-        reason = None
+        reason: str | list[str] | None = None
         if choice is None or message is None or not message.content:
             reason = "empty"
         elif choice.finish_reason != "stop":
@@ -265,7 +267,7 @@ def _suggestions(tool_id: str, values: list[str], tools: dict[str, Tool]) -> lis
             catalog.canonical_params(tool, params)
         except InvalidInput:
             continue
-        suggestion = Suggestion(tool_id=tool_id, params=params)  # type: ignore[arg-type]
+        suggestion = Suggestion(tool_id=tool_id, params=params)
         if suggestion not in out:
             out.append(suggestion)
     return out[:MAX_SUGGESTIONS]

@@ -276,7 +276,7 @@ def _analyse(user_id: uuid.UUID, tool: Tool, model: str | None, cost: int, param
     _stored(tool, cost, started)
     return GenerationOut(generation_id=str(generation_id), status="succeeded", tool_id=tool.id, url=None,
                          expires_at=None, cached=False, credits_charged=cost, balance=ledger.balance(user_id),
-                         content_type=ANALYSIS_CONTENT_TYPE, result=result)  # type: ignore[arg-type]
+                         content_type=ANALYSIS_CONTENT_TYPE, result=result)
 
 
 def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) -> GenerationOut:

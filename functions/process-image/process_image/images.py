@@ -98,7 +98,7 @@ def decode(data: bytes, *, max_pixels: int) -> Decoded:
 
     formats = _decoders()
     try:
-        im = Image.open(io.BytesIO(data), formats=formats)
+        im: Image.Image = Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"the image may have at most {max_pixels} pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):

@@ -42,10 +42,13 @@ def resize(im: Image.Image, params: dict[str, Any], max_pixels: int) -> Image.Im
     from PIL import Image, ImageOps
 
     width, height = params.get("width"), params.get("height")
-    if width is None:  # keep the aspect ratio from the one side given
-        width = max(1, round(im.width * int(height) / im.height))
+    # keep the aspect ratio from the one side given
     if height is None:
+        if width is None:  # the schema requires one (anyOf)
+            raise InvalidInput("params needs a width or a height", code="invalid_params")
         height = max(1, round(im.height * int(width) / im.width))
+    elif width is None:
+        width = max(1, round(im.width * int(height) / im.height))
     box = (int(width), int(height))
     images.check_pixels(*box, max_pixels)
     fit = params.get("fit", "contain")

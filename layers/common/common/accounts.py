@@ -27,10 +27,13 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import db
 from common.observability import logger
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef  # the boto3 stubs (dev only)
 
 #: One copy of the log per deleted account, under the stage's prefix.
 LOG_PREFIX = "deletions"
@@ -225,7 +228,7 @@ def sweep_prefix(bucket: str, prefix: str, deadline: float) -> tuple[int, bool]:
     deleted = 0
     while time.monotonic() < deadline:
         listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=DELETE_BATCH)
-        keys = [{"Key": item["Key"]} for item in listed.get("Contents", [])]
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in listed.get("Contents", [])]
         if not keys:
             return deleted, True
         answer = client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
@@ -290,10 +293,8 @@ def scrub_inbox(deadline: float) -> int:
 def scrub_inbox_now(conn: Any) -> int:
     """Every queued scrub at once, in the caller's transaction (scripts/restore, which
     re-applies deletions offline); rows scrubbed."""
-    from psycopg.rows import dict_row
-
     scrubbed = 0
-    while task := conn.cursor(row_factory=dict_row).execute(CLAIM_SCRUB).fetchone():
+    while task := db.execute_on(conn, CLAIM_SCRUB).fetchone():
         scrubbed += _scrub(conn, task, task["last_id"])
     return scrubbed
 
@@ -333,7 +334,7 @@ def run_followups(budget_s: float, *, user_id: uuid.UUID | None = None,
         result.inbox_rows_scrubbed = scrub_inbox(deadline)
     result.complete = result.errors == 0 and time.monotonic() < deadline
     if with_pending:
-        result.pending = dict(db.execute(PENDING, idempotent=True).fetchone())
+        result.pending = dict(db.one_row(db.execute(PENDING, idempotent=True)))
     return result
 
 
@@ -351,7 +352,7 @@ def expire_exports(limit: int = 100) -> int:
         if not rows:
             return 0
         bucket = settings().require("EXPORTS_BUCKET")
-        keys = [{"Key": row["object_key"]} for row in rows]
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": row["object_key"]} for row in rows]
         answer = storage.s3().delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
         if errors := answer.get("Errors"):
             raise ObjectDeletionFailed(f"S3 refused {len(errors)} deletions ({errors[0].get('Code')})")

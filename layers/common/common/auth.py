@@ -121,10 +121,11 @@ def authenticate(authorization_header: str | None) -> Principal:
         alg = jwt.get_unverified_header(token).get("alg")
     except jwt.PyJWTError:
         _reject("malformed token")
-    source = "jwks" if s.JWT_JWKS_URL else "secret"
+    jwks_url = s.JWT_JWKS_URL
+    source = "jwks" if jwks_url else "secret"
     if alg not in (JWKS_ALGORITHMS if source == "jwks" else SECRET_ALGORITHMS):
         _reject("algorithm not allowed", alg=str(alg)[:10], key_source=source)
-    keys = [_jwks_key(s.JWT_JWKS_URL, token, alg)] if source == "jwks" else _secret_keys()
+    keys = [_jwks_key(jwks_url, token, alg)] if jwks_url else _secret_keys()
 
     required = ["exp", "sub"] + ["iss"] * bool(s.JWT_ISSUER) + ["aud"] * bool(s.JWT_AUDIENCE)
     claims: dict[str, Any] | None = None
@@ -189,7 +190,7 @@ def ensure_user(user_id: uuid.UUID | str, email: str | None = None) -> bool:
     account raises ``AccountDeleted`` (401): its old tokens never bring it back.
     """
     params = {"id": uuid.UUID(str(user_id)), "email": email}
-    row = db.execute(_PROVISION_USER, params, idempotent=True).fetchone()
+    row = db.one_row(db.execute(_PROVISION_USER, params, idempotent=True))
     if row["deleted"]:
         logger.info("authentication rejected", extra={"reason": "account deleted"})
         raise AccountDeleted("this account has been deleted")

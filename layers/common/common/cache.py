@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from common import db
 from common.errors import AppError
@@ -45,7 +45,6 @@ from common.errors import AppError
 if TYPE_CHECKING:
     import psycopg
 
-T = TypeVar("T")
 
 #: How long a caller waits for another caller's computation of the same key.
 DEFAULT_WAIT_S = 30.0
@@ -288,7 +287,7 @@ def single_flight(
 # --- get or compute ---------------------------------------------------------------
 
 
-def get_or_compute(
+def get_or_compute[T](
     key: str,
     ttl: int | float | timedelta,
     compute: Callable[[], T],
@@ -337,7 +336,7 @@ def get_or_compute(
         raise
 
 
-def _get_or_refresh(key: str, ttl: int | float | timedelta, compute: Callable[[], T], beta: float,
+def _get_or_refresh[T](key: str, ttl: int | float | timedelta, compute: Callable[[], T], beta: float,
                     owner: uuid.UUID | str | None) -> Any:
     row = db.execute(_GET_WITH_AGE, (key,), idempotent=True).fetchone()
     if not row:
@@ -369,7 +368,7 @@ def _require_no_open_transaction() -> None:
         )
 
 
-def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable[[], T],
+def _compute_and_store[T](key: str, ttl: int | float | timedelta, compute: Callable[[], T],
                        owner: uuid.UUID | str | None) -> Any:
     started = time.perf_counter()
     value = compute()
@@ -377,7 +376,7 @@ def _compute_and_store(key: str, ttl: int | float | timedelta, compute: Callable
     _count("CacheCompute")
     params = _set_params(key, value, ttl, compute_ms, owner)
     # Returned as stored, so this caller gets what the waiting callers will read.
-    return db.execute(_SET, {**params, "async": True}, idempotent=True).fetchone()["value"]
+    return db.one_row(db.execute(_SET, {**params, "async": True}, idempotent=True))["value"]
 
 
 # --- metrics ------------------------------------------------------------------------

@@ -49,10 +49,9 @@ def _connect() -> psycopg.Connection[dict[str, Any]]:
     # Through RDS Proxy (DATABASE_PROXY_HOST) the URL's credentials and database stay; only
     # the host changes (a keyword argument overrides the URL's). Every other argument is
     # a startup parameter or a libpq setting: nothing the proxy pins a session for.
-    proxy = {"host": s.DATABASE_PROXY_HOST} if s.DATABASE_PROXY_HOST else {}
     return psycopg.connect(
         require_secret("DATABASE_URL"),
-        **proxy,
+        host=s.DATABASE_PROXY_HOST or None,  # None: the URL's host
         autocommit=True,
         row_factory=dict_row,
         prepare_threshold=None,
@@ -148,6 +147,23 @@ def transaction(
             conn = connect()
             stack.enter_context(conn.transaction())
         yield conn
+
+
+def execute_on(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> psycopg.Cursor[dict[str, Any]]:
+    """Run one statement on the caller's connection (inside its transaction), rows as
+    dicts whatever that connection's own row factory."""
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row).execute(sql, params)
+
+
+def one_row(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
+    """The row of a statement that always returns one (an aggregate, an upsert with
+    RETURNING): none at all is a bug, raised as one."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the statement returned no row")
+    return row
 
 
 def execute(sql: str, params: Any = None, *, idempotent: bool = False) -> psycopg.Cursor[dict[str, Any]]:

@@ -46,16 +46,16 @@ ORDER BY entitlement_id, owner DESC, expires_at DESC NULLS FIRST, source
 
 
 def has_entitlement(user_id: uuid.UUID | str, entitlement_id: str, *,
-                    conn: psycopg.Connection | None = None) -> bool:
+                    conn: psycopg.Connection[Any] | None = None) -> bool:
     """True when the user, or the other member of their pair, has ``entitlement_id``
     active now. An unknown user simply has nothing (False); a malformed id is
     InvalidInput. ``conn`` runs the query in the caller's transaction."""
     params = {"user_id": as_uuid(user_id), "entitlement_id": entitlement_id}
-    return bool(_query(HAS_ENTITLEMENT, params, conn).fetchone()["ok"])
+    return bool(db.one_row(_query(HAS_ENTITLEMENT, params, conn))["ok"])
 
 
 def active_entitlements(user_id: uuid.UUID | str, *,
-                        conn: psycopg.Connection | None = None) -> list[dict[str, Any]]:
+                        conn: psycopg.Connection[Any] | None = None) -> list[dict[str, Any]]:
     """The user's usable entitlements now: dicts with ``entitlement_id``, ``source``,
     ``expires_at`` (None = no expiry) and ``owner`` ('self' or 'pair')."""
     return _query(ACTIVE_ENTITLEMENTS, {"user_id": as_uuid(user_id)}, conn).fetchall()
@@ -65,10 +65,7 @@ def active_entitlements(user_id: uuid.UUID | str, *,
 
 
 def _query(sql: str, params: dict[str, Any],
-           conn: psycopg.Connection | None) -> psycopg.Cursor[dict[str, Any]]:
+           conn: psycopg.Connection[Any] | None) -> psycopg.Cursor[dict[str, Any]]:
     if conn is None:
         return db.execute(sql, params, idempotent=True)
-    # The caller's connection may have another row factory: ask for dicts here.
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row).execute(sql, params)
+    return db.execute_on(conn, sql, params)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
@@ -66,12 +66,12 @@ from common.observability import logger, metrics, service_name, tracer
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+    from aws_lambda_powertools.shared.types import AnyCallableT
     from aws_lambda_powertools.utilities.data_classes import LambdaFunctionUrlEvent
     from pydantic import BaseModel
 
     from common.auth import Principal
 
-M = TypeVar("M", bound="BaseModel")
 
 #: Default request body limit (decoded bytes). Function URLs accept up to 6 MB.
 MAX_BODY_BYTES = 1024 * 1024
@@ -108,9 +108,11 @@ class Resolver(LambdaFunctionUrlResolver):
         super().__init__(*args, **kwargs)
         if self._enable_validation:
             # The resolver keeps its request validation middleware here (pinned version)
-            self._request_validation_middleware = JsonBodyValidation()
+            # Powertools' middleware constructor carries no annotations
+            self._request_validation_middleware = JsonBodyValidation()  # type: ignore[no-untyped-call]
 
-    def route(self, rule: str, method: Any, cors: bool | None = None, *args: Any, **kwargs: Any):
+    def route(self, rule: str, method: Any, cors: bool | None = None, *args: Any,
+              **kwargs: Any) -> Callable[[AnyCallableT], AnyCallableT]:
         if cors:
             raise ValueError(
                 f"cors=True on {rule}: CORS is configured on the function URL in template.yaml; "
@@ -137,7 +139,7 @@ def make_resolver(*, max_body_bytes: int = MAX_BODY_BYTES) -> Resolver:
         debug=False,  # debug mode prints whole events (tokens, bodies) and echoes tracebacks
     )
 
-    def check_request(app: Resolver, next_middleware: NextMiddleware) -> Response:
+    def check_request(app: Resolver, next_middleware: NextMiddleware) -> Response[Any]:
         # Routes that read the raw body (webhooks, uploads) never go through parse_json.
         _check_body_size(app.current_event, max_body_bytes)
         _check_path_and_query(app.current_event)
@@ -193,10 +195,11 @@ def current_user(app: LambdaFunctionUrlResolver, *, route_limit: int | None = No
     The rate limit is counted before the user row is provisioned, so a throttled
     request costs one statement.
     """
-    principal = app.context.get("principal")
-    if principal is not None:
-        return principal
     from common import auth, ratelimit
+
+    cached = app.context.get("principal")
+    if isinstance(cached, auth.Principal):
+        return cached
 
     principal = auth.authenticate(app.current_event.headers.get("authorization"))
     ratelimit.hit(str(principal.user_id), route_key(app), limit=route_limit)
@@ -206,7 +209,7 @@ def current_user(app: LambdaFunctionUrlResolver, *, route_limit: int | None = No
     return principal
 
 
-def idempotent(
+def idempotent[M: BaseModel](
     app: LambdaFunctionUrlResolver,
     fn: Callable[[], M],
     *,
@@ -257,7 +260,7 @@ def idempotent(
 
 
 def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                   **extra: Any) -> Response:
+                   **extra: Any) -> Response[dict[str, Any]]:
     """The one error envelope."""
     return Response(
         status_code=status,
@@ -269,7 +272,7 @@ def error_response(status: int, code: str, message: str, *, headers: dict[str, s
 
 def _register_errors(app: LambdaFunctionUrlResolver) -> None:
     @app.exception_handler(AppError)
-    def app_error(exc: AppError) -> Response:
+    def app_error(exc: AppError) -> Response[dict[str, Any]]:
         headers = {}
         retry_after = exc.retry_after or (UNAVAILABLE_RETRY_AFTER_S if exc.status == 503 else None)
         if retry_after:
@@ -281,7 +284,7 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
         return error_response(exc.status, exc.code, exc.message, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    def invalid_request(exc: RequestValidationError) -> Response:
+    def invalid_request(exc: RequestValidationError) -> Response[dict[str, Any]]:
         errors = exc.errors()
         if any(err.get("type") == "json_invalid" for err in errors):
             return error_response(400, "invalid_json", "the request body is not valid JSON")
@@ -290,11 +293,11 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
         return error_response(422, "invalid_input", "the request is invalid", fields=fields)
 
     @app.exception_handler(json.JSONDecodeError)
-    def invalid_json(exc: json.JSONDecodeError) -> Response:
+    def invalid_json(exc: json.JSONDecodeError) -> Response[dict[str, Any]]:
         return error_response(400, "invalid_json", "the request body is not valid JSON")
 
     @app.exception_handler(UnicodeDecodeError)
-    def undecodable(exc: UnicodeDecodeError) -> Response:
+    def undecodable(exc: UnicodeDecodeError) -> Response[dict[str, Any]]:
         # Powertools decodes a base64 body as UTF-8 before any JSON parsing: bytes that
         # are not UTF-8 are the client's error. Raised by anything else, it is ours.
         if _body_is_utf8(app.current_event):
@@ -302,11 +305,11 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
         return error_response(400, "invalid_json", "the request body is not valid JSON (not UTF-8)")
 
     @app.exception_handler(RequestUnsupportedContentType)
-    def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response:
+    def unsupported_media_type(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
         return error_response(415, "unsupported_media_type", "send the body as application/json")
 
     @app.exception_handler(NotFoundError)
-    def not_found(exc: NotFoundError) -> Response:
+    def not_found(exc: NotFoundError) -> Response[dict[str, Any]]:
         allowed = _allowed_methods(app)
         if allowed:
             return error_response(405, "method_not_allowed", "method not allowed on this path",
@@ -314,7 +317,7 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
         return error_response(404, "not_found", "not found")
 
     @app.exception_handler(ServiceError)
-    def service_error(exc: ServiceError) -> Response:
+    def service_error(exc: ServiceError) -> Response[dict[str, Any]]:
         # Powertools' BadRequestError & co., should a route raise one.
         status = int(exc.status_code)
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "error"
@@ -322,11 +325,11 @@ def _register_errors(app: LambdaFunctionUrlResolver) -> None:
         return error_response(status, code, str(exc.msg))
 
     @app.exception_handler(ResponseValidationError)
-    def invalid_response(exc: ResponseValidationError) -> Response:
+    def invalid_response(exc: ResponseValidationError) -> Response[dict[str, Any]]:
         return _internal_error(app, exc, "response failed its own model")
 
     @app.exception_handler(Exception)
-    def unexpected(exc: Exception) -> Response:
+    def unexpected(exc: Exception) -> Response[dict[str, Any]]:
         if db.is_outage(exc):
             return unavailable(exc, "database unavailable")
         if is_account_deleted(exc):
@@ -351,22 +354,22 @@ def _register_idempotency_errors(app: LambdaFunctionUrlResolver) -> None:
         return
 
     @app.exception_handler(IdempotencyAlreadyInProgressError)
-    def in_progress(exc: Exception) -> Response:
+    def in_progress(exc: Exception) -> Response[dict[str, Any]]:
         return error_response(409, "request_in_progress",
                               "a request with this Idempotency-Key is still being processed; retry later",
                               headers={"Retry-After": "1"})
 
     @app.exception_handler(IdempotencyValidationError)
-    def key_reused(exc: Exception) -> Response:
+    def key_reused(exc: Exception) -> Response[dict[str, Any]]:
         return error_response(422, "idempotency_key_reused",
                               "this Idempotency-Key was used with a different request")
 
     @app.exception_handler([IdempotencyPersistenceLayerError, IdempotencyInconsistentStateError])
-    def store_failed(exc: Exception) -> Response:
+    def store_failed(exc: Exception) -> Response[dict[str, Any]]:
         return unavailable(exc, "idempotency store unavailable")
 
 
-def unavailable(exc: BaseException, what: str) -> Response:
+def unavailable(exc: BaseException, what: str) -> Response[dict[str, Any]]:
     """503 for an outage: logged once, as a warning with the error's class and no
     traceback (an outage is not a bug, and its message may name hosts)."""
     cause = exc.__cause__ or exc
@@ -375,7 +378,7 @@ def unavailable(exc: BaseException, what: str) -> Response:
                           headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
 
 
-def _internal_error(app: LambdaFunctionUrlResolver, exc: Exception, what: str) -> Response:
+def _internal_error(app: LambdaFunctionUrlResolver, exc: Exception, what: str) -> Response[dict[str, Any]]:
     context = app.lambda_context
     request_id = getattr(context, "aws_request_id", None) or app.current_event.request_context.request_id
     logger.exception(what, exc_info=exc)

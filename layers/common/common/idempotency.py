@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency import (
     BasePersistenceLayer,
@@ -45,8 +45,6 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import P
 from pydantic import BaseModel
 
 from common import db
-
-M = TypeVar("M", bound=BaseModel)
 
 #: Record ids are ``<KEY_PREFIX>#<sha256 of [scope, key]>``.
 KEY_PREFIX = "client"
@@ -83,7 +81,7 @@ DELETE_RECORD = "DELETE FROM idempotency_records WHERE id = %(id)s"
 
 
 @dataclass(frozen=True)
-class Outcome(Generic[M]):
+class Outcome[M: BaseModel]:
     """What ``run_idempotent`` answered: the result, and whether it is a stored one."""
 
     result: M
@@ -97,7 +95,7 @@ class PostgresPersistenceLayer(BasePersistenceLayer):
     account deletion finds the user's records (their ids are hashes)."""
 
     def __init__(self, owner: Any = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Powertools' constructor is unannotated
         self.owner = owner
 
     def _get_record(self, idempotency_key: str) -> DataRecord:
@@ -143,7 +141,7 @@ class PostgresPersistenceLayer(BasePersistenceLayer):
         db.execute(DELETE_RECORD, {"id": data_record.idempotency_key}, idempotent=True)
 
 
-def run_idempotent(
+def run_idempotent[M: BaseModel](
     scope: str,
     idempotency_key: str | None,
     payload: Any,

@@ -105,12 +105,11 @@ class InboxEvent:
     processed_at: datetime | None
 
 
-def record(conn: psycopg.Connection, provider: str, event_id: str, *, headers: Mapping[str, Any],
+def record(conn: psycopg.Connection[Any], provider: str, event_id: str, *, headers: Mapping[str, Any],
            body: str | bytes, signature_ok: bool, event_type: str | None = None) -> bool:
     """Record a delivery inside the caller's transaction; True if it must be processed
     now (see the module docstring), False for a duplicate of a finished event."""
     from psycopg import pq
-    from psycopg.rows import dict_row
     from psycopg.types.json import Jsonb
 
     if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
@@ -127,11 +126,11 @@ def record(conn: psycopg.Connection, provider: str, event_id: str, *, headers: M
         "body": bytes(body),
         "signature_ok": bool(signature_ok),
     }
-    row = conn.cursor(row_factory=dict_row).execute(RECORD, params).fetchone()
-    return row["status"] == "received"
+    status: str = db.one_row(db.execute_on(conn, RECORD, params))["status"]  # an upsert: always a row
+    return status == "received"
 
 
-def mark(conn: psycopg.Connection, provider: str, event_id: str, status: str, *,
+def mark(conn: psycopg.Connection[Any], provider: str, event_id: str, status: str, *,
          error: str | None = None) -> bool:
     """Set the outcome of this delivery (and ``processed_at``). ``error`` is stored
     scrubbed of secret values and token-shaped strings, and shortened; pass a short

@@ -151,7 +151,7 @@ class Reservation:
 
 @traced
 def grant(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, ref: str,
-          conn: psycopg.Connection | None = None) -> bool:
+          conn: psycopg.Connection[Any] | None = None) -> bool:
     """Add ``amount`` credits once per ``(source, ref)``. True if applied now, False if
     that reference was already applied. The user row must exist (NotFound otherwise)."""
     import psycopg
@@ -160,14 +160,14 @@ def grant(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, re
               "source": source, "ref": ref}
     with _transaction(conn) as c:
         try:
-            return _run(c, GRANT, params).fetchone() is not None
+            return db.execute_on(c, GRANT, params).fetchone() is not None
         except psycopg.errors.ForeignKeyViolation:
             raise NotFound("user not found") from None
 
 
 @traced
 def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
-            reason: str = "reservation", conn: psycopg.Connection | None = None) -> Reservation:
+            reason: str = "reservation", conn: psycopg.Connection[Any] | None = None) -> Reservation:
     """Take ``amount`` credits from the balance for work about to run.
 
     The same ``idempotency_key`` (per user) returns the reservation made the first time,
@@ -179,16 +179,16 @@ def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
     params = {"user_id": as_uuid(user_id), "amount": _positive(amount), "key": idempotency_key,
               "reason": reason}
     with _transaction(conn) as c:
-        row = _run(c, RESERVATION_BY_KEY, params).fetchone()
+        row = db.execute_on(c, RESERVATION_BY_KEY, params).fetchone()
         if row is None:
             try:
                 with c.transaction():  # a savepoint: a lost race undoes only this statement
-                    row = _run(c, RESERVE, params).fetchone()
+                    row = db.execute_on(c, RESERVE, params).fetchone()
             except psycopg.errors.UniqueViolation:
                 # A concurrent request with the same key committed first: return its result.
-                row = _run(c, RESERVATION_BY_KEY, params).fetchone()
+                row = db.execute_on(c, RESERVATION_BY_KEY, params).fetchone()
             if row is None:
-                if _run(c, USER_EXISTS, params).fetchone() is None:
+                if db.execute_on(c, USER_EXISTS, params).fetchone() is None:
                     raise NotFound("user not found")
                 raise InsufficientCredits("not enough credits")
         reservation = Reservation(**row)
@@ -198,32 +198,32 @@ def reserve(user_id: uuid.UUID | str, amount: int, *, idempotency_key: str,
 
 
 @traced
-def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection | None = None) -> bool:
+def settle(reservation_id: uuid.UUID | str, conn: psycopg.Connection[Any] | None = None) -> bool:
     """Mark the reservation as spent (no balance change, no ledger entry). True if settled
     now, False if it already was; a refunded reservation cannot be settled (Conflict)."""
     params = {"id": as_uuid(reservation_id)}
     with _transaction(conn) as c:
-        if _run(c, SETTLE, params).fetchone() is not None:
+        if db.execute_on(c, SETTLE, params).fetchone() is not None:
             return True
         return _resolved(c, params, expected="settled")
 
 
 @traced
 def refund(reservation_id: uuid.UUID | str, *, reason: str = "refund",
-           conn: psycopg.Connection | None = None) -> bool:
+           conn: psycopg.Connection[Any] | None = None) -> bool:
     """Give a reserved amount back (status, balance and a ``refund`` entry in one
     statement). True if refunded now, False if it already was; a settled reservation
     cannot be refunded (Conflict): give credits back with ``grant`` instead."""
     params = {"id": as_uuid(reservation_id), "reason": reason}
     with _transaction(conn) as c:
-        if _run(c, REFUND, params).fetchone() is not None:
+        if db.execute_on(c, REFUND, params).fetchone() is not None:
             return True
         return _resolved(c, params, expected="refunded")
 
 
 @traced
 def clawback(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str, ref: str,
-             conn: psycopg.Connection | None = None) -> tuple[int, int]:
+             conn: psycopg.Connection[Any] | None = None) -> tuple[int, int]:
     """Take back up to ``amount`` credits (a refunded purchase): as much as the balance
     holds, never below zero; the rest is recorded as the entry's ``shortfall``. Returns
     ``(taken, shortfall)``; a repeated ``(source, ref)`` returns the first outcome."""
@@ -232,15 +232,15 @@ def clawback(user_id: uuid.UUID | str, amount: int, *, reason: str, source: str,
     with _transaction(conn) as c:
         # The user row lock serialises clawbacks and spends of this user, so the amount
         # taken is computed from a balance nobody else can change before commit.
-        row = _run(c, LOCK_USER, params).fetchone()
+        row = db.execute_on(c, LOCK_USER, params).fetchone()
         if row is None:
             raise NotFound("user not found")
         taken = min(row["credits"], amount)
         params |= {"taken": taken, "shortfall": amount - taken}
-        if _run(c, CLAWBACK_ENTRY, params).fetchone() is None:
-            first = _run(c, ENTRY_BY_REF, params).fetchone()
-            return -first["amount"], first["shortfall"]
-        _run(c, DEBIT, {"user_id": params["user_id"], "amount": taken})
+        if db.execute_on(c, CLAWBACK_ENTRY, params).fetchone() is None:
+            first = db.one_row(db.execute_on(c, ENTRY_BY_REF, params))  # the clawback already made
+            return -int(first["amount"]), int(first["shortfall"])
+        db.execute_on(c, DEBIT, {"user_id": params["user_id"], "amount": taken})
         return taken, amount - taken
 
 
@@ -262,14 +262,14 @@ def stale_reservations(older_than: timedelta, limit: int = 100) -> list[Reservat
 def ledger_matches_balance(user_id: uuid.UUID | str | None = None) -> bool:
     """True when every balance (or this user's) equals the sum of its ledger entries."""
     params = {"user_id": None if user_id is None else as_uuid(user_id)}
-    return db.execute(MISMATCHES, params, idempotent=True).fetchone()["n"] == 0
+    return bool(db.one_row(db.execute(MISMATCHES, params, idempotent=True))["n"] == 0)
 
 
 # --- Helpers ---------------------------------------------------------------------------
 
 
 @contextmanager
-def _transaction(conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
+def _transaction(conn: psycopg.Connection[Any] | None) -> Iterator[psycopg.Connection[Any]]:
     if conn is not None:
         yield conn
     else:
@@ -277,16 +277,9 @@ def _transaction(conn: psycopg.Connection | None) -> Iterator[psycopg.Connection
             yield c
 
 
-def _run(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> psycopg.Cursor[dict[str, Any]]:
-    # The caller's connection may have another row factory: ask for dicts here.
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row).execute(query, params)
-
-
-def _resolved(conn: psycopg.Connection, params: dict[str, Any], *, expected: str) -> bool:
+def _resolved(conn: psycopg.Connection[Any], params: dict[str, Any], *, expected: str) -> bool:
     """After a transition matched nothing: False if already ``expected``, else why not."""
-    row = _run(conn, RESERVATION_STATUS, params).fetchone()
+    row = db.execute_on(conn, RESERVATION_STATUS, params).fetchone()
     if row is None:
         raise NotFound("reservation not found")
     if row["status"] != expected:

@@ -13,14 +13,12 @@ import os
 import re
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
 from common.config import SECRET_NAMES
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -158,7 +156,7 @@ class LazyTracer:
 tracer = LazyTracer(service_name())
 
 
-def traced(fn: F) -> F:
+def traced[F: Callable[..., Any]](fn: F) -> F:
     """A subsegment per call of ``fn`` when tracing is on (nothing otherwise): the money
     path, provider calls and storage. Never the return value, which Powertools records by
     default: it can be journal text, a transcript, an image or a signed URL."""

@@ -53,7 +53,7 @@ def hit(subject: str, route: str, *, limit: int | None = None, window_s: int = W
         from common.config import settings
 
         limit = settings().RATE_LIMIT_PER_MINUTE
-    row = db.execute(HIT, {"subject": subject, "route": route, "window": window_s}).fetchone()
+    row = db.one_row(db.execute(HIT, {"subject": subject, "route": route, "window": window_s}))
     usage = Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"])
     if usage.hits > limit:
         from aws_lambda_powertools.metrics import MetricUnit

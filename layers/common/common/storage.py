@@ -24,13 +24,16 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from common.errors import InvalidInput, NotFound, PayloadTooLarge
 from common.observability import traced
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from mypy_boto3_s3 import S3Client  # the boto3 stubs' types (dev only)
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 USER_PREFIX = "users"
 MAX_KEY_BYTES = 1024  # S3's own limit
@@ -40,18 +43,18 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * MiB
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
-SSE = "AES256"
+SSE: Final = "AES256"
 
 #: Unicode categories refused in keys: control, format (zero-width, bidi overrides),
 #: surrogates.
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
-_client: Any = None
+_client: S3Client | None = None
 _client_lock = threading.Lock()
 
 
-def s3() -> Any:
+def s3() -> S3Client:
     """This container's S3 client (thread-safe once made; made under a lock because
     boto3 sessions are not)."""
     global _client
@@ -211,8 +214,7 @@ def head(bucket: str, key: str) -> dict[str, Any] | None:
         if _not_found(exc):
             return None
         raise
-    response.pop("ResponseMetadata", None)
-    return dict(response)
+    return {name: value for name, value in response.items() if name != "ResponseMetadata"}
 
 
 @traced
@@ -287,7 +289,7 @@ class MultipartUpload:
         self.part_size = part_size
         self.result: UploadResult | None = None
         self._buffer = bytearray()
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[CompletedPartTypeDef] = []
         self._upload_id: str | None = None
         self._sha256 = hashlib.sha256()
         self._size = 0
@@ -303,6 +305,11 @@ class MultipartUpload:
     @property
     def closed(self) -> bool:
         return self._state != "open"
+
+    def close(self) -> None:
+        """As a file's close: finish the object (``complete``) unless already done."""
+        if self._state == "open":
+            self.complete()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self._require_open()
@@ -327,24 +334,24 @@ class MultipartUpload:
         client = s3()
         try:
             if self._upload_id is None:  # small content: one PUT
-                response = client.put_object(
+                etag = client.put_object(
                     Bucket=self.bucket, Key=self.key, Body=bytes(self._buffer),
                     ContentType=self.content_type, ServerSideEncryption=SSE, ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=base64.b64encode(self._sha256.digest()).decode(),
-                )
+                )["ETag"]
             else:
                 if self._buffer:
                     self._send_part()
-                response = client.complete_multipart_upload(
+                etag = client.complete_multipart_upload(
                     Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
                     MultipartUpload={"Parts": self._parts},
-                )
+                )["ETag"]
         except BaseException:
             self.abort()
             raise
         self._state = "completed"
         self._buffer = bytearray()
-        self.result = UploadResult(self._sha256.hexdigest(), self._size, response["ETag"].strip('"'))
+        self.result = UploadResult(self._sha256.hexdigest(), self._size, etag.strip('"'))
         return self.result
 
     def abort(self) -> None:

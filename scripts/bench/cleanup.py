@@ -17,8 +17,9 @@ their latencies:
 3. for contrast (unless ``--no-unbounded``): the expired half loaded again and removed by
    one unbounded ``DELETE ... WHERE expires_at <= now()``.
 
-Targets (issue 8): read p99 during the purge under 2x the p99 without it; no upsert waits
-more than 100 ms (one unbounded DELETE of 500k rows made them wait ~2 s).
+Goals (issue 15; issue 8 asked 2x and 100 ms): read p99 during the purge at most 1.5x
+the p99 without it; no upsert waits more than 50 ms (one unbounded DELETE of 500k rows
+made them wait ~2 s). ``--quick``: 200k rows, no unbounded contrast.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import uuid
 
 from devkit import migrations, postgres
 
-TARGETS = {"read_p99_ratio": 2.0, "upsert_max_ms": 100.0}
+TARGETS = {"read_p99_ratio": 1.5, "upsert_max_ms": 50.0}  # issue 15
 VALUE = {"caption": "x" * 80, "model": "gpt-image-1", "n": 1}
 
 SEED = """
@@ -98,6 +99,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="--rows 200000 --no-unbounded")
     parser.add_argument("--batch-size", type=int, default=2000, help="default: the schedule's")
     parser.add_argument("--slice", type=float, default=1.0,
                         help="seconds of purge and of no purge, alternating")
@@ -105,6 +107,8 @@ def main() -> int:
                         help="pause between batches (default: the job's CLEANUP_PAUSE_MS default)")
     parser.add_argument("--no-unbounded", action="store_true", help="skip the unbounded DELETE contrast")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.no_unbounded = min(args.rows, 200_000), True
     rows, expired = args.rows, args.rows // 2
     if args.pause_ms is None:
         from devkit import lambdas
@@ -204,10 +208,12 @@ def main() -> int:
     print()
     read_ratio = stats["read", 1][1] / stats["read", 0][1]
     upsert_max = stats["upsert", 1][2]
-    print(f"target read p99 during purge / without: {read_ratio:.2f} < {TARGETS['read_p99_ratio']}  "
-          f"{'OK' if read_ratio < TARGETS['read_p99_ratio'] else 'MISSED'}")
-    print(f"target longest upsert during purge: {upsert_max:.1f} ms < {TARGETS['upsert_max_ms']:.0f} ms  "
-          f"{'OK' if upsert_max < TARGETS['upsert_max_ms'] else 'MISSED'}")
+    print(f"ratio: read p99 during the purge vs without = {read_ratio:.2f}x "
+          f"(goal <= {TARGETS['read_p99_ratio']}x: "
+          f"{'met' if read_ratio <= TARGETS['read_p99_ratio'] else 'NOT met'})")
+    print(f"longest upsert during the purge: {upsert_max:.1f} ms "
+          f"(goal <= {TARGETS['upsert_max_ms']:.0f} ms: "
+          f"{'met' if upsert_max <= TARGETS['upsert_max_ms'] else 'NOT met'})")
     return 0
 
 

@@ -134,10 +134,18 @@ def import_ms(module: str, path: Path) -> float:
     return total / 1000
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_moto() -> tuple[subprocess.Popen, str]:
     """moto's S3 server in its own process (in-process, its threads would compete with the
     code measured for the interpreter lock)."""
-    port = local_s3.free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"

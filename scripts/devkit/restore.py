@@ -14,7 +14,8 @@ changed (1-4) or rolls the load back (5-6):
 5. In one transaction: empty the backed-up tables (migrations seed catalog rows, which
    the backup holds too), disable their user triggers (a trigger that records history on
    insert would duplicate rows the backup already has), drop their keys and indexes,
-   ``COPY ... FROM STDIN`` each table in dependency order from its gzip CSV, check each
+   ``COPY ... FROM STDIN`` each table in dependency order from its compressed CSV (zstd,
+   or gzip: the manifest names the codec), check each
    row count against the manifest, re-create the keys and indexes (then the foreign keys,
    which validates every reference), re-enable the triggers and move identity/serial
    sequences past the restored ids. Keys are added after loading as pg_restore does
@@ -160,7 +161,7 @@ def download_verified(bucket: str, manifest: dict[str, Any], workdir: Path, *,
     with tqdm(total=total, unit="B", unit_scale=True, desc="download+verify",
               disable=_quiet(progress)) as bar:
         for table in manifest["tables"]:
-            path = workdir / f"{table['name']}.csv.gz"
+            path = workdir / f"{table['name']}.csv"
             digest, size = hashlib.sha256(), 0
             try:
                 body = _s3().get_object(Bucket=bucket, Key=table["key"])["Body"]
@@ -285,23 +286,38 @@ class _Keys:
 
 
 def _copy_in(conn: psycopg.Connection[Any], table: dict[str, Any], path: Path,
-              advance: Callable[[int], Any], *, freeze: bool) -> int:
+              advance: Callable[[int], Any], *, freeze: bool, codec: str | None = None) -> int:
     # FREEZE (allowed because the table was emptied in this transaction) writes the rows
     # already frozen: no hint-bit rewrite or anti-wraparound vacuum of them later.
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER, ENCODING 'UTF8'{})").format(
         sql.Identifier(table["name"]), sql.SQL(", ").join(map(sql.Identifier, table["columns"])),
         sql.SQL(", FREEZE" if freeze else ""))
-    inflate = zlib.decompressobj(31)  # gzip container
+    codec = codec or "gzip"
+    inflate = _decompressor(codec)
     cursor = conn.cursor()
     with path.open("rb") as src, cursor.copy(statement) as copy:
         while chunk := src.read(CHUNK):
             data = inflate.decompress(chunk)
             copy.write(data)
             advance(len(data))
-        copy.write(inflate.flush())
+        if codec == "gzip":
+            copy.write(inflate.flush())
         if not inflate.eof:
-            raise CorruptBackup(f"{table['key']}: the gzip stream is truncated")
+            raise CorruptBackup(f"{table['key']}: the {codec} stream is truncated")
     return cursor.rowcount
+
+
+def _decompressor(codec: str) -> Any:
+    """A streaming decompressor (``decompress(bytes)``, ``eof``) for the manifest's codec:
+    zstd (Zstandard, backup-export's default) or gzip (earlier runs, or
+    BACKUP_COMPRESSION=gzip)."""
+    if codec == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj()
+    if codec == "gzip":
+        return zlib.decompressobj(31)  # gzip container
+    raise RestoreError(f"unsupported compression {codec!r}")
 
 
 def _set_sequences(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> None:
@@ -400,7 +416,8 @@ def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Re
                     report.step = f"COPY {table['name']}"
                     t0 = time.monotonic()
                     rows = _copy_in(conn, table, paths[table["name"]], bar.update,
-                                    freeze=present[table["name"]] == "r")
+                                    freeze=present[table["name"]] == "r",
+                                    codec=manifest.get("compression", {}).get("format"))
                     if rows != table["rows"]:
                         raise RestoreError(f"{table['name']}: loaded {rows} rows, "
                                            f"the manifest says {table['rows']}")

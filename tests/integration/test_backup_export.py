@@ -290,7 +290,8 @@ def test_round_trip_restores_every_table_row_for_row(source, server, bucket, exp
                           ("orders", "payments"), ("webhook_inbox", "revenuecat_pending")]:
         assert names.index(parent) < names.index(child)
     for table in manifest["tables"]:
-        assert table["key"] == f"backups/{stage}/{summary['run']}/{table['name']}.csv.gz"
+        assert table["key"] == f"backups/{stage}/{summary['run']}/{table['name']}.csv.zst"
+        assert manifest["compression"] == {"format": "zstd", "level": 1}
         head = storage.head(bucket, table["key"])
         assert head["ServerSideEncryption"] == "AES256" and head["ContentLength"] == table["bytes"]
     journal = next(t for t in manifest["tables"] if t["name"] == "journal_entries")
@@ -319,6 +320,18 @@ def test_round_trip_restores_every_table_row_for_row(source, server, bucket, exp
                             """).fetchone()[0] == 0
 
 
+def zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def unzstd(data: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
 def copy_run(bucket, exported, edit=None):
     """A copy of the module's run under a new stage, its manifest passed through ``edit``."""
     stage, summary, manifest = exported
@@ -327,7 +340,7 @@ def copy_run(bucket, exported, edit=None):
     for table in copy["tables"]:
         original = storage.read(bucket, table["key"], max_bytes=1 << 26)
         table["key"] = table["key"].replace(f"backups/{stage}/", f"backups/{copy_stage}/")
-        storage.put(bucket, table["key"], original, "application/gzip")
+        storage.put(bucket, table["key"], original, "application/zstd")
     if edit:
         edit(copy)
     storage.put(bucket, f"backups/{copy_stage}/{summary['run']}/manifest.json", json.dumps(copy).encode(),
@@ -336,17 +349,34 @@ def copy_run(bucket, exported, edit=None):
 
 
 def test_a_corrupted_object_is_detected_before_anything_is_loaded(server, bucket, exported):
-    # Given a copy of the run in which one object was replaced (by valid gzip) afterwards
+    # Given a copy of the run in which one object was replaced (by valid zstd) afterwards
     copy_stage, copy = copy_run(bucket, exported)
     users = next(t for t in copy["tables"] if t["name"] == "users")
-    storage.put(bucket, users["key"], gzip.compress(b"id,email\n"), "application/gzip")
+    storage.put(bucket, users["key"], zstd(b"id,email\n"), "application/zstd")
     target = server("btgt")
 
     # When it is restored, then the restore refuses, naming the object, and the target is untouched
-    with pytest.raises(restore.CorruptBackup, match=r"users\.csv\.gz"):
+    with pytest.raises(restore.CorruptBackup, match=r"users\.csv\.zst"):
         quiet_restore(bucket, copy_stage, "latest", target)
     with psycopg.connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
+
+
+def test_a_gzip_run_of_earlier_versions_still_restores(source, server, bucket, exported):
+    # Given the run re-encoded as earlier versions wrote it (gzip, .csv.gz, the manifest
+    # naming gzip), or as BACKUP_COMPRESSION=gzip writes it
+    def as_gzip(manifest):
+        manifest["compression"] = {"format": "gzip", "level": 1}
+        for table in manifest["tables"]:
+            body = gzip.compress(unzstd(storage.read(bucket, table["key"], max_bytes=1 << 26)), 1)
+            table["key"] = table["key"].replace(".csv.zst", ".csv.gz")
+            storage.put(bucket, table["key"], body, "application/gzip")
+            table.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+
+    copy_stage, _ = copy_run(bucket, exported, as_gzip)
+    target = server("btgt")
+    quiet_restore(bucket, copy_stage, "latest", target)
+    assert table_rows(target, "journal_entries") == table_rows(source, "journal_entries")
 
 
 def test_a_row_count_that_differs_from_the_manifest_rolls_the_load_back(server, bucket, exported):
@@ -364,11 +394,11 @@ def test_a_failing_load_names_the_constraint_but_never_the_data(server, bucket, 
     # Given a (checksummed) users object whose two rows share an email
     row = ",secret.person@example.com,0,2026-01-01 00:00:00+00,2026-01-01 00:00:00+00\n"
     csv = f"id,email,credits,created_at,updated_at\n{uuid.uuid4()}{row}{uuid.uuid4()}{row}"
-    body = gzip.compress(csv.encode())
+    body = zstd(csv.encode())
 
     def swap_users(manifest):
         users = next(t for t in manifest["tables"] if t["name"] == "users")
-        storage.put(bucket, users["key"], body, "application/gzip")
+        storage.put(bucket, users["key"], body, "application/zstd")
         users.update(rows=2, bytes=len(body), sha256=hashlib.sha256(body).hexdigest(),
                      columns=["id", "email", "credits", "created_at", "updated_at"])
 
@@ -386,8 +416,8 @@ def test_the_cli_restores_latest_refuses_a_non_empty_target_and_force_replaces(s
                                                                                 exported):
     stage, summary, _ = exported
     # Given a newer run that failed (objects but no manifest): latest skips it
-    storage.put(bucket, f"backups/{stage}/29990101T000000Z/users.csv.gz", gzip.compress(b"x"),
-                "application/gzip")
+    storage.put(bucket, f"backups/{stage}/29990101T000000Z/users.csv.zst", zstd(b"x"),
+                "application/zstd")
     assert restore.resolve_run(bucket, stage, "latest") == summary["run"]
 
     # When scripts/restore runs as an operator would, it restores the complete run
@@ -424,7 +454,7 @@ def test_redacted_columns_never_leave_the_database(server, bucket, stage, monkey
     assert by_name["users"]["redacted"] == ["email"]
 
     def text(name):
-        return gzip.decompress(storage.read(bucket, by_name[name]["key"], max_bytes=1 << 26)).decode()
+        return unzstd(storage.read(bucket, by_name[name]["key"], max_bytes=1 << 26)).decode()
 
     users_csv, journal_csv, payments_csv = text("users"), text("journal_entries"), text("payments")
     assert "ñandú" not in users_csv and "redacted:" in users_csv

@@ -71,6 +71,23 @@ def test_no_named_prepared_statements_are_left_on_the_session():
     assert db.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] == 0
 
 
+def test_named_prepared_statements_only_when_configured(monkeypatch):
+    # DB_PREPARE_THRESHOLD (no RDS Proxy in the path): statements seen that often are prepared.
+    from common import config
+
+    monkeypatch.setenv("DB_PREPARE_THRESHOLD", "0")
+    config.settings.cache_clear()
+    db.reset()
+    try:
+        for _ in range(3):
+            db.execute("SELECT 2 + %s AS n", (1,))
+        assert db.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] >= 1
+    finally:
+        monkeypatch.delenv("DB_PREPARE_THRESHOLD")
+        config.settings.cache_clear()
+        db.reset()
+
+
 def test_unreachable_database_raises_operational_error(monkeypatch):
     # Given a database URL nobody answers at
     import socket

@@ -62,13 +62,18 @@ def test_sam_build_ships_exactly_the_locks(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     layer = build_dir / "CommonLayer" / "python"
     assert (layer / "common" / "db.py").is_file()
+    assert (layer / "common" / "__pycache__" / "db.cpython-313.pyc").is_file()
     assert _shipped(layer) == pins(LAYER / "requirements.txt")
     for spec in cfn.functions().values():
         artefact = build_dir / spec.logical_id
         module = spec.handler.rsplit(".", 1)[0].replace(".", "/")
         assert (artefact / f"{module}.py").is_file(), spec.name
         assert _shipped(artefact) == pins(spec.code_uri / "requirements.txt"), spec.name
-        assert not list(artefact.rglob("__pycache__")), spec.name
+        # Bytecode for Lambda's python3.13 only, compiled by the build (its code folders are
+        # read-only: without it every cold start compiles from source)
+        compiled = artefact / Path(module).parent / "__pycache__" / f"{Path(module).name}.cpython-313.pyc"
+        assert compiled.is_file(), spec.name
+        assert all(p.name.endswith(".cpython-313.pyc") for p in artefact.rglob("*.pyc")), spec.name
     # arm64 (aarch64) wheels for the compiled dependencies, not the build machine's
     for package in ("pydantic_core", "psycopg_binary"):
         libs = [p.name for p in (layer / package).glob("*.so")]

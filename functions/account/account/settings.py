@@ -1,4 +1,4 @@
-"""account's own settings, from environment variables (pydantic-settings, like the
+"""account's own settings, from environment variables (``common.settings.EnvSettings``, like the
 layer's ``common.settings``; the model is ``account.settings_model``, imported on first
 use). Read once per container through ``settings()``; tests call
 ``settings.cache_clear()`` after changing the environment."""

@@ -1,13 +1,13 @@
-"""account's settings model (pydantic-settings), imported on first use by
-``account.settings.settings()``: pydantic-settings costs ~100 ms to import, which a cold
-start should pay only when a setting is read."""
+"""account's settings model (``common.settings.EnvSettings``), imported on first use by
+``account.settings.settings()``: a cold start pays for building the model only when a
+setting is read."""
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import EnvSettings
 
 
-class AccountSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+class AccountSettings(EnvSettings):
 
     #: How long an invite code can be used, in seconds (24 hours).
     INVITE_TTL_S: int = Field(default=24 * 3600, ge=300, le=7 * 24 * 3600)

@@ -72,8 +72,8 @@ def delete_attachment(entry_id: str, attachment_id: str) -> Response[None]:
 
 
 def _analyse_limit() -> int:
-    # Imported on first use: pydantic-settings costs ~50 ms, which the layer's own
-    # settings pay on the first request anyway.
+    # Imported on first use: building the settings model is paid by the first request
+    # that reads a setting, never by the import.
     from analyze_entry.settings import settings
 
     return settings().ANALYZE_RATE_LIMIT_PER_MINUTE

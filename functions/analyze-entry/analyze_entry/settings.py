@@ -1,5 +1,5 @@
-"""analyze-entry's own settings, from environment variables (pydantic-settings, like the
-layer's ``common.settings``; secrets such as OPENAI_API_KEY stay with ``common.config``).
+"""analyze-entry's own settings, from environment variables (``common.settings.EnvSettings``, like
+the layer's settings; secrets such as OPENAI_API_KEY stay with ``common.config``).
 
 Read once per container through ``settings()``; tests call ``settings.cache_clear()``
 after changing the environment.
@@ -11,11 +11,11 @@ from functools import cache
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import EnvSettings
 
 
-class AnalyzeSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+class AnalyzeSettings(EnvSettings):
 
     #: Entitlement id that analysis needs (the user's or their pair's); empty = free.
     ANALYZE_ENTITLEMENT: str | None = None

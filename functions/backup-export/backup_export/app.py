@@ -37,7 +37,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         raise ConfigError("BACKUPS_BUCKET is not set")
     options = export.Options(bucket=settings.BACKUPS_BUCKET, stage=settings.STAGE, exclude=settings.exclude,
                              redact=export.parse_redactions(settings.BACKUP_REDACT_COLUMNS),
-                             gzip_level=settings.BACKUP_GZIP_LEVEL)
+                             compression=settings.BACKUP_COMPRESSION, level=settings.compression_level)
     started = time.monotonic()
     try:
         with db.transaction() as conn:

@@ -2,19 +2,21 @@
 
 Layout (the restore reads exactly this; docs/housekeeping.md describes it)::
 
-    backups/<stage>/<run>/<table>.csv.gz     COPY ... TO STDOUT (FORMAT csv, HEADER), gzip
+    backups/<stage>/<run>/<table>.csv.zst    COPY ... TO STDOUT (FORMAT csv, HEADER), zstd
     backups/<stage>/<run>/manifest.json      written last: a run without it failed
 
 ``<run>`` is the UTC start time, ``20260101T030000Z``. Each table goes from ``COPY`` through
-gzip (zlib's gzip container, level 1 by default) into ``common.storage.MultipartUpload``
+the codec (Zstandard level 1 by default: ``BACKUP_COMPRESSION``; ``gzip`` writes
+``<table>.csv.gz`` with zlib's gzip container, the format of earlier runs, which the
+restore still reads; the manifest names the codec) into ``common.storage.MultipartUpload``
 (SSE-S3, a SHA-256 checksum per part that S3 verifies, and the SHA-256 of the whole
 object, which the manifest records: a multipart ETag is not a content hash). Memory stays
 constant whatever the table size: rows are gathered into ~1 MiB blocks, a block is
-compressed as a whole (block-wise gzip is much faster than row by row), and the upload
+compressed as a whole (block-wise compression is much faster than row by row), and the upload
 holds one part.
 
-Reading, compressing and uploading run in three threads joined by short queues (zlib,
-hashlib and socket I/O release the GIL, so they overlap; see ``stream_table``).
+Reading, compressing and uploading run in three threads joined by short queues (zstd,
+zlib, hashlib and socket I/O release the GIL, so they overlap; see ``stream_table``).
 Hand-written because it is 40 lines over the standard library; scripts/bench/backup.py
 measures it against pg_dump.
 """
@@ -178,8 +180,24 @@ class _Handoff(threading.Thread):
             raise self._error
 
 
-def stream_table(conn: Any, statement: Any, out: Any, *, gzip_level: int) -> tuple[int, int]:
-    """COPY one table through gzip into the file object ``out``: ``(rows, csv_bytes)``.
+#: The codecs: manifest name -> (object suffix, content type).
+CODECS = {"zstd": (".csv.zst", "application/zstd"), "gzip": (".csv.gz", "application/gzip")}
+
+
+def compressor(codec: str, level: int) -> Any:
+    """A streaming compressor (``compress(bytes)``, ``flush()``) of ``codec`` at ``level``."""
+    if codec == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=level).compressobj()
+    if codec == "gzip":
+        return zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+    raise ValueError(f"unknown backup codec {codec!r}")
+
+
+def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
+                 level: int = 1) -> tuple[int, int]:
+    """COPY one table through the codec into the file object ``out``: ``(rows, csv_bytes)``.
 
     Three stages, each in its own thread, joined by short queues of ~1 MiB blocks: this
     thread reads rows, one thread compresses, one writes to ``out`` (the upload, which
@@ -187,18 +205,18 @@ def stream_table(conn: Any, statement: Any, out: Any, *, gzip_level: int) -> tup
     compressing and uploading overlap; at most ``QUEUE_DEPTH`` + ``UPLOAD_DEPTH`` blocks
     are in flight, whatever the table size.
     """
-    compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, GZIP_WBITS)
+    compress_stream = compressor(codec, level)
     upload = _Handoff(out.write, depth=UPLOAD_DEPTH, name="backup-upload")
     compressed = bytearray()
 
     def compress(block: bytearray) -> None:
         nonlocal compressed
-        compressed += compressor.compress(block)
+        compressed += compress_stream.compress(block)
         if len(compressed) >= BLOCK_SIZE:
             upload.put(compressed)
             compressed = bytearray()
 
-    compressing = _Handoff(compress, depth=QUEUE_DEPTH, name="backup-gzip")
+    compressing = _Handoff(compress, depth=QUEUE_DEPTH, name="backup-compress")
     csv_bytes = 0
     cursor = conn.cursor()
     try:
@@ -213,7 +231,7 @@ def stream_table(conn: Any, statement: Any, out: Any, *, gzip_level: int) -> tup
         csv_bytes += len(block)
         compressing.put(block)
         compressing.close()
-        compressed += compressor.flush()
+        compressed += compress_stream.flush()
         upload.put(compressed)
         upload.close()
     except BaseException:
@@ -232,7 +250,8 @@ class Options:
     stage: str
     exclude: frozenset[str]
     redact: dict[str, frozenset[str]]
-    gzip_level: int = 1
+    compression: str = "zstd"  # a key of CODECS
+    level: int = 1
     part_size: int = 8 * 1024 * 1024
 
 
@@ -263,11 +282,12 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
         if time_left() < min_time_s:
             raise OutOfTime(f"stopped before {table.name}: the Lambda deadline is near")
         redacted = options.redact.get(table.name, frozenset())
-        key = f"{prefix}{table.name}.csv.gz"
-        with storage.MultipartUpload(options.bucket, key, content_type="application/gzip",
+        suffix, content_type = CODECS[options.compression]
+        key = f"{prefix}{table.name}{suffix}"
+        with storage.MultipartUpload(options.bucket, key, content_type=content_type,
                                      part_size=options.part_size) as upload:
             rows, csv_bytes = stream_table(conn, copy_statement(table, redacted, salt), upload,
-                                           gzip_level=options.gzip_level)
+                                           codec=options.compression, level=options.level)
         assert upload.result is not None
         entries.append({
             "name": table.name, "key": key, "columns": [c.name for c in table.columns],
@@ -287,7 +307,7 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
         "migrations": schema.migrations,
         "excluded": sorted(options.exclude | catalog.YOYO_TABLES),
         "redacted": any(e["redacted"] for e in entries),
-        "compression": {"format": "gzip", "level": options.gzip_level},
+        "compression": {"format": options.compression, "level": options.level},
         "csv": {"format": "csv", "header": True, "encoding": "UTF8"},
         "sequences": schema.sequences,
         "tables": entries,

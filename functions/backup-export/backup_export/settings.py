@@ -1,13 +1,15 @@
-"""The job's settings (environment variables, read with pydantic-settings)."""
+"""The job's settings (environment variables, read by ``common.settings.EnvSettings``)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import EnvSettings
 
 
-class BackupSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+class BackupSettings(EnvSettings):
 
     STAGE: str = "dev"
     BACKUPS_BUCKET: str | None = None
@@ -20,7 +22,12 @@ class BackupSettings(BaseSettings):
     #: Columns to redact, comma-separated ``table.column`` (exports for use outside
     #: production). Empty: a full backup.
     BACKUP_REDACT_COLUMNS: str = ""
-    #: gzip level: 1 measured ~1.2x faster than pg_dump -Fc, 6 slower, for ~6% smaller files.
+    #: The tables' codec: zstd (Zstandard) or gzip (the format of earlier runs; the restore
+    #: reads both). zstd level 1 compresses CSV several times faster than gzip level 1 and
+    #: smaller (scripts/bench/backup.py, docs/housekeeping.md).
+    BACKUP_COMPRESSION: Literal["zstd", "gzip"] = "zstd"
+    BACKUP_ZSTD_LEVEL: int = Field(default=1, ge=1, le=19)
+    #: gzip level, when BACKUP_COMPRESSION is gzip.
     BACKUP_GZIP_LEVEL: int = Field(default=1, ge=1, le=9)
     #: A table is not started with less than this left before the Lambda deadline.
     BACKUP_MIN_TIME_LEFT_S: int = Field(default=60, ge=0)
@@ -28,3 +35,7 @@ class BackupSettings(BaseSettings):
     @property
     def exclude(self) -> frozenset[str]:
         return frozenset(filter(None, (t.strip() for t in self.BACKUP_EXCLUDE_TABLES.split(","))))
+
+    @property
+    def compression_level(self) -> int:
+        return self.BACKUP_ZSTD_LEVEL if self.BACKUP_COMPRESSION == "zstd" else self.BACKUP_GZIP_LEVEL

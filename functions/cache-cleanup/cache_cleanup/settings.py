@@ -1,15 +1,15 @@
-"""The job's settings (environment variables, read with pydantic-settings)."""
+"""The job's settings (environment variables, read by ``common.settings.EnvSettings``)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import EnvSettings
 
 
-class CleanupSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+class CleanupSettings(EnvSettings):
 
     #: A reservation still open after this long is refunded. It must exceed the longest
     #: any holder can live: process-image's AI timeout plus its own work, and in any case

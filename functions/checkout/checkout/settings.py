@@ -1,4 +1,4 @@
-"""Settings only checkout reads (pydantic-settings, from the environment). The shared
+"""Settings only checkout reads (``common.settings.EnvSettings``, from the environment). The shared
 ones (``PAYMOB_API_URL``, ``STRIPE_API_BASE``, secrets) come from ``common.config``."""
 
 from __future__ import annotations
@@ -6,13 +6,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
+from common.settings import EnvSettings
 
 
-class CheckoutSettings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+class CheckoutSettings(EnvSettings):
 
     #: Paymob's public key (pk_...), handed to the client for Unified Checkout.
     PAYMOB_PUBLIC_KEY: str = ""

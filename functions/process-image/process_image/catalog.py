@@ -28,6 +28,12 @@ GET_TOOL = f"SELECT {_COLUMNS} FROM tools WHERE id = %(id)s"
 
 GET_TOOLS = f"SELECT {_COLUMNS} FROM tools WHERE id = ANY(%(ids)s) ORDER BY id"
 
+#: The catalog's version: a digest of every row as text, so any change to any column of
+#: any tool (a price, a prompt, enabled) is a new version. A few rows: microseconds.
+VERSION = "SELECT md5(string_agg(t::text, ',' ORDER BY t.id)) FROM tools t"
+
+LOAD_CATALOG = f"SELECT {_COLUMNS}, ({VERSION}) AS catalog_version FROM tools ORDER BY sort_order, id"
+
 
 @dataclass(frozen=True)
 class Tool:
@@ -54,6 +60,53 @@ class Tool:
     def is_analysis(self) -> bool:
         """An analysis answering JSON (OpenAI vision, or offline)."""
         return self.kind == "analysis"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The tools as read at ``version`` (``VERSION``)."""
+
+    version: str | None
+    tools: dict[str, Tool]
+
+    def enabled_tool(self, tool_id: str) -> Tool | None:
+        tool = self.tools.get(tool_id)
+        return tool if tool is not None and tool.enabled else None
+
+
+_snapshot: Catalog | None = None
+
+
+def snapshot() -> Catalog:
+    """This container's copy of the catalog, read on first use and kept: the cache-hit
+    path then reads no tool row. Whoever uses it checks its ``version`` against
+    ``VERSION`` in a statement it runs anyway (process-image's cache lookup) and calls
+    ``refresh()`` when they differ, so a catalog change takes effect on the next request."""
+    return _snapshot if _snapshot is not None else refresh()
+
+
+def refresh() -> Catalog:
+    """Read the catalog again (one statement: the rows and their version agree)."""
+    global _snapshot
+    rows = db.execute(LOAD_CATALOG, idempotent=True).fetchall()
+    version = rows[0]["catalog_version"] if rows else None
+    _snapshot = Catalog(version, {row["id"]: Tool(**{k: v for k, v in row.items() if k != "catalog_version"})
+                                  for row in rows})
+    return _snapshot
+
+
+def known_tool(tool_id: str) -> tuple[Tool, Catalog]:
+    """``enabled_tool`` from the snapshot, with the snapshot it came from. A tool the
+    snapshot lacks or has disabled is looked up again (``refresh``) before the request
+    is refused: it may have been added or enabled since."""
+    catalog = snapshot()
+    tool = catalog.enabled_tool(tool_id)
+    if tool is None:
+        catalog = refresh()
+        tool = catalog.enabled_tool(tool_id)
+    if tool is None:
+        raise InvalidInput("no such tool, or it is disabled", code="unknown_tool")
+    return tool, catalog
 
 
 def list_tools() -> list[Tool]:

@@ -101,9 +101,12 @@ def provider(tool: Tool, settings: Settings) -> Provider:
     return Provider("offline", OFFLINE_MODEL, cost)
 
 
-def suggestion_tools() -> dict[str, Tool]:
-    """The enabled suggestion tools (a disabled one gets no suggestions)."""
-    return {t.id: t for t in catalog.tools_by_id(list(SUGGESTION_TOOLS)) if t.enabled}
+def suggestion_tools(known: catalog.Catalog | None = None) -> dict[str, Tool]:
+    """The enabled suggestion tools (a disabled one gets no suggestions), from ``known``
+    (a catalog snapshot whose version the caller checks) or else read now."""
+    tools = [known.tools[t] for t in SUGGESTION_TOOLS if t in known.tools] if known is not None else \
+        catalog.tools_by_id(list(SUGGESTION_TOOLS))
+    return {t.id: t for t in tools if t.enabled}
 
 
 @traced

@@ -98,15 +98,22 @@ class Source:
 
 @traced
 def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str, *,
-           source_etag: str | None = None, deadline: float | None = None) -> GenerationOut:
+           source_etag: str | None = None, deadline: float | None = None,
+           _catalog_checked: bool = False) -> GenerationOut:
     """Run ``tool_id`` on ``source_key`` for the user, charged once (see the module doc).
 
     ``source_etag``: the ETag S3 answered to the upload, if the client passes it on; a
     cache hit then needs no S3 call (a wrong value can only miss, and a miss checks it
     before charging). ``deadline`` is the Lambda's deadline as a ``time.monotonic()`` value.
+
+    A cache hit is one round trip to Postgres (after the request's own admission,
+    ``http.current_user``): the tool comes from the container's catalog snapshot, and one
+    statement reads the cache entry, the caller's balance and the catalog's version. A
+    changed catalog (its version differs) is read again and the request starts over with
+    it, once.
     """
     s = settings_module.get()
-    tool = catalog.enabled_tool(tool_id)
+    tool, known = catalog.known_tool(tool_id)
     canonical = catalog.canonical_params(tool, params)
     model = analysis = None
     cost = tool.credit_cost
@@ -119,7 +126,7 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         from process_image import face_analysis
 
         # OpenAI when a key is configured, else offline: the model (in the key) says which.
-        analysis = Analysis(face_analysis.provider(tool, s), face_analysis.suggestion_tools())
+        analysis = Analysis(face_analysis.provider(tool, s), face_analysis.suggestion_tools(known))
         model, cost = analysis.provider.model, analysis.provider.credit_cost
     object_key = storage.validate_user_key(source_key, user_id)
     source = None
@@ -129,9 +136,14 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
     key = cache_key(user_id, tool, model, canonical, _etag(source_etag),
                     suggestions=analysis.suggestions if analysis else None)
 
-    hit = cache.get(key)
+    hit, current = cache.get_along(key, {"balance": ledger.BALANCE, "catalog_version": catalog.VERSION},
+                                   {"user_id": user_id})
+    if current["catalog_version"] != known.version and not _catalog_checked:
+        catalog.refresh()  # the tool, its price or its version may have changed: start over
+        return create(user_id, tool_id, params, source_key, source_etag=source_etag, deadline=deadline,
+                      _catalog_checked=True)
     if hit is not None:
-        return _cached(user_id, tool, hit, s)
+        return _cached(user_id, tool, hit, s, balance=current["balance"])
     if tool.is_ai:
         from process_image import ai_tools
 
@@ -279,14 +291,17 @@ def _analyse(user_id: uuid.UUID, tool: Tool, model: str | None, cost: int, param
                          content_type=ANALYSIS_CONTENT_TYPE, result=result)
 
 
-def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings) -> GenerationOut:
+def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings, *,
+            balance: int | None = None) -> GenerationOut:
+    if balance is None:
+        balance = ledger.balance(user_id)
     url = expires_at = None
     if entry.get("result_key"):
         url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), entry["result_key"],
                                                 expires_s=s.DOWNLOAD_URL_TTL_S)
     return GenerationOut(generation_id=entry["generation_id"], status="succeeded", tool_id=tool.id, url=url,
                          expires_at=expires_at, cached=True, credits_charged=0,
-                         balance=ledger.balance(user_id), content_type=entry["content_type"],
+                         balance=balance, content_type=entry["content_type"],
                          result=entry.get("result"))
 
 

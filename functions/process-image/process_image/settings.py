@@ -1,4 +1,4 @@
-"""process-image's settings: environment variables, read with pydantic-settings.
+"""process-image's settings: environment variables, read by ``common.settings.EnvSettings``.
 
 ``get()`` returns the settings for the environment as it is now: building them costs
 ~0.5 ms, so they are kept per distinct set of values of their variables (looking those
@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import EnvSettings
 
 MiB = 1024 * 1024
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+class Settings(EnvSettings):
 
     UPLOADS_BUCKET: str = ""
     GENERATIONS_BUCKET: str = ""

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from common import config, db
+from common import config, db, ratelimit
 from common.errors import AccountDeleted, ConfigError, Unauthorized, Unavailable
 from common.observability import logger
 
@@ -191,6 +191,59 @@ def ensure_user(user_id: uuid.UUID | str, email: str | None = None) -> bool:
     """
     params = {"id": uuid.UUID(str(user_id)), "email": email}
     row = db.one_row(db.execute(_PROVISION_USER, params, idempotent=True))
+    if row["deleted"]:
+        logger.info("authentication rejected", extra={"reason": "account deleted"})
+        raise AccountDeleted("this account has been deleted")
+    return bool(row["created"])
+
+
+# What every client request does after its JWT verifies, in ONE round trip: count the
+# request in the caller's rate-limit window (``ratelimit.HIT``'s upsert) and, within the
+# limit only, provision the user row (``_PROVISION_USER``), then say whether the account
+# is deleted. The transaction commits without waiting for its WAL flush
+# (synchronous_commit off, for this statement only): a server crash may lose its last
+# few hundred milliseconds of these writes, i.e. a few counted hits (a client gets that
+# many extra requests once) and, rarely, a user row made in that instant, made again by
+# the user's next request. Nothing durable can depend on a lost row: WAL is written in
+# order, so any later synchronously committed write (a charge, a generation) flushes it
+# first. A throttled request still changes nothing but its counter.
+_ADMIT = f"""
+WITH hit AS ({ratelimit.HIT}), made AS (
+    INSERT INTO users (id, email)
+    SELECT %(id)s, (SELECT %(email)s::text WHERE NOT EXISTS (SELECT 1 FROM users WHERE email = %(email)s))
+     WHERE (SELECT hits FROM hit) <= %(limit)s
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT hit.hits, hit.reset_after,
+       EXISTS (SELECT 1 FROM made) AS created,
+       (SELECT deleted_at IS NOT NULL FROM users WHERE id = %(id)s) AS deleted,
+       set_config('synchronous_commit', 'off', true) AS async_commit
+  FROM hit
+"""
+
+
+_ASYNC_COMMIT = ",\n       set_config('synchronous_commit', 'off', true) AS async_commit"
+_ADMIT_IN_TRANSACTION = _ADMIT.replace(_ASYNC_COMMIT, "")
+
+
+def admit(principal: Principal, route: str, *, limit: int | None = None) -> bool:
+    """Count the authenticated caller's request on ``route`` against its rate limit
+    (``TooManyRequests``, 429, past ``limit`` a minute, default RATE_LIMIT_PER_MINUTE),
+    then provision its users row like ``ensure_user`` (``AccountDeleted`` for a deleted
+    account): what ``ratelimit.hit`` and ``ensure_user`` do, in one statement. True when
+    this request created the user row."""
+    limit = ratelimit.default_limit() if limit is None else limit
+    email = principal.claims.get("email")
+    params = {"subject": str(principal.user_id), "route": route, "window": ratelimit.WINDOW_SECONDS,
+              "limit": limit, "id": principal.user_id, "email": email if isinstance(email, str) else None}
+    # Asynchronous commit only as a statement of its own: inside a caller's transaction the
+    # setting would last to that transaction's commit and cover its writes too.
+    import psycopg
+
+    idle = db.connection().info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    row = db.one_row(db.execute(_ADMIT if idle else _ADMIT_IN_TRANSACTION, params))
+    ratelimit.check(ratelimit.Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"]), route)
     if row["deleted"]:
         logger.info("authentication rejected", extra={"reason": "account deleted"})
         raise AccountDeleted("this account has been deleted")

@@ -145,6 +145,7 @@ def _canonical(value: Any) -> Any:
 # --- reads and writes ---------------------------------------------------------------
 
 _GET = "SELECT value FROM cache_entries WHERE key = %s AND expires_at > now()"
+_GET_VALUE = "SELECT value FROM cache_entries WHERE key = %(cache_key)s AND expires_at > now()"
 
 _GET_WITH_AGE = """
 SELECT value, compute_ms, extract(epoch FROM expires_at - now())::float8 AS ttl_left
@@ -157,6 +158,9 @@ _GET_MANY = "SELECT key, value FROM cache_entries WHERE key = ANY(%s) AND expire
 # A server-side function (migrations 0002, 0012): commits its own transaction
 # asynchronously; records the entry's owner (a user id, so a deletion finds it).
 _SET = "SELECT cache_put(%(key)s, %(value)s, %(ttl)s, %(compute_ms)s, %(async)s, %(owner)s) AS value"
+# The same write when the caller needs nothing back: the stored value is not sent back and
+# decoded again (about a tenth of a set's time for a 1 KB value).
+_SET_QUIET = _SET.replace(" AS value", " IS NOT NULL AS ok")
 
 _DELETE = "DELETE FROM cache_entries WHERE key = %s"
 
@@ -168,6 +172,19 @@ def get(key: str) -> Any | None:
     row = db.execute(_GET, (key,), idempotent=True).fetchone()
     _count("CacheHit" if row else "CacheMiss")
     return row["value"] if row else None
+
+
+def get_along(key: str, queries: dict[str, str], params: dict[str, Any]) -> tuple[Any | None, dict[str, Any]]:
+    """``get(key)`` and, in the same statement (one round trip, one snapshot), the scalar
+    ``queries`` (name -> a SELECT of one value, written with ``params``): a hot path that
+    needs the cached value and a few other values pays one round trip instead of several.
+    Returns the value (or None) and ``{name: result}``."""
+    columns = "".join(f",\n       ({sql}) AS {name}" for name, sql in queries.items())
+    row = db.one_row(db.execute(f"SELECT ({_GET_VALUE}) AS cache_value{columns}",
+                                {**params, "cache_key": key}, idempotent=True))
+    value = row.pop("cache_value")
+    _count("CacheHit" if value is not None else "CacheMiss")
+    return value, row
 
 
 def get_many(keys: Iterable[str]) -> dict[str, Any]:
@@ -203,9 +220,9 @@ def set(  # the cache's verb: this module says `builtins.set` for the type
     """
     params = _set_params(key, value, ttl, compute_ms, owner)
     if conn is not None:
-        conn.execute(_SET, {**params, "async": False})
+        conn.execute(_SET_QUIET, {**params, "async": False})
     else:
-        db.execute(_SET, {**params, "async": True}, idempotent=True)
+        db.execute(_SET_QUIET, {**params, "async": True}, idempotent=True)
 
 
 def delete(key: str) -> bool:

@@ -1,6 +1,6 @@
 """Typed settings read from environment variables.
 
-Plain values come straight from the environment (pydantic-settings). Each secret may
+Plain values come straight from the environment (``common.settings.EnvSettings``, pydantic). Each secret may
 instead be given in AWS as a reference: ``<NAME>_SECRET_ARN`` (Secrets Manager) or
 ``<NAME>_PARAM`` (SSM Parameter Store, decrypted); references are resolved on first use
 with the Powertools parameters utility, which caches them for ``SECRETS_MAX_AGE``

@@ -7,8 +7,10 @@ invocations, and re-made when it was found broken. Each function names itself th
 
 Parameter binding: psycopg's default server-side binding (extended query protocol) is
 kept because values never mix into SQL text. Automatic *named* prepared statements are
-turned off (``prepare_threshold=None``): they are session state, which RDS Proxy answers
-by pinning the client to one backend. Unnamed statements do not pin.
+off by default (``prepare_threshold=None``): they are session state, which RDS Proxy
+answers by pinning the client to one backend. Unnamed statements do not pin. Without a
+proxy in the path, ``DB_PREPARE_THRESHOLD`` turns them on (the server then skips parsing
+and planning a statement it has seen on this connection).
 
 Failures, and what each costs the caller:
 - a kept connection that the server closed while it sat idle (a failover, a proxy's idle
@@ -54,7 +56,7 @@ def _connect() -> psycopg.Connection[dict[str, Any]]:
         host=s.DATABASE_PROXY_HOST or None,  # None: the URL's host
         autocommit=True,
         row_factory=dict_row,
-        prepare_threshold=None,
+        prepare_threshold=s.DB_PREPARE_THRESHOLD,  # None unless set: see the module doc
         connect_timeout=s.DB_CONNECT_TIMEOUT_S,
         application_name=name,
         options=f"-c statement_timeout={s.DB_STATEMENT_TIMEOUT_MS}",

@@ -192,19 +192,17 @@ def current_user(app: LambdaFunctionUrlResolver, *, route_limit: int | None = No
     user on this route (429; ``route_limit`` requests a minute, default
     RATE_LIMIT_PER_MINUTE), users row provisioned. Cached for the rest of the request.
 
-    The rate limit is counted before the user row is provisioned, so a throttled
-    request costs one statement.
+    Both are one statement (``auth.admit``): one round trip to the database. The rate
+    limit is counted first; a throttled request provisions nothing.
     """
-    from common import auth, ratelimit
+    from common import auth
 
     cached = app.context.get("principal")
     if isinstance(cached, auth.Principal):
         return cached
 
     principal = auth.authenticate(app.current_event.headers.get("authorization"))
-    ratelimit.hit(str(principal.user_id), route_key(app), limit=route_limit)
-    email = principal.claims.get("email")
-    auth.ensure_user(principal.user_id, email if isinstance(email, str) else None)
+    auth.admit(principal, route_key(app), limit=route_limit)
     app.append_context(principal=principal)
     return principal
 

@@ -49,12 +49,21 @@ def hit(subject: str, route: str, *, limit: int | None = None, window_s: int = W
 
     ``limit`` defaults to the RATE_LIMIT_PER_MINUTE setting (100).
     """
-    if limit is None:
-        from common.config import settings
-
-        limit = settings().RATE_LIMIT_PER_MINUTE
+    limit = default_limit() if limit is None else limit
     row = db.one_row(db.execute(HIT, {"subject": subject, "route": route, "window": window_s}))
-    usage = Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"])
+    return check(Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"]), route)
+
+
+def default_limit() -> int:
+    from common.config import settings
+
+    return settings().RATE_LIMIT_PER_MINUTE
+
+
+def check(usage: Usage, route: str) -> Usage:
+    """``usage`` if within its limit; else TooManyRequests (429, Retry-After), counted in
+    the RateLimited metric."""
+    limit = usage.limit
     if usage.hits > limit:
         from aws_lambda_powertools.metrics import MetricUnit
 

@@ -1,0 +1,247 @@
+"""Benchmark: a process-image cache hit through the local runner against the layer-only
+authenticated route, in one run.
+
+    .venv/bin/python scripts/bench/hit_path.py [--clients 4] [--rounds 6] [--seconds 2] [--quick]
+
+Both functions are served by `scripts/dev.py --no-services` from a bench template (the
+real process-image CodeUri, and scripts/bench/layer_handler/), as `make dev` serves them:
+HTTP, the event, a warm worker process per concurrent request (up to 4). Postgres is
+DATABASE_URL's server, else the embedded one, in a scratch database the bench migrates
+and drops; S3 is a moto server on localhost.
+
+Sides, measured in alternating chunks of ``--seconds`` (every client on one side, then
+the next) so that drift on a shared machine hits them alike:
+- peer: GET /whoami of the layer-only handler (JWT, the request's admission: rate limit
+  and user row): what every client request costs before its own work;
+- POST /generations repeating a stored request (a cache hit) with `source_etag`, and
+  without it (then an S3 HEAD names the source: moto here, a network round trip in AWS).
+Each client is one keep-alive connection sending requests back to back.
+
+Goals (issue 15): a hit serves at least 0.9x the peer's requests/s, its p50 at most
+1.3x the peer's, with and without source_etag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from devkit import ROOT, migrations, postgres
+from devkit import s3 as local_s3
+
+LAYER_DIR = Path(__file__).resolve().parent / "layer_handler"
+GOAL_RPS = 0.9  # at least
+GOAL_P50 = 1.3  # at most
+
+
+def template(env: dict[str, str]) -> str:
+    variables = "".join(f"\n          {k}: '{v}'" for k, v in env.items())
+    fn = """
+  {name}:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: {code}
+      Handler: {handler}
+      Runtime: python3.13
+      Timeout: 30
+      MemorySize: 1024
+      FunctionUrlConfig: {{AuthType: NONE}}
+      Layers: [!Ref CommonLayer]
+      Environment:
+        Variables:
+          POWERTOOLS_SERVICE_NAME: {service}{variables}"""
+    # The layer of this checkout on the workers' path, as Lambda's /opt/python
+    layer = f"""
+  CommonLayer:
+    Type: AWS::Serverless::LayerVersion
+    Properties:
+      ContentUri: {ROOT / "layers" / "common"}
+      CompatibleRuntimes: [python3.13]"""
+    head = 'AWSTemplateFormatVersion: "2010-09-09"\nTransform: AWS::Serverless-2016-10-31\nResources:'
+    return (head + layer
+            + fn.format(name="ProcessImageFunction", code=ROOT / "functions" / "process-image",
+                        handler="process_image.app.handler", service="process-image", variables=variables)
+            + fn.format(name="LayerFunction", code=LAYER_DIR, handler="layer_app.handler", service="layer",
+                        variables=variables) + "\n")
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, path: str | None = None) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited")
+        try:
+            if path is None:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{what} did not start")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+class Side:
+    def __init__(self, name: str, method: str, path: str, body: dict | None, headers: dict[str, str],
+                 expect: int):
+        self.name, self.method, self.path, self.expect = name, method, path, expect
+        self.body = json.dumps(body).encode() if body is not None else None
+        self.headers = {**headers, **({"content-type": "application/json"} if body is not None else {})}
+        self.latencies: list[float] = []
+        self.requests = 0
+        self.seconds = 0.0
+
+    def once(self, conn: http.client.HTTPConnection) -> float:
+        started = time.perf_counter()
+        conn.request(self.method, self.path, body=self.body, headers=self.headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        if resp.status != self.expect:
+            raise SystemExit(f"{self.name}: {resp.status} {data[:300]!r}")
+        return elapsed
+
+    def chunk(self, conns: list[http.client.HTTPConnection], seconds: float) -> None:
+        """Every client sends requests back to back for ``seconds``."""
+        results: list[list[float]] = [[] for _ in conns]
+        stop = time.perf_counter() + seconds
+
+        def client(i: int) -> None:
+            while time.perf_counter() < stop:
+                results[i].append(self.once(conns[i]))
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(conns))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.seconds += time.perf_counter() - started
+        for r in results:
+            self.latencies += r
+            self.requests += len(r)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=4, help="concurrent keep-alive clients (default 4)")
+    parser.add_argument("--rounds", type=int, default=6, help="chunks per side (default 6)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of a chunk (default 2 s)")
+    parser.add_argument("--quick", action="store_true", help="--rounds 3 --seconds 1")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = min(args.rounds, 3), min(args.seconds, 1.0)
+
+    server = postgres.server_url()
+    scratch = f"bench_hit_{uuid.uuid4().hex[:8]}"
+    url = postgres.create_database(server, scratch)
+    procs: list[subprocess.Popen] = []
+    try:
+        migrations.apply(url)
+        s3_port = free_port()
+        moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)]
+        procs.append(subprocess.Popen(moto, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_port(s3_port, procs[-1], "moto")
+        endpoint = f"http://127.0.0.1:{s3_port}"
+        jwt_secret = secrets.token_hex(32)
+        fn_env = {**local_s3.environment(endpoint), "RATE_LIMIT_PER_MINUTE": str(10**9),
+                  "POWERTOOLS_TRACE_DISABLED": "1", "POWERTOOLS_METRICS_NAMESPACE": "Bench"}
+        os.environ.update({"DATABASE_URL": url, "JWT_SECRET": jwt_secret, **fn_env})
+        local_s3.create_buckets(endpoint)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "template.yaml").write_text(template(fn_env))
+            port = free_port()
+            tpl = str(Path(tmp) / "template.yaml")
+            runner = [sys.executable, str(ROOT / "scripts" / "dev.py"), "--template", tpl,
+                      "--port", str(port), "--no-services", "--no-schedules", "--env-file", "none"]
+            procs.append(subprocess.Popen(runner, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          env=os.environ.copy()))
+            wait_port(port, procs[-1], "the runner", "/_health")
+            run(args, port)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(10)
+        from common import db
+
+        db.reset()
+        postgres.drop_database(server, scratch)
+    return 0
+
+
+def run(args: argparse.Namespace, port: int) -> None:
+    from PIL import Image
+
+    from common import auth, ledger, storage
+
+    user = uuid.uuid4()
+    auth.ensure_user(user)
+    ledger.grant(user, 10**6, reason="bench", source="bench", ref=str(user))
+    headers = {"authorization": f"Bearer {auth.mint_token(user, ttl_s=3600)}"}
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((1024, 768)).convert("RGB").save(out, "JPEG")
+    key = storage.user_key(user, "uploads", "small.jpg")
+    etag = storage.put(os.environ["UPLOADS_BUCKET"], key, out.getvalue(), "image/jpeg").etag
+    body = {"tool_id": "blur", "params": {"radius": 2}, "source_key": key}
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=60) for _ in range(args.clients)]
+    first = Side("first", "POST", "/process-image/generations", body, headers, 201)
+    first.once(conns[0])
+    sides = [Side("peer: layer-only GET /whoami", "GET", "/layer_handler/whoami", None, headers, 200),
+             Side("hit with source_etag", "POST", "/process-image/generations", {**body, "source_etag": etag},
+                  headers, 200),
+             Side("hit without it (S3 HEAD)", "POST", "/process-image/generations", body, headers, 200)]
+    for side in sides:  # warm every worker of each function
+        side.chunk(conns, 0.5)
+        side.latencies, side.requests, side.seconds = [], 0, 0.0
+    for _ in range(args.rounds):
+        for side in sides:
+            side.chunk(conns, args.seconds)
+    for conn in conns:
+        conn.close()
+    peer = sides[0]
+    print(f"through the runner, {args.clients} keep-alive clients, {args.rounds} x {args.seconds:g} s "
+          "per side, interleaved (ms)")
+    for side in sides:
+        print(f"  {side.name:<30} {side.rps:8.1f} req/s   p50 {pct(side.latencies, 0.5):7.2f}   "
+              f"p99 {pct(side.latencies, 0.99):7.2f}   (n={side.requests})")
+    for side in sides[1:]:
+        rps, p50 = side.rps / peer.rps, pct(side.latencies, 0.5) / pct(peer.latencies, 0.5)
+        print(f"ratio: {side.name} requests/s vs peer = {rps:.2f}x "
+              f"(goal >= {GOAL_RPS}x: {'met' if rps >= GOAL_RPS else 'NOT met'})")
+        print(f"ratio: {side.name} p50 vs peer = {p50:.2f}x "
+              f"(goal <= {GOAL_P50}x: {'met' if p50 <= GOAL_P50 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Round trips to Postgres on the hot paths, counted on the wire (libpq's trace,
+devkit.pgtrace): a process-image cache hit is at most two (the request's admission: rate
+limit and user row; then the cache entry, the balance and the catalog's version), with
+and without ``source_etag``; every authenticated request's admission is one."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from common import auth, db, ledger, storage
+from devkit.lambdas import invoke, url_event
+from devkit.pgtrace import round_trips
+
+
+@pytest.fixture(autouse=True)
+def _env(clean_db, s3_endpoint):
+    storage.reset()
+    yield
+    db.reset()
+
+
+def _post(user_id: uuid.UUID, body: dict) -> tuple[int, dict]:
+    headers = {"authorization": f"Bearer {auth.mint_token(user_id)}"}
+    response = invoke("process-image", url_event("POST", "/generations", body=body, headers=headers))
+    return response["statusCode"], json.loads(response["body"])
+
+
+def _source(user_id: uuid.UUID) -> tuple[str, str]:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.linear_gradient("L").resize((64, 48)).convert("RGB").save(out, "JPEG")
+    key = storage.user_key(user_id, "uploads", "photo.jpg")
+    return key, storage.put(os.environ["UPLOADS_BUCKET"], key, out.getvalue(), "image/jpeg").etag
+
+
+@pytest.fixture
+def cached_request() -> tuple[uuid.UUID, dict]:
+    user_id = uuid.uuid4()
+    auth.ensure_user(user_id)
+    ledger.grant(user_id, 20, reason="test credits", source="test", ref=str(uuid.uuid4()))
+    key, etag = _source(user_id)
+    body = {"tool_id": "blur", "params": {"radius": 2}, "source_key": key}
+    assert _post(user_id, body)[0] == 201
+    assert _post(user_id, {**body, "source_etag": etag})[0] == 200  # warm: connection, catalog snapshot
+    return user_id, {**body, "source_etag": etag}
+
+
+@pytest.mark.parametrize("with_etag", [True, False], ids=["source_etag", "no_source_etag"])
+def test_a_cache_hit_makes_at_most_two_round_trips(cached_request, with_etag):
+    user_id, body = cached_request
+    if not with_etag:
+        body = {k: v for k, v in body.items() if k != "source_etag"}  # an S3 HEAD, no database
+    with round_trips() as trips:
+        status, answer = _post(user_id, body)
+    assert status == 200 and answer["cached"] and answer["balance"] == 20 - 1, answer
+    assert trips.count <= 2, trips.messages
+
+
+def test_a_catalog_change_takes_effect_on_the_next_request(cached_request, database_url):
+    user_id, body = cached_request
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE tools SET enabled = false WHERE id = 'blur'")
+        try:
+            status, answer = _post(user_id, body)
+            assert status == 422 and answer["error"]["code"] == "unknown_tool", answer
+        finally:
+            conn.execute("UPDATE tools SET enabled = true WHERE id = 'blur'")
+    status, answer = _post(user_id, body)  # enabled again: the snapshot is read again
+    assert status == 200 and answer["cached"], answer
+    with psycopg.connect(database_url, autocommit=True) as conn:  # a new price, charged at once
+        price = conn.execute("SELECT credit_cost FROM tools WHERE id = 'blur'").fetchone()[0]
+        conn.execute("UPDATE tools SET credit_cost = %s WHERE id = 'blur'", (price + 2,))
+        try:
+            status, answer = _post(user_id, {**body, "params": {"radius": 3}})  # a miss
+            assert status == 201 and answer["credits_charged"] == price + 2, answer
+        finally:
+            conn.execute("UPDATE tools SET credit_cost = %s WHERE id = 'blur'", (price,))
+    from process_image import catalog  # the function's code, on the path once invoked
+
+    catalog.refresh()
+
+
+def test_admission_is_one_round_trip_and_throttles_before_provisioning(monkeypatch):
+    from common.errors import TooManyRequests
+
+    user_id = uuid.uuid4()
+    claims = {"sub": str(user_id), "email": f"{user_id}@example.com"}
+    principal = auth.Principal(user_id=user_id, claims=claims)
+    db.execute("SELECT 1")
+    with round_trips() as trips:
+        assert auth.admit(principal, "test:GET /x", limit=1) is True
+    assert trips.count == 1, trips.messages
+    assert auth.admit(principal, "test:GET /x", limit=5) is False  # made already
+    stranger = auth.Principal(user_id=uuid.uuid4(), claims={})
+    auth.admit(stranger, "test:GET /y", limit=1)
+    db.execute("DELETE FROM users WHERE id = %s", (stranger.user_id,))
+    with pytest.raises(TooManyRequests):
+        auth.admit(stranger, "test:GET /y", limit=1)
+    assert db.execute("SELECT 1 FROM users WHERE id = %s", (stranger.user_id,)).fetchone() is None
+
+
+def test_admission_inside_a_transaction_leaves_its_commit_synchronous():
+    user_id = uuid.uuid4()
+    with db.transaction() as conn:
+        auth.admit(auth.Principal(user_id=user_id, claims={}), "test:GET /z", limit=5)
+        assert conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"
+    db.execute("SELECT 1")
+    auth.admit(auth.Principal(user_id=user_id, claims={}), "test:GET /z", limit=5)  # alone: asynchronous
+    assert db.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] == "on"  # and only then

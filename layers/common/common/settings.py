@@ -56,6 +56,8 @@ class Settings(EnvSettings):
     PAYMOB_INTEGRATION_IDS: str = ""
     #: The merchant's Paymob id (a callback's signed ``owner``); empty: not checked.
     PAYMOB_MERCHANT_ID: str = Field(default="", pattern=r"^[0-9]*$")
+    # RDS Proxy: connect to this host instead of DATABASE_URL's (same user, database, TLS).
+    DATABASE_PROXY_HOST: str | None = None
     DB_STATEMENT_TIMEOUT_MS: int = Field(default=10_000, ge=0)
     DB_CONNECT_TIMEOUT_S: int = Field(default=5, ge=1)
     DB_DEAD_PEER_TIMEOUT_S: int = Field(default=10, ge=1)  # a silent server is given up on after this

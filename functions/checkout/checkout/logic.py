@@ -17,7 +17,7 @@ from checkout.models import CheckoutIn, PaymobCheckoutIn, PaymobCheckoutOut, Pro
 from checkout.settings import settings
 from common import config, payments
 from common.auth import Principal
-from common.errors import BadGateway
+from common.errors import BadGateway, ConfigError
 from common.observability import logger
 
 
@@ -28,7 +28,7 @@ def list_products() -> ProductsOut:
 def start_paymob(user: Principal, body: PaymobCheckoutIn) -> PaymobCheckoutOut:
     s = settings()
     secret_key = config.require_secret("PAYMOB_SECRET_KEY")
-    methods = s.paymob_payment_methods()
+    methods = payment_methods(config.settings().PAYMOB_INTEGRATION_IDS)
     public_key = s.require("PAYMOB_PUBLIC_KEY")
     api_url = config.settings().PAYMOB_API_URL.rstrip("/")
     price = catalog.price(body.product_id, "paymob", body.currency or s.PAYMOB_CURRENCY)
@@ -75,6 +75,15 @@ def start_stripe(user: Principal, body: CheckoutIn) -> StripeCheckoutOut:
     _attach(order, provider_order_id=session.id, checkout_id=session.id)
     return StripeCheckoutOut(order_id=order.id, session_id=session.id, url=session.url,
                              amount_minor=order.amount_minor, currency=order.currency)
+
+
+def payment_methods(integration_ids: str) -> list[int | str]:
+    """The intention's ``payment_methods``: the layer's ``PAYMOB_INTEGRATION_IDS`` (the
+    same setting that binds callbacks), ids as numbers, names as they are."""
+    methods = [m.strip() for m in integration_ids.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("PAYMOB_INTEGRATION_IDS is not set")
+    return [int(m) if m.isdigit() else m for m in methods]
 
 
 def _or_fail[T](order: payments.Order, call: Callable[[], T]) -> T:

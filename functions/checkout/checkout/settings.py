@@ -1,5 +1,6 @@
 """Settings only checkout reads (``common.settings.EnvSettings``, from the environment). The shared
-ones (``PAYMOB_API_URL``, ``STRIPE_API_BASE``, secrets) come from ``common.config``."""
+ones (``PAYMOB_API_URL``, ``PAYMOB_INTEGRATION_IDS``, ``STRIPE_API_BASE``, secrets) come from
+``common.config``."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ class CheckoutSettings(EnvSettings):
 
     #: Paymob's public key (pk_...), handed to the client for Unified Checkout.
     PAYMOB_PUBLIC_KEY: str = ""
-    #: Integration ids (or names) offered in the intention, comma-separated.
-    PAYMOB_INTEGRATION_IDS: str = ""
     #: The account's currency when the client names none (EGP on accept., AED on uae., ...).
     PAYMOB_CURRENCY: str = Field(default="EGP", pattern=r"^[A-Z]{3}$")
     #: Where Paymob posts the processed callback and sends the browser back (the
@@ -28,12 +27,6 @@ class CheckoutSettings(EnvSettings):
     STRIPE_SUCCESS_URL: str = ""
     STRIPE_CANCEL_URL: str = ""
     STRIPE_CURRENCY: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-
-    def paymob_payment_methods(self) -> list[int | str]:
-        methods = [m.strip() for m in self.PAYMOB_INTEGRATION_IDS.split(",") if m.strip()]
-        if not methods:
-            raise ConfigError("PAYMOB_INTEGRATION_IDS is not set")
-        return [int(m) if m.isdigit() else m for m in methods]
 
     def require(self, name: str) -> str:
         value = getattr(self, name)

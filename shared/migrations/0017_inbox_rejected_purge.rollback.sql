@@ -1,0 +1,3 @@
+CREATE INDEX IF NOT EXISTS webhook_inbox_finished_received_idx ON webhook_inbox (received_at)
+    WHERE status IN ('processed', 'ignored');
+DROP INDEX IF EXISTS webhook_inbox_terminal_received_idx;

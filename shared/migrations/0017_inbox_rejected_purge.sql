@@ -1,0 +1,10 @@
+-- Rejected webhook deliveries are purged like the other terminal ones (docs/cache.md,
+-- cache-cleanup): a 'rejected' row (a signed callback that failed a binding, migration
+-- 0014) took no effect and is kept for audit, then goes after INBOX_RETENTION_DAYS like
+-- 'processed' and 'ignored' rows. The purge walks this index (it replaces 0009's, which
+-- did not cover 'rejected').
+-- depends: 0014_payments_reconcile
+
+CREATE INDEX webhook_inbox_terminal_received_idx ON webhook_inbox (received_at)
+    WHERE status IN ('processed', 'ignored', 'rejected');
+DROP INDEX webhook_inbox_finished_received_idx;

@@ -25,7 +25,8 @@ the same transaction as its effects.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -34,6 +35,9 @@ from common.errors import ConfigError
 from common.observability import logger, metrics
 from common.providers.paymob_models import Transaction
 from common.webhooks import Outcome
+
+if TYPE_CHECKING:
+    import psycopg
 
 PROVIDER = "paymob"
 EVENT_TYPE = "TRANSACTION"
@@ -61,7 +65,7 @@ def binding(txn: Transaction) -> str | None:
     return None
 
 
-def reject(conn: Any, txn: Transaction, reason: str, *, event_id: str) -> Outcome:
+def reject(conn: psycopg.Connection[Any], txn: Transaction, reason: str, *, event_id: str) -> Outcome:
     """A signed callback that fails a binding: no effect, kept as ``rejected``, audited."""
     audit.record(conn, PROVIDER, "callback_rejected", None, {
         "event_id": event_id, "reason": reason, "transaction_id": txn.id, "order_id": txn.order_id,
@@ -71,7 +75,8 @@ def reject(conn: Any, txn: Transaction, reason: str, *, event_id: str) -> Outcom
     return Outcome("rejected", "rejected", reason)
 
 
-def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: str) -> Outcome:
+def apply(conn: psycopg.Connection[Any], txn: Transaction, callback: dict[str, Any], *,
+          event_id: str) -> Outcome:
     """What a verified transaction does (the webhook's callback, or reconcile's inquiry)."""
     if reason := binding(txn):
         return reject(conn, txn, reason, event_id=event_id)
@@ -122,7 +127,8 @@ def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: st
     return Outcome("paid")
 
 
-def _refund_child(conn: Any, txn: Transaction, order: orders.Order, record: Any, event_id: str) -> Outcome:
+def _refund_child(conn: psycopg.Connection[Any], txn: Transaction, order: orders.Order,
+                  record: Callable[..., None], event_id: str) -> Outcome:
     """A refund or void transaction of its own: its signed amount is what went back."""
     status = "voided" if txn.is_void else "refunded"
     if not txn.success or txn.pending:
@@ -139,7 +145,8 @@ def _refund_child(conn: Any, txn: Transaction, order: orders.Order, record: Any,
     return Outcome(status)
 
 
-def _refunded_parent(conn: Any, txn: Transaction, order: orders.Order, record: Any,
+def _refunded_parent(conn: psycopg.Connection[Any], txn: Transaction, order: orders.Order,
+                     record: Callable[..., None],
                      event_id: str) -> Outcome:
     """The paying transaction again, now flagged refunded/voided (signed). Its refunded
     amount is not signed: a refund already applied from its child stands for it;

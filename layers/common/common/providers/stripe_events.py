@@ -23,7 +23,7 @@ must equal the order's before anything is delivered.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common import audit, entitlements, orders, payment_records, webhooks
 from common.observability import logger
@@ -31,6 +31,9 @@ from common.providers import stripe_subscriptions as subscriptions
 from common.providers.stripe_models import OBJECTS, Charge, Event, Invoice, Session, Subscription
 from common.providers.stripe_subscriptions import Observation
 from common.webhooks import Outcome
+
+if TYPE_CHECKING:
+    import psycopg
 
 PROVIDER = "stripe"
 
@@ -45,7 +48,7 @@ def parse(event: dict[str, Any]) -> tuple[Event, Any]:
 
 def process(ev: Event, obj: Any, event: dict[str, Any], *, headers: Any, raw: bytes) -> str:
     """Apply one verified event exactly once; the answer's ``status``."""
-    def apply(conn: Any) -> Outcome:
+    def apply(conn: psycopg.Connection[Any]) -> Outcome:
         handler = HANDLERS.get(ev.type)
         return handler(conn, ev, obj, event) if handler else Outcome.ignored("event type not handled")
 
@@ -55,7 +58,8 @@ def process(ev: Event, obj: Any, event: dict[str, Any], *, headers: Any, raw: by
 # --- checkout sessions -----------------------------------------------------------------
 
 
-def session_completed(conn: Any, ev: Event, session: Session, event: dict[str, Any]) -> Outcome:
+def session_completed(conn: psycopg.Connection[Any], ev: Event, session: Session,
+                      event: dict[str, Any]) -> Outcome:
     order = _session_order(conn, session)
     if order is None:
         return _unmatched(conn, session.id, session.amount_total, session.currency, event)
@@ -81,7 +85,8 @@ def session_completed(conn: Any, ev: Event, session: Session, event: dict[str, A
     return Outcome("paid")
 
 
-def session_failed(conn: Any, ev: Event, session: Session, event: dict[str, Any]) -> Outcome:
+def session_failed(conn: psycopg.Connection[Any], ev: Event, session: Session,
+                   event: dict[str, Any]) -> Outcome:
     order = _session_order(conn, session)
     if order is None:
         return _unmatched(conn, session.id, session.amount_total, session.currency, event)
@@ -95,7 +100,7 @@ def session_failed(conn: Any, ev: Event, session: Session, event: dict[str, Any]
     return Outcome(code) if failed else Outcome.ignored("order no longer open")
 
 
-def _session_order(conn: Any, session: Session) -> orders.Order | None:
+def _session_order(conn: psycopg.Connection[Any], session: Session) -> orders.Order | None:
     order_id = session.metadata.get("order_id")
     order = orders.lock_order(conn, order_id=order_id) if order_id else None
     if order is None or order.provider != PROVIDER:
@@ -110,7 +115,8 @@ def _session_order(conn: Any, session: Session) -> orders.Order | None:
 # --- invoices and subscriptions ----------------------------------------------------------
 
 
-def invoice_paid(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]) -> Outcome:
+def invoice_paid(conn: psycopg.Connection[Any], ev: Event, invoice: Invoice,
+                 event: dict[str, Any]) -> Outcome:
     order = _subscription_order(conn, invoice.subscription_id, invoice.metadata)
     if order is None:
         return _unmatched(conn, invoice.id, invoice.amount_paid, invoice.currency, event)
@@ -129,7 +135,8 @@ def invoice_paid(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]) 
     return Outcome("renewed")
 
 
-def invoice_failed(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]) -> Outcome:
+def invoice_failed(conn: psycopg.Connection[Any], ev: Event, invoice: Invoice,
+                   event: dict[str, Any]) -> Outcome:
     order = _subscription_order(conn, invoice.subscription_id, invoice.metadata)
     if order is None:
         return _unmatched(conn, invoice.id, invoice.amount_paid, invoice.currency, event)
@@ -144,7 +151,8 @@ def invoice_failed(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]
     return Outcome("payment_failed")
 
 
-def subscription_changed(conn: Any, ev: Event, sub: Subscription, event: dict[str, Any]) -> Outcome:
+def subscription_changed(conn: psycopg.Connection[Any], ev: Event, sub: Subscription,
+                         event: dict[str, Any]) -> Outcome:
     order = _subscription_order(conn, sub.id, sub.metadata)
     if order is None:
         return Outcome.unmatched("unknown subscription")
@@ -155,7 +163,7 @@ def subscription_changed(conn: Any, ev: Event, sub: Subscription, event: dict[st
     return Outcome("updated" if verdict == "apply" else "stale")
 
 
-def _subscription_order(conn: Any, subscription_id: str | None,
+def _subscription_order(conn: psycopg.Connection[Any], subscription_id: str | None,
                         metadata: dict[str, str]) -> orders.Order | None:
     order = None
     if subscription_id:
@@ -172,7 +180,8 @@ def _subscription_order(conn: Any, subscription_id: str | None,
 # --- refunds ---------------------------------------------------------------------------------
 
 
-def charge_refunded(conn: Any, ev: Event, charge: Charge, event: dict[str, Any]) -> Outcome:
+def charge_refunded(conn: psycopg.Connection[Any], ev: Event, charge: Charge,
+                    event: dict[str, Any]) -> Outcome:
     intent = charge.payment_intent
     paid = payment_records.by_intent(conn, PROVIDER, intent) if intent else None
     order_id = paid["order_id"] if paid else charge.metadata.get("order_id")
@@ -197,7 +206,7 @@ def charge_refunded(conn: Any, ev: Event, charge: Charge, event: dict[str, Any])
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _recorder(conn: Any, order: orders.Order, transaction_id: str, amount: int | None,
+def _recorder(conn: psycopg.Connection[Any], order: orders.Order, transaction_id: str, amount: int | None,
               currency: str | None, event: dict[str, Any], *, payment_intent_id: str | None,
               kind: str = "payment", parent: str | None = None) -> Callable[..., None]:
     def record(status: str, note: str | None = None) -> None:
@@ -208,7 +217,7 @@ def _recorder(conn: Any, order: orders.Order, transaction_id: str, amount: int |
     return record
 
 
-def _unmatched(conn: Any, transaction_id: str, amount: int | None, currency: str | None,
+def _unmatched(conn: psycopg.Connection[Any], transaction_id: str, amount: int | None, currency: str | None,
                event: dict[str, Any], *, kind: str = "payment") -> Outcome:
     payment_records.record(conn, provider=PROVIDER, transaction_id=transaction_id, order_id=None,
                             status="unmatched", amount_minor=amount or 0, currency=(currency or "").upper(),
@@ -217,7 +226,7 @@ def _unmatched(conn: Any, transaction_id: str, amount: int | None, currency: str
     return Outcome.unmatched("unknown order")
 
 
-def _mismatch(conn: Any, order: orders.Order, record: Callable[..., None], ev: Event,
+def _mismatch(conn: psycopg.Connection[Any], order: orders.Order, record: Callable[..., None], ev: Event,
               amount: int | None, currency: str | None) -> Outcome:
     record("mismatch", note="amount_mismatch")
     audit.record(conn, PROVIDER, "amount_mismatch", order.id, {

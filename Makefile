@@ -1,6 +1,6 @@
 # Two commands a newcomer needs: `make dev` and `make test`. Each bootstraps what it needs on
 # a fresh clone: `make dev` the project's virtualenv only, `make test` also the tools one
-# (SAM CLI, cfn-lint). Both install exactly the committed locks with uv (README
+# (SAM CLI, cfn-lint, checkov). Both install exactly the committed locks with uv (README
 # "Dependencies"); `make lock` regenerates the locks from the *.in files.
 # The venvs use python3.13 when present: the Lambda runtime's version, the locks' target.
 SHELL := /bin/bash
@@ -52,10 +52,13 @@ test: $(VENV)/.installed $(TOOLS)/.installed
 	$(MAKE) --no-print-directory typecheck
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# cfn-lint and checkov on template.yaml; checkov's skipped checks, each with its reason, are
+# in .checkov.yaml (and one resource's Metadata).
 lint: $(VENV)/.installed $(TOOLS)/.installed
 	$(VENV)/bin/ruff check .
 	$(MAKE) --no-print-directory typecheck
 	$(TOOLS)/bin/cfn-lint template.yaml
+	$(TOOLS)/bin/checkov --config-file .checkov.yaml
 
 # mypy, strict, on the layer's package and every function ([tool.mypy] in pyproject.toml).
 typecheck: $(VENV)/.installed

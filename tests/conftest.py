@@ -30,6 +30,7 @@ for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
 MUTABLE_TABLES = (
     "users", "pairs", "webhook_inbox", "cache_entries", "rate_limit_windows",
     "idempotency_records", "audit_log", "account_object_deletions", "account_inbox_scrubs",
+    "reconcile_cursors", "revenuecat_claims",
 )
 
 

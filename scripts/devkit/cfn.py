@@ -383,7 +383,7 @@ def resolve_functions(
             handler=str(prop("Handler")), timeout=int(prop("Timeout", 3)),
             memory=int(prop("MemorySize", 128)), environment=env, layers=tuple(layers), url=url,
             schedule_list=tuple(schedules),
-            reserved_concurrency=int(reserved) if reserved is not None else None,
+            reserved_concurrency=int(reserved) if reserved not in (None, NO_VALUE) else None,
         )
     return specs, resolver
 

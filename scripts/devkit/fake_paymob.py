@@ -1,6 +1,9 @@
-"""A local HTTP server that speaks the part of Paymob's API the project uses, the
+r"""A local HTTP server that speaks the part of Paymob's API the project uses, the
 Intention API (``POST /v1/intention/``), so checkout's real HTTP code path runs in tests
-and locally. Tests script responses, delays and errors; every request is recorded.
+and locally, and the transaction inquiry reconcile uses (``POST /api/auth/tokens`` with
+the API key, then ``POST /api/ecommerce/orders/transaction_inquiry`` with that token:
+the order's transaction as ``record``\ed, or 404). Tests script responses, delays and
+errors; every request is recorded.
 
 It also serves the buyer's side: Unified Checkout's URL (``GET /unifiedcheckout/?publicKey
 =…&clientSecret=…``, the ``checkout_url`` that checkout answers) is a local page with the
@@ -31,6 +34,8 @@ from devkit import checkout_pages
 from devkit.fake_http import Default, FakeServer, Page, Recorded, Scripted
 
 INTENTION_PATH = "/v1/intention/"
+AUTH_PATH = "/api/auth/tokens"
+INQUIRY_PATH = "/api/ecommerce/orders/transaction_inquiry"
 CHECKOUT_PATH = "/unifiedcheckout/"
 PAY_PATH = "/unifiedcheckout/pay"
 #: The merchant (``owner``) and card integration the fake's callbacks carry.
@@ -72,6 +77,9 @@ class FakePaymob(FakeServer):
     checkouts: dict[str, Checkout] = field(default_factory=dict)  # by client_secret
     #: What the checkout page signs callbacks with (the runner sets paymob-webhook's).
     hmac_secret: str | None = None
+    #: Each Paymob order's latest transaction ``obj`` (``record``), for the inquiry.
+    transactions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _tokens: set[str] = field(default_factory=set)
     _order_ids: ClockIds = field(default_factory=ClockIds)
     _transaction_ids: ClockIds = field(default_factory=ClockIds)
 
@@ -86,6 +94,16 @@ class FakePaymob(FakeServer):
         with self.lock:
             self.intentions.clear()
             self.checkouts.clear()
+            self.transactions.clear()
+
+    def record(self, callback: dict[str, Any]) -> None:
+        """A transaction Paymob processed (its callback body): the inquiry answers it."""
+        with self.lock:
+            self.transactions[int(callback["obj"]["order"]["id"])] = callback["obj"]
+
+    def script_inquiry(self, *responses: Scripted) -> None:
+        """Queue answers for the next transaction inquiries (errors, delays)."""
+        self._queue(INQUIRY_PATH, responses)
 
     def route(self, request: Recorded) -> tuple[str | None, Default]:
         path, method = request.path.split("?")[0], request.headers[":method"]
@@ -93,6 +111,10 @@ class FakePaymob(FakeServer):
             return None, self.checkout_page
         if (method, path) == ("POST", PAY_PATH):
             return None, self.pay
+        if (method, path) == ("POST", AUTH_PATH):
+            return None, self.auth_token
+        if (method, path) == ("POST", INQUIRY_PATH):
+            return INQUIRY_PATH, self.inquiry
         if (method, path) != ("POST", INTENTION_PATH):
             return None, lambda _req: (404, {"detail": "Not found."})
         return INTENTION_PATH, self.create_intention
@@ -136,6 +158,33 @@ class FakePaymob(FakeServer):
             self.checkouts[intention["client_secret"]] = Checkout(
                 intention, body.get("notification_url"), body.get("redirection_url"))
         return 201, intention
+
+    def auth_token(self, request: Recorded) -> tuple[int, dict[str, Any]]:
+        try:
+            api_key = request.json().get("api_key")
+        except (ValueError, AttributeError):
+            api_key = None
+        if not api_key:
+            return 400, {"api_key": ["This field is required."]}
+        token = f"ZXlK{secrets.token_hex(24)}"
+        with self.lock:
+            self._tokens.add(token)
+        return 201, {"token": token, "profile": {"id": OWNER}}
+
+    def inquiry(self, request: Recorded) -> tuple[int, dict[str, Any]]:
+        """The order's latest transaction, like the processed callback's ``obj``."""
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        with self.lock:
+            known = token in self._tokens
+        if not known:
+            return 401, {"detail": "Authentication credentials were not provided."}
+        try:
+            order_id = int(request.json()["order_id"])
+        except (ValueError, KeyError, TypeError):
+            return 400, {"order_id": ["A valid integer is required."]}
+        with self.lock:
+            found = self.transactions.get(order_id)
+        return (200, found) if found else (404, {"detail": "Not found."})
 
     def next_transaction_id(self) -> int:
         return next(self._transaction_ids)
@@ -184,6 +233,7 @@ class FakePaymob(FakeServer):
         callback = transaction(intention["intention_order_id"], amount, intention["currency"],
                                id=self.next_transaction_id(), success=outcome != "decline",
                                merchant_order_id=intention.get("special_reference"))
+        self.record(callback)  # the inquiry knows it, whether or not the callback arrives
         signed = hmac_for(callback["obj"], self.hmac_secret)
         url = checkout.notification_url
         url += ("&" if "?" in url else "?") + urlencode({"hmac": signed})

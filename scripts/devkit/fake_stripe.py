@@ -1,6 +1,8 @@
-"""A local HTTP server that speaks the parts of Stripe's API the project uses, so the
+r"""A local HTTP server that speaks the parts of Stripe's API the project uses, so the
 real ``stripe`` SDK code path runs in tests and locally: ``POST /v1/checkout/sessions``
-(form-encoded, like the SDK sends it) and ``GET /v1/subscriptions/{id}``. Tests script
+(form-encoded, like the SDK sends it), ``GET /v1/subscriptions/{id}`` and ``GET
+/v1/events`` (the events ``publish``\ed, newest first, filtered by ``created`` and
+``types``, paginated with ``limit`` and ``starting_after``: what reconcile reads). Tests script
 responses and errors per route; every request is recorded (form bodies decoded into
 nested dicts).
 
@@ -34,6 +36,7 @@ from devkit.fake_http import Default, FakeServer, Page, Recorded, Scripted
 
 SESSIONS = "POST /v1/checkout/sessions"
 SUBSCRIPTION = "GET /v1/subscriptions"
+EVENTS = "GET /v1/events"
 _SUBSCRIPTION_PATH = re.compile(r"^/v1/subscriptions/([^/?]+)")
 _PAGE_PATH = re.compile(r"^/c/pay/([A-Za-z0-9_]+)$")
 _DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
@@ -73,6 +76,8 @@ def unflatten(pairs: list[tuple[str, str]]) -> dict[str, Any]:
 class FakeStripe(FakeServer):
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The events Stripe has created (``publish``), served by ``GET /v1/events``.
+    events: list[dict[str, Any]] = field(default_factory=list)
     #: The create-session parameters (line items, subscription metadata) by session id.
     session_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Where the checkout pages send events, and what they sign them with.
@@ -95,6 +100,12 @@ class FakeStripe(FakeServer):
             self.sessions.clear()
             self.subscriptions.clear()
             self.session_params.clear()
+            self.events.clear()
+
+    def publish(self, *events: dict[str, Any]) -> None:
+        """Events Stripe created: the events API lists them from now on."""
+        with self.lock:
+            self.events.extend(events)
 
     def route(self, request: Recorded) -> tuple[str | None, Default]:
         page = _PAGE_PATH.match(request.path.split("?")[0])
@@ -109,6 +120,10 @@ class FakeStripe(FakeServer):
             if request.path.split("?")[0] != "/v1/checkout/sessions":
                 return None, _error_answer(404, "Unrecognized request URL")
             return SESSIONS, self.create_session
+        if request.path.split("?")[0] == "/v1/events":
+            if not request.headers.get("authorization", "").startswith("Bearer "):
+                return None, _error_answer(401, "You did not provide an API key.")
+            return EVENTS, self.list_events
         match = _SUBSCRIPTION_PATH.match(request.path)
         if not match:
             return None, _error_answer(404, "Unrecognized request URL")
@@ -125,6 +140,26 @@ class FakeStripe(FakeServer):
 
     def response_headers(self) -> dict[str, str]:
         return {"request-id": f"req_{secrets.token_hex(7)}"}
+
+    def list_events(self, request: Recorded) -> tuple[int, dict[str, Any]]:
+        """``GET /v1/events``: newest first, as Stripe lists them."""
+        query = unflatten(parse_qsl(request.path.partition("?")[2], keep_blank_values=True))
+        created = query.get("created", {})
+        types = query.get("types") or ([query["type"]] if query.get("type") else None)
+        limit = min(int(query.get("limit", 10)), 100)
+        with self.lock:
+            found = sorted(self.events, key=lambda e: (e["created"], e["id"]), reverse=True)
+        found = [e for e in found
+                 if (types is None or e["type"] in types)
+                 and ("gte" not in created or e["created"] >= int(created["gte"]))
+                 and ("gt" not in created or e["created"] > int(created["gt"]))
+                 and ("lte" not in created or e["created"] <= int(created["lte"]))
+                 and ("lt" not in created or e["created"] < int(created["lt"]))]
+        if after := query.get("starting_after"):
+            ids = [e["id"] for e in found]
+            found = found[ids.index(after) + 1:] if after in ids else []
+        return 200, {"object": "list", "url": "/v1/events", "has_more": len(found) > limit,
+                     "data": found[:limit]}
 
     def create_session(self, request: Recorded) -> tuple[int, dict[str, Any]]:
         """The default answer: an open Checkout Session built from the request."""
@@ -199,7 +234,9 @@ class FakeStripe(FakeServer):
                 fields["subscription"] = self._subscribe(params)
             kind, obj = "checkout.session.completed", completed_session(session, **fields)
             back = (session.get("success_url") or "").replace("{CHECKOUT_SESSION_ID}", session_id) or None
-        payload = json.dumps(event(kind, obj)).encode()
+        created = event(kind, obj)
+        self.publish(created)  # the events API lists it, whether or not the webhook gets it
+        payload = json.dumps(created).encode()
         delivery = checkout_pages.send(self.webhook_url, payload,
                                        {"stripe-signature": signature(payload, self.webhook_secret)}, kind)
         return 200, checkout_pages.result_page("Stripe", outcome, [delivery], rows=rows, return_url=back)

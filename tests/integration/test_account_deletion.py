@@ -26,6 +26,7 @@ EMAIL = "leaving.person@example.test"
 NAME = "Leaving Person"
 WEBHOOK_ENV = {
     "PAYMOB_HMAC_SECRET": "test-paymob-hmac",
+    "PAYMOB_INTEGRATION_IDS": "4097558",  # callbacks must name one of ours (the fake's card integration)
     "STRIPE_WEBHOOK_SECRET": "whsec_test_account_deletion",
     "REVENUECAT_WEBHOOK_AUTH": "test-revenuecat-auth",
 }

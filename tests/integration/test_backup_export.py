@@ -219,6 +219,9 @@ def seed(url):
         x("INSERT INTO revenuecat_refunds (transaction_id, user_id, refunded_at) VALUES ('GPA.1', %s, now())",
           (carol,))
         x("INSERT INTO revenuecat_currencies (code, credits_per_unit) VALUES ('GEMS', 3)")
+        # reconcile (migration 0014): a cursor, a claimed store transaction
+        x("INSERT INTO reconcile_cursors (provider, position) VALUES ('stripe', 1767225600)")
+        x("INSERT INTO revenuecat_claims (transaction_id, event_id) VALUES ('GPA.1', 'evt-claim')")
         # accounts (migration 0012): an invite, an export, and a deleted account (its tombstone,
         # the log, and the follow-ups it queued: objects to delete, the inbox to scrub)
         x("""INSERT INTO pair_invites (inviter_id, code_sha256, expires_at)
@@ -278,7 +281,7 @@ def test_round_trip_restores_every_table_row_for_row(source, server, bucket, exp
     # each with its row count, sizes and SHA-256, the migration and server versions
     assert summary["status"] == "complete" and summary["retention"]["deleted_runs"] == []
     names = [t["name"] for t in manifest["tables"]]
-    assert "cache_entries" not in names and "rate_limit_windows" not in names
+    assert not {"cache_entries", "cache_leases", "rate_limit_windows"} & set(names)
     assert not any(n.startswith("_yoyo") or n == "yoyo_lock" for n in names)
     empty = [t["name"] for t in manifest["tables"] if t["rows"] == 0]
     assert not empty, f"seed these tables in test_backup_export.seed: {empty}"
@@ -306,7 +309,8 @@ def test_round_trip_restores_every_table_row_for_row(source, server, bucket, exp
     for table in names:
         assert table_rows(target, table) == table_rows(source, table), table
         assert schema_of(target, table) == schema_of(source, table), table
-    assert table_rows(target, "cache_entries") == [] and table_rows(target, "rate_limit_windows") == []
+    for disposable in ("cache_entries", "cache_leases", "rate_limit_windows"):
+        assert table_rows(target, disposable) == [], disposable
     assert migrations.applied(target) == manifest["migrations"]
     with psycopg.connect(target, autocommit=True) as conn:
         # identity sequences continue after the restored ids; the ledger still sums up

@@ -32,13 +32,10 @@ def _in_thread(fn):
     return run
 
 
-def _advisory_locks(database_url) -> int:
-    """Advisory locks held or awaited in this test database (others share the server)."""
+def _leases(database_url) -> int:
+    """Single-flight leases held in this test database."""
     with psycopg.connect(database_url, autocommit=True) as admin:
-        return admin.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        ).fetchone()[0]
+        return admin.execute("SELECT count(*) FROM cache_leases").fetchone()[0]
 
 
 # --- keys ---------------------------------------------------------------------------
@@ -181,7 +178,7 @@ def test_twenty_threads_on_one_cold_key_compute_once(run, database_url):
 
     @_in_thread
     def caller(_):
-        db.connection(), db.lock_connection()
+        db.connection()
         barrier.wait(timeout=30)
         return cache.get_or_compute(k, 60, compute, wait_s=20)
 
@@ -189,15 +186,91 @@ def test_twenty_threads_on_one_cold_key_compute_once(run, database_url):
     with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(caller, range(threads)))
 
-    # Then compute ran exactly once, everyone got its value, and no lock is left behind
+    # Then compute ran exactly once, everyone got its value, and no lease is left behind
     assert len(computed) == 1
     assert len({r["value"] for r in results}) == 1
     assert cache.get(k) == results[0]
-    assert _advisory_locks(database_url) == 0
+    assert _leases(database_url) == 0
+
+
+def test_two_concurrent_misses_on_one_key_run_the_tool_once(database_url):
+    # Given two callers missing one key at the same moment, with a slow tool
+    k = cache.key("t", "two-misses")
+    runs, barrier = [], threading.Barrier(2)
+
+    def tool():
+        runs.append(1)
+        time.sleep(0.5)
+        return {"run": len(runs)}
+
+    @_in_thread
+    def caller(_):
+        db.connection()
+        barrier.wait(timeout=10)
+        return cache.get_or_compute(k, 60, tool, wait_s=10)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(caller, range(2)))
+    # Then the tool ran once and both got its value; the lease is gone
+    assert runs == [1] and results == [{"run": 1}, {"run": 1}]
+    assert _leases(database_url) == 0
+
+
+def test_an_expired_lease_is_taken_over(database_url):
+    # Given a lease left by a holder that died (expired a second ago)
+    k = cache.key("t", "expired-lease")
+    dead = uuid.uuid4()
+    db.execute("INSERT INTO cache_leases (key, holder, expires_at) VALUES (%s, %s, now() - interval '1 s')",
+               (k, dead))
+    # Then a miss takes it over at once and computes
+    started = time.monotonic()
+    assert cache.get_or_compute(k, 60, lambda: "fresh", wait_s=0) == "fresh"
+    assert time.monotonic() - started < 2
+    assert _leases(database_url) == 0
+
+
+def test_a_live_lease_of_another_holder_is_waited_for_and_kept():
+    # Given a lease another caller holds (not expired)
+    k = cache.key("t", "live-lease")
+    other = uuid.uuid4()
+    db.execute("INSERT INTO cache_leases (key, holder, expires_at) VALUES (%s, %s, now() + interval '1 min')",
+               (k, other))
+    # Then a miss waits, gives up with CacheBusy and leaves the other's lease alone
+    with pytest.raises(cache.CacheBusy):
+        cache.get_or_compute(k, 60, lambda: pytest.fail("must not compute"), wait_s=0.3)
+    assert db.execute("SELECT holder FROM cache_leases WHERE key = %s", (k,)).fetchone()["holder"] == other
+    # And once the other stores the value and releases, the waiter finds it without computing
+    cache.set(k, "theirs", 60)
+    db.execute("DELETE FROM cache_leases WHERE key = %s", (k,))
+    assert cache.get_or_compute(k, 60, lambda: pytest.fail("must not compute"), wait_s=0) == "theirs"
+
+
+def test_no_connection_or_transaction_is_held_while_the_tool_runs(database_url, monkeypatch):
+    # Given a caller whose connections are named apart from everyone else's
+    name = f"lease-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", name)
+    k = cache.key("t", "no-connection-held")
+    seen = []
+
+    def tool():
+        # While the slow tool runs: how many sessions does this caller have, and in what state?
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            seen.extend(admin.execute("SELECT state FROM pg_stat_activity WHERE application_name = %s",
+                                      (name,)).fetchall())
+        return "done"
+
+    @_in_thread
+    def caller():
+        return cache.get_or_compute(k, 60, tool)
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(caller).result() == "done"
+    # Then it had one connection, idle: no second connection, no open transaction, no lock
+    assert seen == [("idle",)]
 
 
 def test_a_waiter_that_times_out_gets_cache_busy():
-    # Given another thread holding the key's lock (computing, and not done)
+    # Given another thread holding the key's lease (computing, and not done)
     k = cache.key("t", "busy")
     holding, release = threading.Event(), threading.Event()
 
@@ -227,7 +300,7 @@ def test_a_waiter_that_times_out_gets_cache_busy():
     assert cache.get_or_compute(k, 60, lambda: "done", wait_s=1) == "done"
 
 
-def test_compute_failure_stores_nothing_and_releases_the_lock(database_url):
+def test_compute_failure_stores_nothing_and_releases_the_lease(database_url):
     k = cache.key("t", "fails")
 
     def compute():
@@ -236,10 +309,10 @@ def test_compute_failure_stores_nothing_and_releases_the_lock(database_url):
     with pytest.raises(RuntimeError, match="provider down"):
         cache.get_or_compute(k, 60, compute)
     assert cache.get(k) is None
-    assert _advisory_locks(database_url) == 0
-    # Another session can take the key's lock at once
-    with psycopg.connect(database_url, autocommit=True) as other, other.transaction():
-        assert other.execute("SELECT pg_try_advisory_xact_lock(%s)", (cache._lock_id(k),)).fetchone()[0]
+    assert _leases(database_url) == 0
+    # Another caller can take the key's lease at once
+    with cache.single_flight(k, wait_s=0):
+        pass
 
 
 def test_compute_commits_its_own_transactions_on_the_main_connection():
@@ -254,20 +327,20 @@ def test_compute_commits_its_own_transactions_on_the_main_connection():
 
     with pytest.raises(RuntimeError):
         cache.get_or_compute(k, 60, compute)
-    # Then its transaction committed independently of the lock transaction
+    # Then its transaction committed on the one connection, while the lease was held
     assert db.execute("SELECT count(*) AS n FROM users WHERE id = %s", (user_id,)).fetchone()["n"] == 1
     assert cache.get(k) is None
 
 
-def test_a_lock_held_past_hold_s_is_released_by_the_server():
-    # Given a holder that stays idle in its lock transaction longer than hold_s
+def test_a_lease_held_past_hold_s_is_taken_over():
+    # Given a holder still running past its lease's hold_s
     k = cache.key("t", "abandoned")
     holding, release, errors = threading.Event(), threading.Event(), []
 
     @_in_thread
     def holder():
         try:
-            with cache.single_flight(k, hold_s=0.2):
+            with cache.single_flight(k, hold_s=1):
                 holding.set()
                 release.wait(timeout=10)
         except Exception as exc:  # the holder's exit must not fail
@@ -276,12 +349,13 @@ def test_a_lock_held_past_hold_s_is_released_by_the_server():
     t = threading.Thread(target=holder)
     t.start()
     assert holding.wait(timeout=10)
-    time.sleep(0.5)
-    # Then another caller gets the lock without waiting
+    time.sleep(1.2)
+    # Then another caller takes the key without waiting, and the late holder's release
+    # leaves the new lease alone
     with cache.single_flight(k, wait_s=0):
-        pass
-    release.set()
-    t.join()
+        release.set()
+        t.join()
+        assert db.execute("SELECT count(*) AS n FROM cache_leases WHERE key = %s", (k,)).fetchone()["n"] == 1
     assert errors == []
 
 
@@ -312,12 +386,12 @@ def test_hits_misses_and_computes_are_counted():
 
 
 def test_get_or_compute_refuses_to_compute_inside_a_caller_transaction():
-    # The entry would be published only at the caller's commit, after the lock's release.
+    # The lease and the entry would be published only at the caller's commit.
     k = cache.key("t", "in-transaction")
     with pytest.raises(RuntimeError, match="inside a transaction"), db.transaction():
         cache.get_or_compute(k, 60, lambda: pytest.fail("must not compute"))
     cache.set(k, "hit", 60)
-    with db.transaction():  # a hit needs no lock and is fine
+    with db.transaction():  # a hit needs no lease and is fine
         assert cache.get_or_compute(k, 60, lambda: pytest.fail("must not compute")) == "hit"
 
 

@@ -1,5 +1,7 @@
 """The connection helper against a real Postgres: lazy, reused, re-made after breaking."""
 
+import os
+
 import psycopg
 import pytest
 
@@ -103,3 +105,50 @@ def test_unreachable_database_raises_operational_error(monkeypatch):
     with pytest.raises(psycopg.OperationalError), db.transaction():
         pass
     config.settings.cache_clear()
+
+
+def test_a_proxy_host_replaces_the_urls_host(monkeypatch, database_url):
+    # Given DATABASE_URL naming a host that does not exist, and the proxy endpoint
+    # (DatabaseProxyEndpoint in the template) naming the real server
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from common import config
+
+    params = conninfo_to_dict(os.environ["DATABASE_URL"])
+    real_host = params.get("host") or "127.0.0.1"
+    monkeypatch.setenv("DATABASE_URL", make_conninfo(**{**params, "host": "db.invalid"}))
+    monkeypatch.setenv("DATABASE_PROXY_HOST", real_host)
+    config.settings.cache_clear()
+    db.reset()
+    try:
+        # Then the functions connect through it, with the URL's user and database
+        row = db.execute("SELECT current_user AS u, current_database() AS d").fetchone()
+        assert row == {"u": params.get("user") or "postgres", "d": params["dbname"]}
+    finally:
+        db.reset()
+        config.settings.cache_clear()
+
+
+def test_the_session_keeps_no_state_a_proxy_pins_for(clean_db):
+    """RDS Proxy pins a client to one database connection when a statement changes session
+    state (SET or set_config, PREPARE, session advisory locks, LISTEN, temporary tables,
+    DISCARD). After a request's kinds of work (a cache miss with its lease, a transaction,
+    reads), the session has none of it: its settings came in the startup packet
+    (pg_settings.source 'client', where a SET says 'session')."""
+    from common import cache
+
+    cache.get_or_compute(cache.key("t", "pinning"), 60, lambda: {"v": 1})
+    with db.transaction() as conn:
+        conn.execute("SELECT 1")
+    row = db.execute("""
+        SELECT (SELECT count(*) FROM pg_prepared_statements) AS prepared,
+               (SELECT count(*) FROM pg_locks
+                 WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS locks,
+               (SELECT count(*) FROM pg_listening_channels()) AS listening,
+               pg_my_temp_schema() = 0 AS no_temp_schema,
+               (SELECT array_agg(DISTINCT source ORDER BY source) FROM pg_settings
+                 WHERE name IN ('statement_timeout', 'application_name')) AS sources,
+               (SELECT count(*) FROM pg_settings WHERE source = 'session') AS set_in_session
+    """).fetchone()
+    assert row == {"prepared": 0, "locks": 0, "listening": 0, "no_temp_schema": True,
+                   "sources": ["client"], "set_in_session": 0}

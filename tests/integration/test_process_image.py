@@ -4,6 +4,7 @@ the fake OpenAI server. Test images are made with Pillow here, at test time."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -177,6 +178,10 @@ def test_upload_form_is_bound_to_a_fresh_key_under_the_users_prefix():
     assert status == 200
     assert form["key"].startswith(f"users/{user}/uploads/") and form["key"].endswith(".png")
     assert form["fields"]["Content-Type"] == "image/png" and form["max_bytes"] == 1000
+    # Tagged for the uploads bucket's expiry rule (template.yaml expire-uploads), in the policy too
+    tagging = "<Tagging><TagSet><Tag><Key>expire</Key><Value>uploads</Value></Tag></TagSet></Tagging>"
+    assert form["fields"]["tagging"] == tagging
+    assert {"tagging": tagging} in json.loads(base64.b64decode(form["fields"]["policy"]))["conditions"]
 
 
 @pytest.mark.parametrize(("body", "status", "code"), [

@@ -288,7 +288,7 @@ def test_a_pack_grants_credits_once_per_store_transaction():
     first = pack(alice, transaction_id="txn-pack-2")
     again = pack(alice, at=1, transaction_id="txn-pack-2")
     ok(first)
-    ok(again)
+    ok(again, "duplicate")  # the transaction was claimed by the first
     # Then it granted 50 credits once, and no entitlement
     assert ledger.balance(alice) == 50
     assert ent(alice) is None
@@ -303,8 +303,8 @@ def test_a_temporary_grant_then_its_purchase_grants_credits_once():
           expiration_at_ms=NOW + DAY))
     assert entitlements.has_entitlement(alice, "premium") and ledger.balance(alice) == 0
     ok(rc("INITIAL_PURCHASE", alice, at=1, product_id=PLUS, transaction_id="txn-plus-1"))
-    # the same purchase under a new event id
-    ok(rc("INITIAL_PURCHASE", alice, at=2, product_id=PLUS, transaction_id="txn-plus-1"))
+    # the same purchase under a new event id: claimed already
+    ok(rc("INITIAL_PURCHASE", alice, at=2, product_id=PLUS, transaction_id="txn-plus-1"), "duplicate")
     assert ledger.balance(alice) == 20
     ok(rc("RENEWAL", alice, at=3, product_id=PLUS, transaction_id="txn-plus-2"))
     assert ledger.balance(alice) == 40

@@ -146,9 +146,13 @@ def test_template_sizes_the_function_for_images_and_the_ai_timeout():
     assert spec.timeout > worst_ai_s + ai_tools.DEADLINE_MARGIN_S and spec.memory >= 2048 and spec.has_url
     props = template()["Resources"][spec.logical_id]["Properties"]
     policies = props["Policies"]
-    assert {"S3ReadPolicy": {"BucketName": {"Ref": "UploadsBucket"}}} in policies
-    assert {"S3CrudPolicy": {"BucketName": {"Ref": "GenerationsBucket"}}} in policies
-    statements = [s for p in policies if isinstance(p, dict) and "Statement" in p for s in p["Statement"]]
-    assert all(s["Resource"] == {"Fn::Sub": "${UploadsBucket.Arn}/users/*"} for s in statements)
+    statements = {s["Sid"]: s for p in policies if isinstance(p, dict) and "Statement" in p
+                  for s in p["Statement"]}
+    # Sources are read, and upload forms signed (with their expiry tag), under users/ only;
+    # results are stored, read and removed there in the generations bucket
+    assert statements["ReadSources"]["Resource"] == {"Fn::Sub": "${UploadsBucket.Arn}/users/*"}
+    assert statements["SignUploadForms"]["Resource"] == {"Fn::Sub": "${UploadsBucket.Arn}/users/*"}
+    assert set(statements["SignUploadForms"]["Action"]) == {"s3:PutObject", "s3:PutObjectTagging"}
+    assert statements["Results"]["Resource"] == {"Fn::Sub": "${GenerationsBucket.Arn}/users/*"}
     cors = template()["Resources"]["UploadsBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
     assert any("POST" in rule["AllowedMethods"] for rule in cors)

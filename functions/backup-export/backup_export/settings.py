@@ -18,7 +18,7 @@ class BackupSettings(EnvSettings):
     BACKUP_RETENTION_DAYS: int = Field(default=30, ge=1)
     BACKUP_KEEP_RUNS: int = Field(default=7, ge=1)
     #: Tables left out, comma-separated (yoyo's bookkeeping is always left out).
-    BACKUP_EXCLUDE_TABLES: str = "cache_entries,rate_limit_windows"
+    BACKUP_EXCLUDE_TABLES: str = "cache_entries,cache_leases,rate_limit_windows"
     #: Columns to redact, comma-separated ``table.column`` (exports for use outside
     #: production). Empty: a full backup.
     BACKUP_REDACT_COLUMNS: str = ""

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from common import config, http, safejson, signing
 from common.errors import AppError, SignatureError
 from common.observability import logger
-from paymob_webhook import callbacks
-from paymob_webhook.models import Transaction
+from common.providers import paymob_callbacks as callbacks
+from common.providers.paymob_models import Transaction
 
 #: Paymob's callbacks are a few kilobytes.
 MAX_BODY_BYTES = 64 * 1024

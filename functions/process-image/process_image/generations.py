@@ -10,8 +10,9 @@ generation row instead, on the same path:
 2. Cache key over (user, tool, tool version, engine version, model, canonical
    parameters, source ETag + version id). A hit returns the stored generation:
    ``cached: true``, nothing charged, no tool run, no new object.
-3. Miss: inside ``cache.single_flight(key)`` (one caller per key across all containers;
-   the others wait, then find the entry), check the cache again, reserve the credits,
+3. Miss: inside ``cache.single_flight(key)`` (a lease row: one caller per key across all
+   containers, holding no transaction or second connection while the tool runs; the
+   others poll, then find the entry), check the cache again, reserve the credits,
    read the source (size limit), decode it (pixel limit), run the tool, store the result
    under the user's prefix in the generations bucket, then in ONE transaction settle the
    reservation, insert the generation and write the cache entry.
@@ -151,7 +152,7 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         source = _head_source(s, object_key)
         if _etag(source.etag) != _etag(source_etag):
             raise Conflict("source_etag does not match the uploaded object; upload again or leave it out")
-    with cache.single_flight(key, wait_s=_wait_s(tool, s, deadline)):
+    with cache.single_flight(key, wait_s=_wait_s(tool, s, deadline), hold_s=_hold_s(deadline)):
         hit = cache.get(key)  # stored by the caller we waited for
         if hit is not None:
             return _cached(user_id, tool, hit, s)
@@ -345,6 +346,14 @@ def _wait_s(tool: Tool, s: Settings, deadline: float | None) -> float:
     if deadline is not None:
         wait = min(wait, deadline - time.monotonic() - 5)
     return max(wait, 0.5)
+
+
+def _hold_s(deadline: float | None) -> float:
+    """How long our single-flight lease lasts: as long as this invocation can run, so a
+    container killed mid-run frees the key for the next caller soon after."""
+    if deadline is None:
+        return cache.DEFAULT_HOLD_S
+    return max(deadline - time.monotonic(), 1.0) + 5
 
 
 # --- Reading back ----------------------------------------------------------------------

@@ -13,7 +13,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from common import config, http, signing
 from common.errors import SignatureError
 from common.observability import metrics
-from revenuecat_webhook import delivery, events
+from common.providers import revenuecat_delivery as delivery
+from common.providers import revenuecat_events as events
 
 #: RevenueCat events are a few KiB; subscriber attributes can add some. Far above that
 #: is not RevenueCat.

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from common import config, http, signing
 from common.errors import SignatureError
-from stripe_webhook import events
+from common.providers import stripe_events as events
 
 #: Stripe events are rarely over a few tens of kilobytes.
 MAX_BODY_BYTES = 256 * 1024

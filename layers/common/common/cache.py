@@ -9,13 +9,13 @@ the same logical request always maps to the same key. Values round-trip through 
 checked in SQL against the database clock), whether or not the cleanup job has run.
 
 Stampede protection: ``get_or_compute`` runs ``compute`` once per cold key across all
-callers. The caller that misses takes a transaction-level advisory lock on the key
-(``single_flight``) on this thread's *lock connection*, re-checks, computes, stores and
-then commits the lock transaction; the others block on the lock, then find the stored
-value. Transaction-level locks end with their transaction, so no lock can outlive a
-request or leak to another client behind RDS Proxy; the lock lives on a second
-connection so that ``compute`` can run and commit its own transactions (a credit
-reservation, say) on the main connection while the lock is held.
+callers. The caller that misses takes the key's lease (``single_flight``: a row with an
+expiry in ``cache_leases``, taken in one autocommit statement), re-checks, computes,
+stores and then deletes its lease; the others poll until they find the stored value, or
+take the lease when it is released or has expired. While ``compute`` runs (a slow AI
+call) the caller holds no transaction, no lock and no second connection: one connection
+per container, whatever the cache does, and ``compute`` can commit its own transactions
+(a credit reservation, say) on it. Nothing is session state, so RDS Proxy never pins.
 
 Metrics (Powertools, unit Count): ``CacheHit``, ``CacheMiss``, ``CacheCompute``,
 ``CacheBusy``, ``CacheEarlyRefresh``. Misses that did not compute were served by a
@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -48,9 +48,9 @@ if TYPE_CHECKING:
 
 #: How long a caller waits for another caller's computation of the same key.
 DEFAULT_WAIT_S = 30.0
-#: The longest a single-flight lock may be held: the server ends a lock transaction
-#: left idle longer (a frozen or killed Lambda sandbox), which releases the lock.
-#: 900 s is Lambda's maximum timeout.
+#: How long a single-flight lease lasts unless released: a holder that died (a killed
+#: Lambda sandbox) blocks its key until then. 900 s is Lambda's maximum timeout; callers
+#: that know their deadline pass a shorter ``hold_s``.
 DEFAULT_HOLD_S = 900.0
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
@@ -245,64 +245,62 @@ def _set_params(key: str, value: Any, ttl: int | float | timedelta, compute_ms: 
 
 # --- single flight ------------------------------------------------------------------
 
+# Take the key's lease if nobody holds it or the holder's lease has expired (a holder
+# that died): one autocommit statement, so no transaction stays open while the slow tool
+# runs, and no second connection is needed. RETURNING gives a row only to the taker; a
+# holder's own retry (the reply was lost) takes it again, so the statement is idempotent.
+_TAKE_LEASE = """
+INSERT INTO cache_leases AS l (key, holder, expires_at)
+VALUES (%(key)s, %(holder)s, now() + make_interval(secs => %(hold_s)s))
+ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+ WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
+RETURNING holder
+"""
 
-def _lock_id(key: str) -> int:
-    """The key's advisory lock id: the first 8 bytes of its SHA-256, as a signed bigint."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+# Only our own lease: after an expiry another caller may hold the key, and keeps it.
+_RELEASE_LEASE = "DELETE FROM cache_leases WHERE key = %(key)s AND holder = %(holder)s"
+
+#: Polling while another caller holds the lease: first wait, growth, longest wait (s).
+_POLL = (0.05, 1.5, 0.5)
 
 
 @contextmanager
 def single_flight(
     key: str, *, wait_s: float = DEFAULT_WAIT_S, hold_s: float = DEFAULT_HOLD_S
 ) -> Iterator[None]:
-    """Run the block while holding the key's lock, one caller at a time.
+    """Run the block while holding the key's lease, one caller at a time.
 
-    The lock is ``pg_advisory_xact_lock`` in a transaction on this thread's lock
-    connection (``db.lock_connection()``); it is released when the block ends, however
-    it ends. A caller that cannot get the lock within ``wait_s`` seconds gets
-    ``CacheBusy`` (``wait_s=0``: try once, never wait). ``lock_timeout``,
-    ``statement_timeout`` and ``idle_in_transaction_session_timeout`` are set with
-    ``set_config(..., is_local => true)`` for that transaction only (nothing is left
-    on the session). The last one, ``hold_s``, bounds how long a lock can outlive a
-    caller that vanished without closing its connection.
+    The lease is a row of ``cache_leases`` (migration 0015) that expires ``hold_s``
+    seconds after it is taken: taking and releasing it are single autocommit statements
+    on this thread's connection, so while the block runs (a 60-120 s AI call) the caller
+    holds no transaction, no lock and no second connection. A caller that finds the
+    lease held polls (50 ms, growing to 500 ms) until it is released or expires, and
+    gets ``CacheBusy`` after ``wait_s`` seconds (``wait_s=0``: try once, never wait). A
+    holder that vanished (a killed container) blocks the key until its lease expires,
+    so ``hold_s`` should be the longest the block can run (the Lambda's remaining time).
+
+    Polling, not LISTEN/NOTIFY: a listening session is pinned by RDS Proxy.
     """
     import psycopg
 
-    wait_ms = max(0, round(wait_s * 1000))
-    done = False
-    try:
-        with db.transaction(db.lock_connection) as conn:
-            _lock(conn, _lock_id(key), wait_ms, max(1, round(hold_s * 1000)))
-            yield
-            done = True
-    except psycopg.Error:
-        # Only the lock transaction's commit failed (the server ended the session after
-        # `hold_s`, or the connection died): it wrote nothing, and a session that is
-        # gone holds no locks. The block's own work stands.
-        if not done:
-            raise
-
-
-_SET_LOCK_TIMEOUTS = """
-SELECT set_config('lock_timeout', %s, true),
-       set_config('statement_timeout', %s, true),
-       set_config('idle_in_transaction_session_timeout', %s, true)
-"""
-
-
-def _lock(conn: psycopg.Connection[Any], lock_id: int, wait_ms: int, hold_ms: int) -> None:
-    import psycopg
-
-    # lock_timeout 0 would mean "wait forever": wait_ms == 0 uses the non-blocking form.
-    conn.execute(_SET_LOCK_TIMEOUTS, (str(max(wait_ms, 1)), str(wait_ms + 5000), str(hold_ms)))
-    if wait_ms == 0:
-        if not db.one_row(conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (lock_id,)))["ok"]:
+    _require_no_open_transaction()
+    holder = uuid.uuid4()
+    params = {"key": key, "holder": holder, "hold_s": max(1.0, float(hold_s))}
+    deadline = time.monotonic() + max(0.0, wait_s)
+    pause, growth, longest = _POLL
+    while db.execute(_TAKE_LEASE, params, idempotent=True).fetchone() is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise CacheBusy("this entry is being computed; retry shortly")
-        return
+        time.sleep(min(pause * random.uniform(0.8, 1.2), left))
+        pause = min(pause * growth, longest)
     try:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
-    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
-        raise CacheBusy("this entry is being computed; retry shortly") from None
+        yield
+    finally:
+        # The database unreachable: the lease expires after hold_s, and the block's own
+        # work (or its error) stands.
+        with suppress(psycopg.Error):
+            db.execute(_RELEASE_LEASE, params, idempotent=True)
 
 
 # --- get or compute ---------------------------------------------------------------
@@ -343,7 +341,6 @@ def get_or_compute[T](
         _count("CacheHit")
         return value
     _count("CacheMiss")
-    _require_no_open_transaction()
     try:
         with single_flight(key, wait_s=wait_s):
             row = db.execute(_GET, (key,), idempotent=True).fetchone()
@@ -378,14 +375,15 @@ def _get_or_refresh[T](key: str, ttl: int | float | timedelta, compute: Callable
 
 
 def _require_no_open_transaction() -> None:
-    """The computed entry must be committed before the lock is released, or the callers
-    waiting for it would miss it and compute again: so the store runs in autocommit, and
-    a caller inside a transaction on the main connection is refused."""
+    """The lease must be visible to other callers at once, and the computed entry
+    committed before the lease is released, or the callers waiting for it would miss it
+    and compute again: so both run in autocommit, and a caller inside a transaction on
+    the main connection is refused."""
     from psycopg.pq import TransactionStatus
 
     if db.connection().info.transaction_status != TransactionStatus.IDLE:
         raise RuntimeError(
-            "cache.get_or_compute cannot compute inside a transaction on the main connection"
+            "cache.single_flight cannot run inside a transaction on the main connection"
         )
 
 

@@ -41,20 +41,24 @@ if TYPE_CHECKING:  # psycopg costs ~170 ms to import: loaded on first connection
 _local = threading.local()
 
 
-def _connect(role: str = "") -> psycopg.Connection[dict[str, Any]]:
+def _connect() -> psycopg.Connection[dict[str, Any]]:
     import psycopg
     from psycopg.rows import dict_row
 
     s = settings()
     name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or s.POWERTOOLS_SERVICE_NAME
     dead_peer_s = s.DB_DEAD_PEER_TIMEOUT_S
+    # Through RDS Proxy (DATABASE_PROXY_HOST) the URL's credentials and database stay; only
+    # the host changes (a keyword argument overrides the URL's). Every other argument is
+    # a startup parameter or a libpq setting: nothing the proxy pins a session for.
     return psycopg.connect(
         require_secret("DATABASE_URL"),
+        host=s.DATABASE_PROXY_HOST or None,  # None: the URL's host
         autocommit=True,
         row_factory=dict_row,
         prepare_threshold=s.DB_PREPARE_THRESHOLD,  # None unless set: see the module doc
         connect_timeout=s.DB_CONNECT_TIMEOUT_S,
-        application_name=f"{name}/{role}" if role else name,
+        application_name=name,
         options=f"-c statement_timeout={s.DB_STATEMENT_TIMEOUT_MS}",
         # A peer that stops answering: unacknowledged data fails after tcp_user_timeout,
         # and an idle wait (a long statement) is probed from a third of the budget on.
@@ -84,16 +88,16 @@ def _closed_while_idle(conn: psycopg.Connection[Any]) -> bool:
         return True
 
 
-def _thread_connection(slot: str, role: str = "") -> psycopg.Connection[dict[str, Any]]:
+def _thread_connection() -> psycopg.Connection[dict[str, Any]]:
     import psycopg
 
-    conn = getattr(_local, slot, None)
+    conn = getattr(_local, "conn", None)
     idle = conn is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     if conn is None or conn.closed or conn.broken or (idle and _closed_while_idle(conn)):
         if conn is not None:
             conn.close()
-        conn = _connect(role)
-        setattr(_local, slot, conn)
+        conn = _connect()
+        _local.conn = conn
     return conn
 
 
@@ -111,26 +115,15 @@ def connection() -> psycopg.Connection[dict[str, Any]]:
     Lambda runs one invocation at a time per container, so one connection per thread is
     one per container there; tests and the local runner use threads.
     """
-    return _thread_connection("conn")
-
-
-def lock_connection() -> psycopg.Connection[dict[str, Any]]:
-    """This thread's second connection, for transaction-level advisory locks only.
-
-    Made lazily like ``connection()`` (application_name ``<name>/lock``). A lock held in
-    a transaction here leaves the main connection free to run and commit its own
-    transactions while the lock is held (the cache's single-flight does this).
-    """
-    return _thread_connection("lock_conn", "lock")
+    return _thread_connection()
 
 
 def reset() -> None:
-    """Close this thread's connections (tests, and after settings change)."""
-    for slot in ("conn", "lock_conn"):
-        conn = getattr(_local, slot, None)
-        setattr(_local, slot, None)
-        if conn is not None:
-            conn.close()
+    """Close this thread's connection (tests, and after settings change)."""
+    conn = getattr(_local, "conn", None)
+    _local.conn = None
+    if conn is not None:
+        conn.close()
 
 
 @contextmanager
@@ -143,7 +136,6 @@ def transaction(
     restarted, an idle timeout), nothing has been sent yet, so the transaction is begun
     again on a new connection. A connection that breaks later makes the error propagate
     (the caller, or the provider's retry, decides what next); the next call reconnects.
-    ``transaction(lock_connection)`` does the same on the lock connection.
     """
     import psycopg
 

@@ -14,8 +14,9 @@ of the same event waits on the first one's row lock (``UNIQUE (provider, event_i
 and then sees it finished, so an event takes effect once, however often it arrives.
 
 ``record`` returns True when the caller must process the event: its first delivery, or
-a redelivery of one whose earlier attempt ended ``failed`` or ``unmatched`` (nothing was
-applied then: an error rolls the effects back, and unmatched means no effect). For a
+a redelivery of one whose earlier attempt ended ``failed``, ``unmatched`` or ``rejected``
+(nothing was applied then: an error rolls the effects back, unmatched and rejected mean
+no effect). For a
 processed, ignored or parked event it returns False and only counts the attempt. Always ``mark``
 before committing; mark a delivery that failed its signature check ``failed`` (never
 ``ignored``), so the genuine delivery of that event id is still processed.
@@ -40,9 +41,11 @@ from common import db
 if TYPE_CHECKING:
     import psycopg
 
-STATUSES = frozenset({"received", "processed", "ignored", "unmatched", "failed", "parked"})
+STATUSES = frozenset({"received", "processed", "ignored", "unmatched", "failed", "parked", "rejected"})
 #: Statuses after which a redelivery is only counted. 'parked': a delivery for a deleted
-#: account, kept without its body, never applied (``park``).
+#: account, kept without its body, never applied (``park``). 'rejected' (a signed event
+#: that fails a binding: not ours) is not among them: it took no effect, so a redelivery
+#: is checked again.
 DONE = ("processed", "ignored", "parked")
 MAX_ERROR_CHARS = 1000
 

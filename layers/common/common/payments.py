@@ -116,7 +116,9 @@ WHERE id = %(id)s
 """
 
 #: One row per provider transaction; a later state of the same transaction (pending ->
-#: paid, paid -> refunded) updates it and keeps the latest callback.
+#: paid, paid -> refunded) updates it and keeps the latest callback. A settled state is
+#: never replaced by an open one (a late ``pending`` or a failed attempt of an invoice
+#: that was then paid), so the row ends the same in any arrival order.
 RECORD_PAYMENT = """
 INSERT INTO payments AS pay (order_id, provider, provider_transaction_id, status, amount_minor, currency,
                              raw, kind, payment_intent_id, parent_transaction_id, note)
@@ -129,6 +131,7 @@ ON CONFLICT (provider, provider_transaction_id) DO UPDATE SET
     payment_intent_id = coalesce(EXCLUDED.payment_intent_id, pay.payment_intent_id),
     parent_transaction_id = coalesce(EXCLUDED.parent_transaction_id, pay.parent_transaction_id),
     note = EXCLUDED.note, updated_at = now()
+WHERE NOT (pay.status IN ('paid', 'refunded', 'voided') AND EXCLUDED.status IN ('pending', 'declined'))
 """
 
 PAYMENT = """
@@ -146,10 +149,12 @@ ORDER BY created_at LIMIT 1
 #: there: active while some paid order grants it (its subscription, if any, in an access
 #: status) until the latest period end. Recomputing, rather than patching, keeps two
 #: plans of one user right whatever order their events arrive in. ``expires_at`` is never
-#: NULL here (NULL means "no expiry").
+#: NULL here (NULL means "no expiry"). The last event is the one whose subscription state
+#: the orders hold (the latest by time, then id), else the calling event: like the rest of
+#: the row, recomputed, so the same in any arrival order.
 SYNC_ENTITLEMENTS = """
 WITH plan_orders AS (
-    SELECT o.user_id, e.entitlement_id, o.product_id, o.period_end,
+    SELECT o.user_id, e.entitlement_id, o.product_id, o.period_end, o.state_at, o.state_event_id,
            o.status = 'paid' AND coalesce(o.subscription_status, 'active') = ANY(%(access)s) AS grants,
            o.subscription_id IS NOT NULL AND NOT o.cancel_at_period_end AS renews
     FROM orders o
@@ -162,19 +167,22 @@ WITH plan_orders AS (
            bool_or(grants) AS active,
            coalesce(max(period_end) FILTER (WHERE grants), max(period_end)) AS expires_at,
            bool_or(grants AND renews) AS will_renew,
-           (array_agg(product_id ORDER BY grants DESC, period_end DESC))[1] AS product_id
+           (array_agg(product_id ORDER BY grants DESC, period_end DESC))[1] AS product_id,
+           max(state_at) AS state_at,
+           (array_agg(state_event_id ORDER BY state_at DESC NULLS LAST, state_event_id DESC))[1]
+               AS state_event_id
     FROM plan_orders GROUP BY user_id, entitlement_id
 )
 INSERT INTO entitlements AS ent (user_id, entitlement_id, source, expires_at, active, will_renew,
                                  store, environment, product_id, last_event_at, last_event_id, updated_at)
 SELECT user_id, entitlement_id, %(provider)s, expires_at, active, will_renew,
-       'web', %(environment)s, product_id, coalesce(%(at)s, now()), %(event_id)s, now()
+       'web', %(environment)s, product_id, coalesce(state_at, %(at)s, now()),
+       CASE WHEN state_at IS NULL THEN %(event_id)s ELSE state_event_id END, now()
 FROM per_entitlement
 ON CONFLICT (user_id, entitlement_id, source) DO UPDATE SET
     expires_at = EXCLUDED.expires_at, active = EXCLUDED.active, will_renew = EXCLUDED.will_renew,
     store = EXCLUDED.store, environment = EXCLUDED.environment, product_id = EXCLUDED.product_id,
-    last_event_at = greatest(ent.last_event_at, EXCLUDED.last_event_at),
-    last_event_id = EXCLUDED.last_event_id, updated_at = now()
+    last_event_at = EXCLUDED.last_event_at, last_event_id = EXCLUDED.last_event_id, updated_at = now()
 """
 
 AUDIT = """

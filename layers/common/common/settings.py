@@ -51,6 +51,13 @@ class Settings(EnvSettings):
     PAYMOB_API_URL: str = "https://accept.paymob.com"
     STRIPE_API_BASE: str = "https://api.stripe.com"
     REVENUECAT_API_URL: str = "https://api.revenuecat.com"
+    #: The account's integration ids, comma-separated (checkout offers them; a callback
+    #: must name one of the numeric ones). Names are allowed for checkout and bind nothing.
+    PAYMOB_INTEGRATION_IDS: str = ""
+    #: The merchant's Paymob id (a callback's signed ``owner``); empty: not checked.
+    PAYMOB_MERCHANT_ID: str = Field(default="", pattern=r"^[0-9]*$")
+    # RDS Proxy: connect to this host instead of DATABASE_URL's (same user, database, TLS).
+    DATABASE_PROXY_HOST: str | None = None
     DB_STATEMENT_TIMEOUT_MS: int = Field(default=10_000, ge=0)
     DB_CONNECT_TIMEOUT_S: int = Field(default=5, ge=1)
     DB_DEAD_PEER_TIMEOUT_S: int = Field(default=10, ge=1)  # a silent server is given up on after this
@@ -64,6 +71,10 @@ class Settings(EnvSettings):
     SECRETS_MAX_AGE: int = Field(default=300, ge=0)
     RATE_LIMIT_PER_MINUTE: int = Field(default=100, ge=1)  # per user and route, unless the route says
     POWERTOOLS_SERVICE_NAME: str = "backend"
+
+    def paymob_integration_ids(self) -> frozenset[int]:
+        return frozenset(int(i) for i in (p.strip() for p in self.PAYMOB_INTEGRATION_IDS.split(","))
+                         if i.isdigit())
 
     def require(self, name: str) -> str:
         """A non-secret setting that this code path cannot do without."""

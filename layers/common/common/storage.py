@@ -24,7 +24,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -139,12 +139,14 @@ def _user_id(user_id: uuid.UUID | str) -> str:
 
 def presigned_post(bucket: str, key: str, *, content_types: Sequence[str], max_bytes: int,
                    content_type: str | None = None, min_bytes: int = 1,
-                   expires_s: int = 300) -> dict[str, Any]:
+                   expires_s: int = 300, tags: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A browser/app upload form for exactly ``key``: ``{"url", "fields", "expires_at"}``.
 
     The client's declared ``content_type`` must be in ``content_types`` (it may be
     omitted when only one is allowed); the policy then fixes that type, the key, SSE and
-    the size range ``[min_bytes, max_bytes]``, so S3 refuses any other upload.
+    the size range ``[min_bytes, max_bytes]``, so S3 refuses any other upload. ``tags``
+    become the object's tags (the form's ``tagging`` field, fixed by the policy too): a
+    bucket lifecycle rule can then expire these objects and no others.
     """
     key = check_key(key)
     chosen = _allowed_content_type(content_type, content_types)
@@ -157,6 +159,13 @@ def presigned_post(bucket: str, key: str, *, content_types: Sequence[str], max_b
         {"x-amz-server-side-encryption": SSE},
         ["content-length-range", min_bytes, max_bytes],
     ]  # boto3 adds {"bucket": ...} and {"key": key} (exact match) itself
+    if tags:
+        from xml.sax.saxutils import escape
+
+        tag_set = "".join(f"<Tag><Key>{escape(k)}</Key><Value>{escape(v)}</Value></Tag>"
+                          for k, v in tags.items())
+        fields["tagging"] = f"<Tagging><TagSet>{tag_set}</TagSet></Tagging>"
+        conditions.append({"tagging": fields["tagging"]})
     post = s3().generate_presigned_post(bucket, key, Fields=fields, Conditions=conditions,
                                         ExpiresIn=expires_s)
     return {"url": post["url"], "fields": post["fields"], "expires_at": expires_at}

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import db, inbox
 from common.errors import is_account_deleted
-from common.observability import logger
+from common.observability import logger, metrics, traced
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,6 +60,7 @@ DUPLICATE = Outcome("duplicate", None)
 PARKED = Outcome("parked", None, "account deleted")
 
 
+@traced
 def deliver(provider: str, event_id: str, *, event_type: str | None, headers: Mapping[str, Any],
             raw: bytes | str, apply: Callable[[psycopg.Connection[Any]], Outcome]) -> Outcome:
     """Record, apply and mark one verified event exactly once (see the module docstring)."""
@@ -76,14 +77,31 @@ def deliver(provider: str, event_id: str, *, event_type: str | None, headers: Ma
             inbox.park(provider, event_id, event_type=event_type)
             logger.info("webhook event parked: account deleted", extra={"provider": provider,
                                                                         "event_id": event_id})
+            _count(PARKED)
             return PARKED
         if not db.is_outage(exc):
             record_failure(provider, event_id, headers=headers, raw=raw, event_type=event_type, error=exc)
+            _count(None)
         raise
     logger.info("webhook event applied", extra={"provider": provider, "event_id": event_id,
                                                 "event_type": event_type, "outcome": outcome.status,
                                                 "note": outcome.note})
+    _count(outcome)
     return outcome
+
+
+#: The metric each outcome counts (Powertools, unit Count; the service dimension names the
+#: provider's function): the dashboard's webhook outcomes per provider.
+_METRICS = {"processed": "WebhookApplied", "ignored": "WebhookIgnored", "unmatched": "WebhookUnmatched",
+            "parked": "WebhookParked", "rejected": "WebhookRejected", None: "WebhookDuplicate"}
+
+
+def _count(outcome: Outcome | None) -> None:
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    name = "WebhookFailed" if outcome is None else _METRICS.get(
+        "parked" if outcome is PARKED else outcome.inbox, "WebhookApplied")
+    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
 
 def record_failure(provider: str, event_id: str, *, headers: Mapping[str, Any], raw: bytes | str,

@@ -25,7 +25,8 @@ def status_line(services: Services, runner: Runner) -> str:
     envs = [runner.function_env(fn) for fn in runner.functions.values()]
     payments = []
     for label, fake, setting in (("Paymob", services.paymob, "PAYMOB_API_URL"),
-                                 ("Stripe", services.stripe, "STRIPE_API_BASE")):
+                                 ("Stripe", services.stripe, "STRIPE_API_BASE"),
+                                 ("RevenueCat", services.revenuecat, "REVENUECAT_API_URL")):
         if fake is not None and any(env.get(setting) == fake.base_url for env in envs):
             payments.append(f"{label} fake at {fake.base_url}")
         else:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from devkit import s3
 from devkit.runner.settings import (
     LOCAL_PAYMOB_KEYS,
+    LOCAL_REVENUECAT_API_KEY,
     LOCAL_SECRETS,
     LOCAL_STRIPE_API_KEY,
     WEBHOOK_FUNCTIONS,
@@ -38,6 +39,7 @@ class Services:
     s3_note: str = ""  # e.g. why S3 is not on the port asked for
     paymob: Any = None  # devkit.fake_paymob.FakePaymob
     stripe: Any = None  # devkit.fake_stripe.FakeStripe
+    revenuecat: Any = None  # devkit.fake_revenuecat.FakeRevenueCat
 
     def env(self) -> dict[str, str]:
         env = {**LOCAL_SECRETS, "DATABASE_URL": self.database_url}
@@ -49,10 +51,13 @@ class Services:
                        PAYMOB_INTEGRATION_IDS=str(INTEGRATION_ID))
         if self.stripe is not None:
             env.update(STRIPE_API_KEY=LOCAL_STRIPE_API_KEY, STRIPE_API_BASE=self.stripe.base_url)
+        if self.revenuecat is not None:
+            env.update(REVENUECAT_API_KEY=LOCAL_REVENUECAT_API_KEY,
+                       REVENUECAT_API_URL=self.revenuecat.base_url)
         return env
 
     def stop(self) -> None:
-        for name in ("moto", "paymob", "stripe"):
+        for name in ("moto", "paymob", "stripe", "revenuecat"):
             server = getattr(self, name)
             if server is not None:
                 server.stop()
@@ -136,10 +141,11 @@ def start_services(buckets: list[str], *, s3_port: int | None = None, s3_port_fi
             raise
     services = Services(url, source, moto.endpoint, buckets, applied, seeded, moto, note)
     if fakes:
-        from devkit import fake_paymob, fake_stripe
+        from devkit import fake_paymob, fake_revenuecat, fake_stripe
 
         services.paymob = fake_paymob.FakePaymob().start()
         services.stripe = fake_stripe.FakeStripe().start()
+        services.revenuecat = fake_revenuecat.FakeRevenueCat().start()
     return services
 
 

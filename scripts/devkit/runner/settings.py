@@ -26,14 +26,17 @@ PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "
                "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "XDG_RUNTIME_DIR")
 #: Settings taken from the shell when set there (secrets and provider endpoints).
 SHELL_SETTINGS = ("OPENAI_BASE_URL", "PAYMOB_API_URL", "STRIPE_API_BASE", "REVENUECAT_API_URL")
-#: The payment providers' APIs are local fakes (devkit.fake_paymob, devkit.fake_stripe)
-#: unless you configure the provider's secret key (shell or env.local.json): then the
+#: The payment providers' APIs are local fakes (devkit.fake_paymob, devkit.fake_stripe,
+#: devkit.fake_revenuecat) unless you configure the provider's secret key (shell or env.local.json): then the
 #: settings that point at the fake are left out, and the template's (real) ones apply.
 FAKE_PROVIDER_SETTINGS = {
-    "PAYMOB_SECRET_KEY": ("PAYMOB_API_URL", "PAYMOB_PUBLIC_KEY", "PAYMOB_INTEGRATION_IDS"),
+    "PAYMOB_SECRET_KEY": ("PAYMOB_API_URL", "PAYMOB_PUBLIC_KEY", "PAYMOB_INTEGRATION_IDS", "PAYMOB_API_KEY"),
     "STRIPE_API_KEY": ("STRIPE_API_BASE",),
+    "REVENUECAT_API_KEY": ("REVENUECAT_API_URL",),
 }
-LOCAL_PAYMOB_KEYS = {"PAYMOB_SECRET_KEY": "local-paymob-secret-key", "PAYMOB_PUBLIC_KEY": "pk_test_local"}
+LOCAL_PAYMOB_KEYS = {"PAYMOB_SECRET_KEY": "local-paymob-secret-key", "PAYMOB_PUBLIC_KEY": "pk_test_local",
+                     "PAYMOB_API_KEY": "local-paymob-api-key"}
+LOCAL_REVENUECAT_API_KEY = "sk_local_revenuecat_key"
 #: The functions that receive each provider's webhooks: the fakes' checkout pages sign
 #: with their secret and send to their URL.
 WEBHOOK_FUNCTIONS = {"paymob": "paymob-webhook", "stripe": "stripe-webhook"}

@@ -1,4 +1,4 @@
-"""Fixtures for the web payment functions: the Paymob and Stripe fakes (one server each
+"""Fixtures for the payment functions: the Paymob, Stripe and RevenueCat fakes (one server each
 per session, reset per test), the settings the three functions read, and a clean
 database."""
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from common import config, db
-from devkit import fake_paymob, fake_stripe
+from devkit import fake_paymob, fake_revenuecat, fake_stripe
 from tests.integration.payments import helpers
 
 
@@ -28,6 +28,13 @@ def _stripe_server() -> Iterator[fake_stripe.FakeStripe]:
     fake.stop()
 
 
+@pytest.fixture(scope="session")
+def _revenuecat_server() -> Iterator[fake_revenuecat.FakeRevenueCat]:
+    fake = fake_revenuecat.FakeRevenueCat().start()
+    yield fake
+    fake.stop()
+
+
 def _clear_settings() -> None:
     config.settings.cache_clear()
     checkout_settings = sys.modules.get("checkout.settings")
@@ -36,14 +43,17 @@ def _clear_settings() -> None:
 
 
 @pytest.fixture(autouse=True)
-def payments_env(clean_db, _paymob_server, _stripe_server, monkeypatch: pytest.MonkeyPatch):
+def payments_env(clean_db, _paymob_server, _stripe_server, _revenuecat_server,
+                 monkeypatch: pytest.MonkeyPatch):
     """Every test here: a clean database, fresh fakes and the local payment settings."""
     _paymob_server.reset()
     _stripe_server.reset()
+    _revenuecat_server.reset()
     for name, value in helpers.ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PAYMOB_API_URL", _paymob_server.base_url)
     monkeypatch.setenv("STRIPE_API_BASE", _stripe_server.base_url)
+    monkeypatch.setenv("REVENUECAT_API_URL", _revenuecat_server.base_url)
     _clear_settings()
     db.reset()
     yield
@@ -60,3 +70,8 @@ def paymob(_paymob_server) -> fake_paymob.FakePaymob:
 @pytest.fixture
 def stripe_api(_stripe_server) -> fake_stripe.FakeStripe:
     return _stripe_server
+
+
+@pytest.fixture
+def revenuecat_api(_revenuecat_server) -> fake_revenuecat.FakeRevenueCat:
+    return _revenuecat_server

@@ -22,6 +22,9 @@ ENV = {
     "PAYMOB_INTEGRATION_IDS": "4097558",
     "STRIPE_WEBHOOK_SECRET": STRIPE_SECRET,
     "STRIPE_API_KEY": "sk_test_local_0000000000",
+    "PAYMOB_API_KEY": "local-paymob-api-key",
+    "REVENUECAT_API_KEY": "sk_local_revenuecat_0000000000",
+    "REVENUECAT_WEBHOOK_AUTH": "local-test-revenuecat-auth",
     "STRIPE_SUCCESS_URL": "https://example.com/checkout/return?status=success&session_id={CHECKOUT_SESSION_ID}",
     "STRIPE_CANCEL_URL": "https://example.com/checkout/return?status=canceled",
 }
@@ -110,6 +113,38 @@ def invoke_concurrently(name: str, event: dict[str, Any], n: int) -> list[int]:
     for child in children:
         child.join(timeout=60)
     return [results.get() for _ in range(n)]
+
+
+def invoke_together(*calls: tuple[str, dict[str, Any]]) -> list[Any]:
+    """Invoke each (function, event) at once, each in its own process, released together
+    by a barrier (as ``invoke_concurrently``); their results (a status code for a URL
+    function, the returned value otherwise), in order."""
+    for name, _event in calls:
+        load_handler(name)
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(len(calls))
+    results = ctx.SimpleQueue()
+
+    def run(index: int, name: str, event: dict[str, Any]) -> None:
+        inherited = [getattr(db._local, "conn", None), getattr(db._local, "lock_conn", None)]
+        db._local.conn = db._local.lock_conn = None
+        try:
+            barrier.wait(timeout=30)
+            answer = invoke(name, event)
+            results.put((index, answer.get("statusCode", answer)))
+        except BaseException as exc:
+            results.put((index, repr(exc)))
+        del inherited
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        children = [ctx.Process(target=run, args=(i, name, event)) for i, (name, event) in enumerate(calls)]
+        for child in children:
+            child.start()
+    for child in children:
+        child.join(timeout=60)
+    answers = dict(results.get() for _ in calls)
+    return [answers[i] for i in range(len(calls))]
 
 
 # --- database reads ----------------------------------------------------------------------

@@ -7,7 +7,6 @@ import psycopg
 import pytest
 
 from common import db, payments
-from devkit.lambdas import load_handler
 from tests.integration.payments.helpers import new_user, order
 
 
@@ -46,8 +45,7 @@ def test_a_payment_has_a_known_status_and_unmatched_means_no_order():
 
 
 def test_subscription_ordering_rule():
-    load_handler("stripe-webhook")
-    from stripe_webhook.subscriptions import decide
+    from common.providers.stripe_subscriptions import decide
 
     t = datetime(2026, 1, 1, tzinfo=UTC)
     later, earlier = t + timedelta(seconds=1), t - timedelta(seconds=1)
@@ -55,6 +53,7 @@ def test_subscription_ordering_rule():
     assert decide("active", t, "past_due", later) == "apply"
     assert decide("past_due", t, "active", earlier) == "stale"
     assert decide("canceled", t, "active", later) == "stale"          # canceled is final
-    assert decide("active", t, "canceled", earlier) == "stale"
+    assert decide("active", t, "canceled", earlier) == "apply"        # whatever its time
+    assert decide("canceled", t, "incomplete_expired", earlier) == "stale"
     assert decide("active", t, "active", t) == "apply"
     assert decide("active", t, "past_due", t) == "tie"

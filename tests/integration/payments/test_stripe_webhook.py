@@ -248,7 +248,7 @@ def test_a_tie_is_settled_by_re_fetching_the_subscription(stripe_api, monkeypatc
     stripe_api.subscriptions[sub_id] = fake_stripe.subscription(sub_id, metadata, period_start=t0,
                                                                 period_end=t0 + 30 * DAY)
     failed = fake_stripe.invoice(sub_id, metadata, amount=799, currency="usd", period_start=t0,
-                                 period_end=t0 + 30 * DAY, paid=False)
+                                 period_end=t0 + 30 * DAY, paid=False, billing_reason="subscription_cycle")
     deliver(fake_stripe.event("invoice.payment_failed", failed, created=t0))
     assert len(stripe_api.calls(fake_stripe.SUBSCRIPTION)) == 1
     assert order(order_id)["subscription_status"] == "active"

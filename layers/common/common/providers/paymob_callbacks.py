@@ -1,8 +1,14 @@
 """What a verified Paymob transaction callback does to our orders.
 
-Only signed fields decide: the order is found by the signed ``order.id`` (the intention
-order id checkout stored), never by the unsigned ``merchant_order_id``; the signed
-``amount_cents`` and ``currency`` must equal the order's. The unsigned ``is_refund`` /
+Only signed fields decide, and only when they are bound to our account: the signed
+string has no separators, so a signed callback with digits moved from ``id`` to
+``integration_id`` (or from ``order.id`` to ``owner``) still verifies. The integration id
+must be one of ``PAYMOB_INTEGRATION_IDS`` (the numeric ones) and, where
+``PAYMOB_MERCHANT_ID`` is set, ``owner`` must equal it; a callback that fails either is
+``rejected``: no effect, an audit row, the metric ``PaymobCallbacksRejected``. Then the
+order is found by the signed ``order.id`` (the intention order id checkout stored),
+never by the unsigned ``merchant_order_id``; the signed ``amount_cents`` and
+``currency`` must equal the order's. The unsigned ``is_refund`` /
 ``is_void`` only tell a refund child apart from another child (``has_parent_transaction``
 is signed). Each state of a transaction is one inbox event (``<id>:<state>``), applied in
 the same transaction as its effects.
@@ -21,10 +27,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import payments, webhooks
-from common.observability import logger
+from aws_lambda_powertools.metrics import MetricUnit
+
+from common import config, payments, webhooks
+from common.errors import ConfigError
+from common.observability import logger, metrics
+from common.providers.paymob_models import Transaction
 from common.webhooks import Outcome
-from paymob_webhook.models import Transaction
 
 PROVIDER = "paymob"
 EVENT_TYPE = "TRANSACTION"
@@ -38,7 +47,34 @@ def process(txn: Transaction, callback: dict[str, Any], *, headers: Any, raw: st
     return outcome.status
 
 
+def binding(txn: Transaction) -> str | None:
+    """Why a signed transaction is not one of ours, or None when it is."""
+    settings = config.settings()
+    integrations = settings.paymob_integration_ids()
+    if not integrations:
+        # Misconfigured: fail loudly (kept as failed, healed by reconcile once set).
+        raise ConfigError("PAYMOB_INTEGRATION_IDS names no numeric integration id")
+    if txn.integration_id not in integrations:
+        return "integration_id not ours"
+    if settings.PAYMOB_MERCHANT_ID and txn.owner != int(settings.PAYMOB_MERCHANT_ID):
+        return "owner not our merchant"
+    return None
+
+
+def reject(conn: Any, txn: Transaction, reason: str, *, event_id: str) -> Outcome:
+    """A signed callback that fails a binding: no effect, kept as ``rejected``, audited."""
+    payments.audit(conn, PROVIDER, "callback_rejected", None, {
+        "event_id": event_id, "reason": reason, "transaction_id": txn.id, "order_id": txn.order_id,
+        "integration_id": txn.integration_id, "owner": txn.owner})
+    metrics.add_metric(name="PaymobCallbacksRejected", unit=MetricUnit.Count, value=1)
+    logger.warning("paymob callback rejected", extra={"reason": reason, "transaction_id": txn.id})
+    return Outcome("rejected", "rejected", reason)
+
+
 def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: str) -> Outcome:
+    """What a verified transaction does (the webhook's callback, or reconcile's inquiry)."""
+    if reason := binding(txn):
+        return reject(conn, txn, reason, event_id=event_id)
     order = payments.lock_order(conn, provider=PROVIDER, provider_order_id=str(txn.order_id))
 
     def record(status: str, *, kind: str = "payment", note: str | None = None) -> None:

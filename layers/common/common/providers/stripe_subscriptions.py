@@ -1,17 +1,22 @@
-"""A plan order's Stripe subscription state, which never moves backwards.
+"""A plan order's Stripe subscription state: the same whatever order its events arrive in.
 
 Stripe delivers events late, twice and out of order. Each observation of a subscription
 (a subscription event, a paid or failed invoice) carries the event's ``created`` time,
-Stripe's own clock; the order keeps the time of the state it applied (``state_at``):
+Stripe's own clock; the order keeps the time of the state it applied (``state_at``). The
+state kept is the greatest observation by these rules, so any arrival order ends in it:
 
-- the period end only grows (``greatest``), whatever the event's age;
-- a status from an older event than the one applied is ignored (``stale``);
-- ``canceled`` and ``incomplete_expired`` are final in Stripe: nothing reopens them;
+- ``canceled`` and ``incomplete_expired`` are final in Stripe (a resubscription is a new
+  subscription id): a final status wins over any other, older or newer (a last invoice
+  created a second after the deletion cannot reopen it);
+- otherwise the later event wins; a status from an older event is ignored (``stale``);
 - the same second with a different status is a ``tie``: the subscription is re-fetched
   from the API (``GET /v1/subscriptions/{id}``) and its current state applied. Without
   an API key (local runs), or for a subscription the API does not know, the tie goes to
-  the later status in the lifecycle (``RANK``), so the outcome never depends on arrival
-  order.
+  the later status in the lifecycle (``RANK``);
+- the same second and status: the greater event id is recorded (``state_event_id``);
+- the period end only grows (``greatest``), whatever the event's age;
+- ``cancel_at_period_end`` is known from subscription objects only and kept with its own
+  event time (``cancel_flag_at``): the latest value wins, ``true`` on a same-second tie.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Literal
 from common import config, payments
 from common.errors import Unavailable
 from common.observability import logger
-from stripe_webhook.models import Subscription
+from common.providers.stripe_models import Subscription
 
 TERMINAL = frozenset({"canceled", "incomplete_expired"})
 #: Lifecycle order, for ties that cannot be settled by the API.
@@ -32,17 +37,25 @@ RANK = {"incomplete": 0, "trialing": 1, "active": 2, "past_due": 3, "unpaid": 4,
 
 Verdict = Literal["apply", "stale", "tie"]
 
-#: Period end forward only; the status, its time and the cancel flag only when applied.
+#: Period end forward only; the status and its time only when applied (the event id of
+#: an equal state only when greater); the cancel flag by its own time.
 SET_STATE = """
 UPDATE orders SET
     subscription_id = coalesce(subscription_id, %(subscription_id)s::text),
     period_end = CASE WHEN %(period_end)s::timestamptz IS NULL THEN period_end
                       ELSE greatest(period_end, %(period_end)s::timestamptz) END,
     subscription_status = CASE WHEN %(apply)s::boolean THEN %(status)s::text ELSE subscription_status END,
-    cancel_at_period_end = CASE WHEN %(apply)s::boolean AND %(cancel)s::boolean IS NOT NULL
-                                THEN %(cancel)s::boolean ELSE cancel_at_period_end END,
+    state_event_id = CASE WHEN NOT %(apply)s::boolean THEN state_event_id
+                          WHEN subscription_status = %(status)s::text AND state_at = %(at)s::timestamptz
+                          THEN greatest(state_event_id, %(event_id)s::text)
+                          ELSE %(event_id)s::text END,
     state_at = CASE WHEN %(apply)s::boolean THEN %(at)s::timestamptz ELSE state_at END,
-    state_event_id = CASE WHEN %(apply)s::boolean THEN %(event_id)s::text ELSE state_event_id END,
+    cancel_at_period_end = CASE
+        WHEN %(cancel)s::boolean IS NOT NULL AND (cancel_flag_at IS NULL
+             OR (%(at)s::timestamptz, %(cancel)s::boolean) > (cancel_flag_at, cancel_at_period_end))
+        THEN %(cancel)s::boolean ELSE cancel_at_period_end END,
+    cancel_flag_at = CASE WHEN %(cancel)s::boolean IS NULL THEN cancel_flag_at
+                          ELSE greatest(cancel_flag_at, %(at)s::timestamptz) END,
     updated_at = now()
 WHERE id = %(id)s
 """
@@ -61,11 +74,11 @@ class Observation:
 
 
 def decide(stored_status: str | None, stored_at: datetime | None, status: str, at: datetime) -> Verdict:
-    """Whether an observation at ``at`` replaces the stored state."""
+    """Whether an observation at ``at`` replaces the stored state (see the module docstring)."""
     if stored_status is None or stored_at is None:
         return "apply"
-    if stored_status in TERMINAL and status not in TERMINAL:
-        return "stale"
+    if (stored_status in TERMINAL) != (status in TERMINAL):
+        return "apply" if status in TERMINAL else "stale"
     if at != stored_at:
         return "apply" if at > stored_at else "stale"
     return "apply" if status == stored_status else "tie"

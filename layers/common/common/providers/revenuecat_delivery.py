@@ -19,7 +19,8 @@ from typing import Any
 
 from common import config, db, inbox, webhooks
 from common.observability import logger
-from revenuecat_webhook import apply, events
+from common.providers import revenuecat_apply as apply
+from common.providers import revenuecat_events as events
 
 PROVIDER = apply.PROVIDER
 #: Events replayed after a live delivery for their user (the rest: scripts/replay-unmatched).

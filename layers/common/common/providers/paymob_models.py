@@ -29,6 +29,11 @@ class Transaction(BaseModel):
     is_capture: bool
     has_parent_transaction: bool
     order: OrderRef | int
+    # Signed, and bound to our account (``callbacks.binding``): without the binding, digits
+    # moved between ``id`` and ``integration_id`` (or ``order.id`` and ``owner``), which sit
+    # side by side in the separator-less signed string, would keep the HMAC valid.
+    integration_id: int | None = None
+    owner: int | None = None
     # Unsigned: which kind of child transaction this is, and its parent.
     is_refund: bool = False
     is_void: bool = False

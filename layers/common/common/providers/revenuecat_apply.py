@@ -13,9 +13,13 @@ Order safety (events arrive in any order, each at least once):
   none existed, so an older purchase that arrives after them stays without effect.
 - Transfers: recorded; an event for the old owner that is older than the transfer is
   applied to the new owner instead, so transfer-then-purchase equals purchase-then-transfer.
-- Credits: granted once per store transaction (ledger ref ``purchase:<transaction_id>``),
-  whatever the event id; refunds and their reversals are remembered per transaction, so
-  purchase, refund and reversal end in the same balance in any order.
+- Purchases: a purchase or renewal is applied once per store transaction, whatever the
+  event id: the first event to apply it claims the transaction (``revenuecat_claims``);
+  another event for it (a webhook after reconcile healed it from ``GET /v1/subscribers``,
+  or the other way round) is a ``duplicate`` with no effect. Credits are also granted
+  once per transaction by the ledger (ref ``purchase:<transaction_id>``); refunds and
+  their reversals are remembered per transaction, so purchase, refund and reversal end
+  in the same balance in any order.
 - Every effect on a user runs with that user's row locked (``FOR NO KEY UPDATE``), so two
   events of one user never interleave their reads and writes.
 """
@@ -29,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from common import ledger
 from common.observability import logger
+from common.providers.revenuecat_events import GRANTING, KNOWN, NO_ACCESS_CHANGE, Event, ms
 from common.webhooks import Outcome
-from revenuecat_webhook.events import GRANTING, KNOWN, NO_ACCESS_CHANGE, Event, ms
 
 if TYPE_CHECKING:
     import psycopg
@@ -183,6 +187,13 @@ SELECT refunded_at IS NOT NULL AND (reversed_at IS NULL OR reversed_at < refunde
 FROM revenuecat_refunds WHERE transaction_id = %(transaction_id)s
 """
 
+#: The first event to apply a store transaction's purchase claims it; the claim's event id.
+CLAIM = """
+INSERT INTO revenuecat_claims AS c (transaction_id, event_id) VALUES (%(transaction_id)s, %(event_id)s)
+ON CONFLICT (transaction_id) DO UPDATE SET event_id = c.event_id
+RETURNING event_id
+"""
+
 CURRENCIES = "SELECT code, credits_per_unit FROM revenuecat_currencies WHERE code = ANY(%(codes)s)"
 
 
@@ -226,19 +237,23 @@ def _apply(conn: psycopg.Connection, event: Event, *, apply_sandbox: bool) -> Ou
         return Outcome("processed", user_id=user_id)
     if event.type == "VIRTUAL_CURRENCY_TRANSACTION":
         return _virtual_currency(conn, user_id, event)
+    if event.type in CREDIT_GRANTING and event.transaction_id:
+        claim = _one(conn, CLAIM, {"transaction_id": event.transaction_id, "event_id": event.id})
+        if claim["event_id"] != event.id:
+            return Outcome("duplicate", "ignored", "store transaction already applied", user_id=user_id)
     product = product_for(conn, event.product_id)
     _entitlements(conn, user_id, event, product)
     _credits(conn, user_id, event, product)
     return Outcome("processed", user_id=user_id)
 
 
-def resolve(conn: psycopg.Connection, app_user_ids: list[str]) -> uuid.UUID | None:
+def resolve(conn: psycopg.Connection[Any], app_user_ids: list[str]) -> uuid.UUID | None:
     """Our user named by the first of ``app_user_ids`` that names one, or None."""
     users = resolve_all(conn, app_user_ids)
     return users[0] if users else None
 
 
-def resolve_all(conn: psycopg.Connection, app_user_ids: list[str]) -> list[uuid.UUID]:
+def resolve_all(conn: psycopg.Connection[Any], app_user_ids: list[str]) -> list[uuid.UUID]:
     """Our users named by ``app_user_ids``, in their order, without repeats."""
     if not app_user_ids:
         return []
@@ -246,7 +261,7 @@ def resolve_all(conn: psycopg.Connection, app_user_ids: list[str]) -> list[uuid.
     return list(dict.fromkeys(row["user_id"] for row in rows))
 
 
-def learn_aliases(conn: psycopg.Connection, user_id: uuid.UUID, app_user_ids: list[str]) -> None:
+def learn_aliases(conn: psycopg.Connection[Any], user_id: uuid.UUID, app_user_ids: list[str]) -> None:
     """Remember the event's other ids (anonymous, custom) as this user's. UUIDs are left
     out: they are our user ids, resolved through users, never someone's alias."""
     ids = [i for i in app_user_ids if _as_uuid(i) is None]
@@ -366,8 +381,8 @@ def _credits(conn: psycopg.Connection, user_id: uuid.UUID, event: Event, product
 
 def _refund(conn: psycopg.Connection, user_id: uuid.UUID, event: Event, tid: str) -> None:
     """Claw back what the refunded transaction granted, as far as the balance allows."""
-    state = _run(conn, NOTE_REFUND, {"transaction_id": tid, "user_id": user_id, "refunded_at": event.at,
-                                     "reversed_at": None}).fetchone()
+    state = _one(conn, NOTE_REFUND, {"transaction_id": tid, "user_id": user_id, "refunded_at": event.at,
+                                     "reversed_at": None})
     if not state["refunded"]:
         return  # a newer reversal already stands
     grant = _run(conn, LEDGER_ENTRY, {"ref": f"purchase:{tid}"}).fetchone()
@@ -384,8 +399,8 @@ def _refund_reversed(conn: psycopg.Connection, user_id: uuid.UUID, event: Event,
                      product: Product | None) -> None:
     """Give back what the refund took; or, if neither refund nor purchase took effect,
     grant the purchase's credits (the purchase event then finds them granted)."""
-    state = _run(conn, NOTE_REFUND, {"transaction_id": tid, "user_id": user_id, "refunded_at": None,
-                                     "reversed_at": event.at}).fetchone()
+    state = _one(conn, NOTE_REFUND, {"transaction_id": tid, "user_id": user_id, "refunded_at": None,
+                                     "reversed_at": event.at})
     if state["refunded"]:
         return  # a newer refund stands
     clawback = _run(conn, LEDGER_ENTRY, {"ref": f"refund:{tid}"}).fetchone()
@@ -441,7 +456,14 @@ def _canonical(app_user_id: str) -> str:
     return _as_uuid(app_user_id) or app_user_id
 
 
-def _run(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> psycopg.Cursor[dict[str, Any]]:
+def _one(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The row of an upsert that always returns one (``RETURNING``)."""
+    row = _run(conn, query, params).fetchone()
+    assert row is not None, "an upsert with RETURNING returns its row"
+    return row
+
+
+def _run(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> psycopg.Cursor[dict[str, Any]]:
     # The caller's connection may have another row factory: ask for dicts here.
     from psycopg.rows import dict_row
 

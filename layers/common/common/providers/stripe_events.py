@@ -11,9 +11,10 @@ must equal the order's before anything is delivered.
 - ``checkout.session.async_payment_failed`` / ``.expired`` -> order failed.
 - ``invoice.paid``: the first invoice pays a plan order (it may come before the session
   event); every paid invoice moves the period end forward.
-- ``invoice.payment_failed``: the subscription is past due (access until the period end).
+- ``invoice.payment_failed``: a renewal's makes the subscription past due (access until
+  the period end); the first invoice's, incomplete.
 - ``customer.subscription.updated`` / ``.deleted``: status, period end, cancel flag,
-  never backwards (``subscriptions``).
+  never backwards; a deletion is final (``subscriptions``).
 - ``charge.refunded``: credits taken back in proportion to the refunded total, as far as
   the balance allows; a fully refunded plan charge ends that plan's access.
 - anything else: recorded, ``ignored``.
@@ -26,10 +27,10 @@ from typing import Any
 
 from common import payments, webhooks
 from common.observability import logger
+from common.providers import stripe_subscriptions as subscriptions
+from common.providers.stripe_models import OBJECTS, Charge, Event, Invoice, Session, Subscription
+from common.providers.stripe_subscriptions import Observation
 from common.webhooks import Outcome
-from stripe_webhook import subscriptions
-from stripe_webhook.models import OBJECTS, Charge, Event, Invoice, Session, Subscription
-from stripe_webhook.subscriptions import Observation
 
 PROVIDER = "stripe"
 
@@ -134,7 +135,10 @@ def invoice_failed(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]
         return _unmatched(conn, invoice.id, invoice.amount_paid, invoice.currency, event)
     _recorder(conn, order, invoice.id, invoice.amount_paid, invoice.currency, event,
               payment_intent_id=invoice.intent)("declined")
-    status = "past_due" if order.is_paid else "incomplete"
+    # The first invoice failing leaves the subscription incomplete; a renewal's, past due.
+    # Its billing reason says which, whatever arrived before it.
+    first = invoice.billing_reason == "subscription_create" if invoice.billing_reason else not order.is_paid
+    status = "incomplete" if first else "past_due"
     subscriptions.observe(conn, order, invoice.subscription_id, Observation(status, ev.at), event_id=ev.id)
     payments.sync_entitlements(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
     return Outcome("payment_failed")

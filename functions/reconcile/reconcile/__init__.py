@@ -1,0 +1,1 @@
+"""The reconcile function: heals payment webhooks that never arrived, from each provider's API."""

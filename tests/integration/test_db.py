@@ -88,6 +88,38 @@ def test_named_prepared_statements_only_when_configured(monkeypatch):
         db.reset()
 
 
+
+def test_hot_row_binds_values_like_execute_and_leaves_no_session_state(database_url):
+    # The simple-protocol path: the same values back (quotes, backslashes, unicode, NUL
+    # refused alike), nothing prepared on the session, and a dead connection replaced
+    # for an idempotent statement.
+    for value in ["o'r\\x; DROP TABLE users; --", "é", "%s", None, 42]:
+        assert db.hot_row("SELECT %s AS v", (value,)) == db.execute("SELECT %s AS v", (value,)).fetchone()
+    with pytest.raises(psycopg.DataError):
+        db.hot_row("SELECT %s::text AS v", ("a\x00b",))
+    assert db.hot_row("SELECT %(n)s::int + 1 AS n", {"n": 1}) == {"n": 2}
+    assert db.hot_row("SELECT 1 AS n WHERE false") is None
+    assert db.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] == 0
+    old_pid = db.hot_row("SELECT pg_backend_pid() AS pid")["pid"]
+    _kill(old_pid, database_url)
+    assert db.hot_row("SELECT pg_backend_pid() AS pid", idempotent=True)["pid"] != old_pid
+
+
+def test_hot_row_is_prepared_when_configured(monkeypatch):
+    from common import config
+
+    monkeypatch.setenv("DB_PREPARE_THRESHOLD", "0")
+    config.settings.cache_clear()
+    db.reset()
+    try:
+        for _ in range(3):
+            assert db.hot_row("SELECT 3 + %s AS n", (1,)) == {"n": 4}
+        assert db.execute("SELECT count(*) AS n FROM pg_prepared_statements").fetchone()["n"] >= 1
+    finally:
+        monkeypatch.delenv("DB_PREPARE_THRESHOLD")
+        config.settings.cache_clear()
+        db.reset()
+
 def test_unreachable_database_raises_operational_error(monkeypatch):
     # Given a database URL nobody answers at
     import socket

@@ -1,6 +1,7 @@
 """The webhook inbox on a real Postgres: an event takes effect once, its row and its
 effects commit or roll back together, and stored headers hold no credentials."""
 
+import contextlib
 import json
 import threading
 import uuid
@@ -168,3 +169,31 @@ def test_concurrent_deliveries_of_one_event_take_effect_once(run):
     assert sorted(results) == [False] * 9 + [True]
     assert audit_count() == 1
     assert row(f"evt_race_{run}")["attempts"] == 10
+
+
+def test_each_pipeline_outcome_counts_its_metric():
+    from common import webhooks
+    from common.observability import metrics
+
+    def counts(event_id, outcome=None, error=None):
+        metrics.clear_metrics()
+
+        def apply(conn):
+            if error:
+                raise error
+            return outcome
+
+        with contextlib.suppress(ValueError):  # the failure propagates to the provider (500)
+            webhooks.deliver("paymob", event_id, event_type="TRANSACTION", headers=HEADERS, raw=BODY,
+                             apply=apply)
+        found = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
+        metrics.clear_metrics()
+        return found
+
+    # Each outcome of the one pipeline is one count, named for the dashboard
+    assert counts("e1", webhooks.Outcome("paid")) == {"WebhookApplied": 1}
+    assert counts("e1", webhooks.Outcome("paid")) == {"WebhookDuplicate": 1}
+    assert counts("e2", webhooks.Outcome.ignored("not ours")) == {"WebhookIgnored": 1}
+    assert counts("e3", webhooks.Outcome.unmatched("no order")) == {"WebhookUnmatched": 1}
+    assert counts("e4", webhooks.Outcome("rejected", "rejected", "integration")) == {"WebhookRejected": 1}
+    assert counts("e5", error=ValueError("bug")) == {"WebhookFailed": 1}

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
@@ -146,6 +147,20 @@ def test_presigned_get_downloads_and_carries_its_expiry(bucket):
     assert response.status_code == 200
     assert response.content == b"result bytes"
 
+
+
+def test_presigned_get_reuse_answers_the_same_url_while_half_its_life_is_left(bucket, monkeypatch):
+    key = unique_key("result.png")
+    storage.put(bucket, key, b"result bytes", "image/png")
+    url, expires_at = storage.presigned_get(bucket, key, expires_s=600, reuse=True)
+    assert storage.presigned_get(bucket, key, expires_s=600, reuse=True) == (url, expires_at)
+    assert storage.presigned_get(bucket, key, expires_s=900, reuse=True)[0] != url  # another lifetime
+    # Past half its life, a new URL (and its own expiry) is made
+    later = time.monotonic() + 301
+    monkeypatch.setattr(storage.time, "monotonic", lambda: later)
+    fresh, fresh_expires_at = storage.presigned_get(bucket, key, expires_s=600, reuse=True)
+    assert (fresh, fresh_expires_at) != (url, expires_at)
+    assert requests.get(fresh, timeout=10).content == b"result bytes"
 
 # --- objects ---------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from checkout import catalog, paymob, stripe_checkout
 from checkout.models import CheckoutIn, PaymobCheckoutIn, PaymobCheckoutOut, ProductsOut, StripeCheckoutOut
 from checkout.settings import settings
-from common import config, payments
+from common import config, orders
 from common.auth import Principal
 from common.errors import BadGateway, ConfigError
 from common.observability import logger
@@ -32,7 +32,7 @@ def start_paymob(user: Principal, body: PaymobCheckoutIn) -> PaymobCheckoutOut:
     public_key = s.require("PAYMOB_PUBLIC_KEY")
     api_url = config.settings().PAYMOB_API_URL.rstrip("/")
     price = catalog.price(body.product_id, "paymob", body.currency or s.PAYMOB_CURRENCY)
-    order = payments.create_order(user.user_id, price.id, "paymob", price.amount_minor, price.currency)
+    order = orders.create_order(user.user_id, price.id, "paymob", price.amount_minor, price.currency)
     billing = body.billing.model_dump() if body.billing else {}
     email = billing.get("email") or _email(user)
     payload: dict[str, Any] = {
@@ -66,7 +66,7 @@ def start_stripe(user: Principal, body: CheckoutIn) -> StripeCheckoutOut:
     config.require_secret("STRIPE_API_KEY")
     success_url, cancel_url = s.require("STRIPE_SUCCESS_URL"), s.require("STRIPE_CANCEL_URL")
     price = catalog.price(body.product_id, "stripe", body.currency or s.STRIPE_CURRENCY)
-    order = payments.create_order(user.user_id, price.id, "stripe", price.amount_minor, price.currency)
+    order = orders.create_order(user.user_id, price.id, "stripe", price.amount_minor, price.currency)
     params = stripe_checkout.session_params(
         order, provider_price_id=price.provider_product_id, email=_email(user),
         success_url=success_url, cancel_url=cancel_url)
@@ -86,26 +86,26 @@ def payment_methods(integration_ids: str) -> list[int | str]:
     return [int(m) if m.isdigit() else m for m in methods]
 
 
-def _or_fail[T](order: payments.Order, call: Callable[[], T]) -> T:
+def _or_fail[T](order: orders.Order, call: Callable[[], T]) -> T:
     """Run the provider call; on any failure mark the order failed, then re-raise."""
     try:
         return call()
     except Exception:
-        payments.fail_order(order.id, "provider_error")
+        orders.fail_order(order.id, "provider_error")
         raise
 
 
-def _attach(order: payments.Order, *, provider_order_id: str, checkout_id: str) -> None:
+def _attach(order: orders.Order, *, provider_order_id: str, checkout_id: str) -> None:
     import psycopg
 
     try:
-        attached = payments.attach_checkout(order.id, provider_order_id=provider_order_id,
+        attached = orders.attach_checkout(order.id, provider_order_id=provider_order_id,
                                             checkout_id=checkout_id)
     except psycopg.errors.UniqueViolation:
         attached = False  # the provider reused an order id we already hold: unusable
     if not attached:
         logger.error("provider checkout could not be attached", extra={"order_id": str(order.id)})
-        payments.fail_order(order.id, "provider_error")
+        orders.fail_order(order.id, "provider_error")
         raise BadGateway("the payment provider answered unexpectedly")
 
 

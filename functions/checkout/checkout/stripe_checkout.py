@@ -1,13 +1,14 @@
-"""Stripe Checkout Sessions through the stripe SDK (``common.payments.stripe_client``)."""
+"""Stripe Checkout Sessions through the stripe SDK (``common.providers.stripe_client``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from common import payments
+from common import orders
 from common.errors import BadGateway, GatewayTimeout
 from common.observability import logger, traced
+from common.providers.stripe_client import stripe_client
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ def recurring(period_days: int) -> dict[str, Any]:
     return {"interval": "day", "interval_count": period_days}
 
 
-def session_params(order: payments.Order, *, provider_price_id: str | None, email: str | None,
+def session_params(order: orders.Order, *, provider_price_id: str | None, email: str | None,
                    success_url: str, cancel_url: str) -> dict[str, Any]:
     """The Checkout Session: one line item from the catalog, ``client_reference_id`` = the
     user, our order id in the metadata of the session and of what it creates (payment
@@ -65,7 +66,7 @@ def create_session(params: dict[str, Any], *, idempotency_key: str) -> Session:
     import stripe
 
     try:
-        session = payments.stripe_client().v1.checkout.sessions.create(
+        session = stripe_client().v1.checkout.sessions.create(
             params=params, options={"idempotency_key": idempotency_key})  # type: ignore[arg-type]
     except stripe.APIConnectionError as exc:
         logger.warning("stripe checkout unreachable", extra={"error": type(exc.__cause__).__name__})

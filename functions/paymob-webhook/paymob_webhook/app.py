@@ -30,7 +30,7 @@ app = http.make_resolver(max_body_bytes=MAX_BODY_BYTES)
 
 
 @app.post("/")
-def processed():  # a dict, or the 422 envelope (no response model)
+def processed() -> Response[dict[str, Any]]:  # a Response on every path: the 422 envelope is one
     event = app.current_event
     raw = signing.raw_body(event.raw_event)
     # Strings kept exactly as sent until the HMAC over them is checked.
@@ -41,7 +41,7 @@ def processed():  # a dict, or the 422 envelope (no response model)
     if callback["type"] != callbacks.EVENT_TYPE:
         # TOKEN and DELIVERY_STATUS callbacks are signed differently and not used here.
         logger.info("paymob callback type ignored", extra={"callback_type": callback["type"][:40]})
-        return {"status": "ignored"}
+        return _ok({"status": "ignored"})
     hmac_value = (event.query_string_parameters or {}).get("hmac")
     secrets = config.secret_list("PAYMOB_HMAC_SECRET")
     if not signing.verify_paymob_processed(callback["obj"], hmac_value, secrets):
@@ -53,11 +53,11 @@ def processed():  # a dict, or the 422 envelope (no response model)
         txn = Transaction.model_validate(callback["obj"])
     except ValidationError as exc:
         return _invalid(exc)
-    return {"status": callbacks.process(txn, callback, headers=event.headers, raw=raw)}
+    return _ok({"status": callbacks.process(txn, callback, headers=event.headers, raw=raw)})
 
 
 @app.get("/")
-def response_callback():  # HTML or JSON (no response model)
+def response_callback() -> Response[Any]:  # HTML or JSON: no response model
     query = dict(app.current_event.query_string_parameters or {})
     if not signing.verify_paymob_response(query, config.secret_list("PAYMOB_HMAC_SECRET")):
         raise SignatureError("signature verification failed")
@@ -74,7 +74,11 @@ def response_callback():  # HTML or JSON (no response model)
     return Response(200, "text/html; charset=utf-8", page)
 
 
-def _invalid(exc: ValidationError) -> Response[Any]:
+def _ok(body: dict[str, Any]) -> Response[dict[str, Any]]:
+    return Response(200, content_types.APPLICATION_JSON, body)
+
+
+def _invalid(exc: ValidationError) -> Response[dict[str, Any]]:
     # Locations and messages only: the values are not echoed.
     fields: list[dict[str, Any]] = [{"loc": ["body", "obj", *err["loc"]], "msg": err["msg"]}
                                     for err in exc.errors()]

@@ -28,9 +28,9 @@ GET_TOOL = f"SELECT {_COLUMNS} FROM tools WHERE id = %(id)s"
 
 GET_TOOLS = f"SELECT {_COLUMNS} FROM tools WHERE id = ANY(%(ids)s) ORDER BY id"
 
-#: The catalog's version: a digest of every row as text, so any change to any column of
-#: any tool (a price, a prompt, enabled) is a new version. A few rows: microseconds.
-VERSION = "SELECT md5(string_agg(t::text, ',' ORDER BY t.id)) FROM tools t"
+#: The catalog's version: a trigger writes a new one with any change to tools (a price, a
+#: prompt, enabled; migration 0016), so reading it is one row, not a digest of them all.
+VERSION = "SELECT version::text FROM tools_catalog_version"
 
 LOAD_CATALOG = f"SELECT {_COLUMNS}, ({VERSION}) AS catalog_version FROM tools ORDER BY sort_order, id"
 

@@ -297,8 +297,9 @@ def _cached(user_id: uuid.UUID, tool: Tool, entry: dict[str, Any], s: Settings, 
         balance = ledger.balance(user_id)
     url = expires_at = None
     if entry.get("result_key"):
+        # a repeated hit may get the URL an earlier one got, with at least half its life left
         url, expires_at = storage.presigned_get(s.bucket("GENERATIONS_BUCKET"), entry["result_key"],
-                                                expires_s=s.DOWNLOAD_URL_TTL_S)
+                                                expires_s=s.DOWNLOAD_URL_TTL_S, reuse=True)
     return GenerationOut(generation_id=entry["generation_id"], status="succeeded", tool_id=tool.id, url=url,
                          expires_at=expires_at, cached=True, credits_charged=0,
                          balance=balance, content_type=entry["content_type"],

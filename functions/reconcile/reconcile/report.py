@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Outcomes that mean the event took effect now, brought by reconcile: a heal. A
-#: duplicate was delivered (or healed) before; unmatched found nothing to apply to.
-NOT_HEALED = frozenset({"duplicate", "unmatched"})
+#: Outcomes that are not a heal (an event no webhook brought, recorded now by reconcile):
+#: a duplicate was delivered (or healed) before; unmatched found nothing to apply to; an
+#: order with no transaction was abandoned at checkout (nothing was lost); an invalid
+#: answer was not recorded.
+NOT_HEALED = frozenset({"duplicate", "unmatched", "no_transaction", "invalid"})
 
 
 @dataclass

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from common import config, payments
+from common import config
 from common.observability import logger, traced
 from common.providers import stripe_events
+from common.providers.stripe_client import stripe_client
 from reconcile import cursors
 from reconcile.report import Deadline, Report
 
@@ -87,7 +88,7 @@ def _list(since: int, until: int, deadline: Deadline, report: Report) -> list[di
                               "types": sorted(stripe_events.HANDLERS), "limit": PAGE}
     events: list[dict[str, Any]] = []
     try:
-        for event in payments.stripe_client().v1.events.list(params).auto_paging_iter():
+        for event in stripe_client().v1.events.list(params).auto_paging_iter():
             events.append(event.to_dict(recursive=True))
             report.checked += 1
             if report.checked % PAGE == 0 and deadline.passed():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Response, content_types
 from pydantic import ValidationError
 
 from common import config, http, signing
@@ -28,7 +28,7 @@ app = http.make_resolver(max_body_bytes=MAX_BODY_BYTES)
 
 
 @app.post("/")
-def webhook():
+def webhook() -> Response[dict[str, Any]]:  # a Response on every path: the 422 envelope is one
     request = app.current_event
     raw = signing.raw_body(request.raw_event)
     try:
@@ -40,10 +40,11 @@ def webhook():
         ev, obj = events.parse(event)
     except ValidationError as exc:
         return _invalid(exc)
-    return {"status": events.process(ev, obj, event, headers=request.headers, raw=raw)}
+    status = events.process(ev, obj, event, headers=request.headers, raw=raw)
+    return Response(200, content_types.APPLICATION_JSON, {"status": status})
 
 
-def _invalid(exc: ValidationError) -> Response[Any]:
+def _invalid(exc: ValidationError) -> Response[dict[str, Any]]:
     # Locations and messages only: the values are not echoed.
     fields: list[dict[str, Any]] = [{"loc": ["body", *err["loc"]], "msg": err["msg"]} for err in exc.errors()]
     return http.error_response(422, "invalid_input", "the event is invalid", fields=fields)

@@ -242,7 +242,9 @@ def admit(principal: Principal, route: str, *, limit: int | None = None) -> bool
     import psycopg
 
     idle = db.connection().info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    row = db.one_row(db.execute(_ADMIT if idle else _ADMIT_IN_TRANSACTION, params))
+    row = db.hot_row(_ADMIT if idle else _ADMIT_IN_TRANSACTION, params)  # every request: the hot path
+    if row is None:
+        raise RuntimeError("the admission statement returned no row")
     ratelimit.check(ratelimit.Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"]), route)
     if row["deleted"]:
         logger.info("authentication rejected", extra={"reason": "account deleted"})

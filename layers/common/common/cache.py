@@ -169,7 +169,7 @@ _MISS = object()
 
 def get(key: str) -> Any | None:
     """The live value stored under ``key``, or None (missing or expired)."""
-    row = db.execute(_GET, (key,), idempotent=True).fetchone()
+    row = db.hot_row(_GET, (key,), idempotent=True)
     _count("CacheHit" if row else "CacheMiss")
     return row["value"] if row else None
 
@@ -180,8 +180,10 @@ def get_along(key: str, queries: dict[str, str], params: dict[str, Any]) -> tupl
     needs the cached value and a few other values pays one round trip instead of several.
     Returns the value (or None) and ``{name: result}``."""
     columns = "".join(f",\n       ({sql}) AS {name}" for name, sql in queries.items())
-    row = db.one_row(db.execute(f"SELECT ({_GET_VALUE}) AS cache_value{columns}",
-                                {**params, "cache_key": key}, idempotent=True))
+    row = db.hot_row(f"SELECT ({_GET_VALUE}) AS cache_value{columns}", {**params, "cache_key": key},
+                     idempotent=True)
+    if row is None:
+        raise RuntimeError("the statement returned no row")
     value = row.pop("cache_value")
     _count("CacheHit" if value is not None else "CacheMiss")
     return value, row
@@ -222,7 +224,7 @@ def set(  # the cache's verb: this module says `builtins.set` for the type
     if conn is not None:
         conn.execute(_SET_QUIET, {**params, "async": False})
     else:
-        db.execute(_SET_QUIET, {**params, "async": True}, idempotent=True)
+        db.hot_row(_SET_QUIET, {**params, "async": True}, idempotent=True)
 
 
 def delete(key: str) -> bool:

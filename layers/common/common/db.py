@@ -168,6 +168,43 @@ def one_row(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def hot_row(sql: str, params: Any = None, *, idempotent: bool = False) -> dict[str, Any] | None:
+    """``execute(sql, params, idempotent=...).fetchone()`` for a statement on a request's
+    hot path (a cache read or write), ~40 us (a quarter of a cache read) cheaper here
+    (docs/cache.md).
+
+    While named prepared statements are off (``DB_PREPARE_THRESHOLD`` unset) the statement
+    goes as one simple-protocol query, its values bound on the client by psycopg
+    (``ClientCursor``: psycopg's literal quoting for the connection's encoding; nothing
+    is ever formatted into SQL by hand) instead of Parse/Bind/Describe/Execute of an
+    unnamed statement: no session state either (RDS Proxy does not pin). The cursor is
+    kept per connection (making one is ~15 us); no cursor is handed out, so no caller
+    can hold it across another call. With prepared statements on, the server-side path:
+    client-bound statements cannot be prepared.
+    """
+    import psycopg
+
+    conn = connection()
+    try:
+        return _hot_cursor(conn).execute(sql, params).fetchone()
+    except psycopg.OperationalError:
+        if not (idempotent and conn.broken):
+            raise
+        return _hot_cursor(connection()).execute(sql, params).fetchone()
+
+
+def _hot_cursor(conn: psycopg.Connection[dict[str, Any]]) -> psycopg.Cursor[dict[str, Any]]:
+    import psycopg
+
+    if conn.prepare_threshold is not None:
+        return conn.cursor()
+    cursor: psycopg.Cursor[dict[str, Any]] | None = getattr(_local, "hot_cursor", None)
+    if cursor is None or cursor.connection is not conn:
+        cursor = psycopg.ClientCursor(conn)
+        _local.hot_cursor = cursor
+    return cursor
+
+
 def execute(sql: str, params: Any = None, *, idempotent: bool = False) -> psycopg.Cursor[dict[str, Any]]:
     """Run one statement in autocommit mode.
 

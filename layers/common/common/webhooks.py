@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import db, inbox
 from common.errors import is_account_deleted
-from common.observability import logger, metrics
+from common.observability import logger, metrics, traced
 
 if TYPE_CHECKING:
     import psycopg
@@ -60,6 +60,7 @@ DUPLICATE = Outcome("duplicate", None)
 PARKED = Outcome("parked", None, "account deleted")
 
 
+@traced
 def deliver(provider: str, event_id: str, *, event_type: str | None, headers: Mapping[str, Any],
             raw: bytes | str, apply: Callable[[psycopg.Connection[Any]], Outcome]) -> Outcome:
     """Record, apply and mark one verified event exactly once (see the module docstring)."""
@@ -92,7 +93,7 @@ def deliver(provider: str, event_id: str, *, event_type: str | None, headers: Ma
 #: The metric each outcome counts (Powertools, unit Count; the service dimension names the
 #: provider's function): the dashboard's webhook outcomes per provider.
 _METRICS = {"processed": "WebhookApplied", "ignored": "WebhookIgnored", "unmatched": "WebhookUnmatched",
-            "parked": "WebhookParked", None: "WebhookDuplicate"}
+            "parked": "WebhookParked", "rejected": "WebhookRejected", None: "WebhookDuplicate"}
 
 
 def _count(outcome: Outcome | None) -> None:

@@ -4,6 +4,7 @@ requests, restarted cold when its code changes, killed when it overruns its Time
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import select
@@ -80,7 +81,10 @@ class Worker:
         return self.proc.poll() is None
 
     def _pump(self, sink: Callable[[str], None]) -> None:
-        for raw in self.proc.stderr:  # type: ignore[union-attr]
+        # Buffered: the pipe is unbuffered (bufsize=0), and line iteration over a raw file
+        # reads one byte per system call, a wake-up of this thread per byte of every log
+        # line. A buffered reader still hands each line over as soon as it has arrived.
+        for raw in io.BufferedReader(self.proc.stderr):  # type: ignore[arg-type]
             sink(f"{self.fn.name} | {raw.decode(errors='replace').rstrip()}")
 
     def _read(self, deadline: float) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from common import db, ledger, payments
+from common import db, ledger, orders
 from devkit import fake_paymob, fake_stripe
 from tests.integration.payments.helpers import (
     call,
@@ -35,9 +35,9 @@ def plan_order():
     """A user with a pending Stripe plan order, as checkout leaves it (without the HTTP
     round trip, which 720 runs need not repeat)."""
     user = new_user()
-    order = payments.create_order(user, "premium_monthly", "stripe", PRICE, "USD")
+    order = orders.create_order(user, "premium_monthly", "stripe", PRICE, "USD")
     session_id = fake_stripe.new_id("cs")
-    payments.attach_checkout(order.id, provider_order_id=session_id, checkout_id=session_id)
+    orders.attach_checkout(order.id, provider_order_id=session_id, checkout_id=session_id)
     metadata = {"order_id": str(order.id), "user_id": str(user), "product_id": "premium_monthly"}
     return user, order.id, session_id, metadata
 

@@ -6,16 +6,16 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from common import db, payments
+from common import db, orders, payment_records
 from tests.integration.payments.helpers import new_user, order
 
 
 def paid_order():
     user = new_user()
-    created = payments.create_order(user, "credits_50", "paymob", 25000, "EGP")
+    created = orders.create_order(user, "credits_50", "paymob", 25000, "EGP")
     with db.transaction() as conn:
-        assert payments.pay(conn, payments.lock_order(conn, order_id=created.id), event_id="test")
-        assert not payments.pay(conn, payments.lock_order(conn, order_id=created.id), event_id="test")
+        assert orders.pay(conn, orders.lock_order(conn, order_id=created.id), event_id="test")
+        assert not orders.pay(conn, orders.lock_order(conn, order_id=created.id), event_id="test")
     return created.id
 
 
@@ -37,10 +37,10 @@ def test_a_paid_order_cannot_be_moved_backwards_or_made_inconsistent(sql):
 
 def test_a_payment_has_a_known_status_and_unmatched_means_no_order():
     with pytest.raises(psycopg.errors.CheckViolation), db.transaction() as conn:
-        payments.record_payment(conn, provider="paymob", transaction_id="1", order_id=None, status="paid",
+        payment_records.record(conn, provider="paymob", transaction_id="1", order_id=None, status="paid",
                                 amount_minor=1, currency="EGP", raw={})
     with pytest.raises(psycopg.errors.CheckViolation), db.transaction() as conn:
-        payments.record_payment(conn, provider="paymob", transaction_id="2", order_id=None, status="weird",
+        payment_records.record(conn, provider="paymob", transaction_id="2", order_id=None, status="weird",
                                 amount_minor=1, currency="EGP", raw={})
 
 

@@ -180,6 +180,17 @@ def test_a_lost_paymob_callback_is_healed_once_as_if_delivered(paymob):
     assert rows("SELECT 1 FROM audit_log WHERE action = 'double_payment'") == []
 
 
+def test_an_abandoned_paymob_checkout_is_no_heal(paymob):
+    # Given a checkout the buyer never paid: Paymob knows no transaction for its order
+    user = new_user()
+    status, body = checkout("/paymob", user, {"product_id": "credits_50"})
+    assert status == 201, body
+    # Then a run asks about it, and counts nothing healed (the heals alarm stays quiet)
+    report = reconcile("paymob")
+    assert report["paymob"]["outcomes"] == {"no_transaction": 1} and healed(report, "paymob") == 0
+    assert order(body["order_id"])["status"] == "pending" and balance(user) == 0
+
+
 def test_a_paymob_run_racing_the_callback_grants_once(paymob):
     for _ in range(20):
         user, order_id, callback = paymob_purchase(paymob)

@@ -25,15 +25,19 @@ the same transaction as its effects.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from common import config, payments, webhooks
+from common import audit, config, orders, payment_records, webhooks
 from common.errors import Misconfigured
 from common.observability import logger, metrics
 from common.providers.paymob_models import Transaction
 from common.webhooks import Outcome
+
+if TYPE_CHECKING:
+    import psycopg
 
 PROVIDER = "paymob"
 EVENT_TYPE = "TRANSACTION"
@@ -64,9 +68,9 @@ def binding(txn: Transaction) -> str | None:
     return None
 
 
-def reject(conn: Any, txn: Transaction, reason: str, *, event_id: str) -> Outcome:
+def reject(conn: psycopg.Connection[Any], txn: Transaction, reason: str, *, event_id: str) -> Outcome:
     """A signed callback that fails a binding: no effect, kept as ``rejected``, audited."""
-    payments.audit(conn, PROVIDER, "callback_rejected", None, {
+    audit.record(conn, PROVIDER, "callback_rejected", None, {
         "event_id": event_id, "reason": reason, "transaction_id": txn.id, "order_id": txn.order_id,
         "integration_id": txn.integration_id, "owner": txn.owner})
     metrics.add_metric(name="PaymobCallbacksRejected", unit=MetricUnit.Count, value=1)
@@ -74,14 +78,15 @@ def reject(conn: Any, txn: Transaction, reason: str, *, event_id: str) -> Outcom
     return Outcome("rejected", "rejected", reason)
 
 
-def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: str) -> Outcome:
+def apply(conn: psycopg.Connection[Any], txn: Transaction, callback: dict[str, Any], *,
+          event_id: str) -> Outcome:
     """What a verified transaction does (the webhook's callback, or reconcile's inquiry)."""
     if reason := binding(txn):
         return reject(conn, txn, reason, event_id=event_id)
-    order = payments.lock_order(conn, provider=PROVIDER, provider_order_id=str(txn.order_id))
+    order = orders.lock_order(conn, provider=PROVIDER, provider_order_id=str(txn.order_id))
 
     def record(status: str, *, kind: str = "payment", note: str | None = None) -> None:
-        payments.record_payment(
+        payment_records.record(
             conn, provider=PROVIDER, transaction_id=str(txn.id), order_id=order.id if order else None,
             status=status, amount_minor=txn.amount_cents, currency=txn.currency, raw=callback, kind=kind,
             parent_transaction_id=None if txn.parent_transaction is None else str(txn.parent_transaction),
@@ -101,31 +106,32 @@ def apply(conn: Any, txn: Transaction, callback: dict[str, Any], *, event_id: st
         return Outcome.ignored("child transaction")
     if txn.pending:
         record("pending")
-        payments.mark_pending(conn, order)
+        orders.mark_pending(conn, order)
         return Outcome("pending")
     if not txn.success:
         record("declined")
-        payments.fail_order(order.id, "declined", conn=conn)
+        orders.fail_order(order.id, "declined", conn=conn)
         return Outcome("declined")
     if (txn.amount_cents, txn.currency) != (order.amount_minor, order.currency):
         record("mismatch", note="amount_mismatch")
-        payments.audit(conn, PROVIDER, "amount_mismatch", order.id, {
+        audit.record(conn, PROVIDER, "amount_mismatch", order.id, {
             "transaction_id": txn.id, "expected": [order.amount_minor, order.currency],
             "received": [txn.amount_cents, txn.currency]})
         logger.warning("paymob amount mismatch", extra={"order_id": str(order.id), "transaction_id": txn.id})
         return Outcome.ignored("amount_mismatch", status="mismatch")
     if order.is_paid:
         record("duplicate", note="order already paid")
-        payments.audit(conn, PROVIDER, "double_payment", order.id, {"transaction_id": txn.id})
+        audit.record(conn, PROVIDER, "double_payment", order.id, {"transaction_id": txn.id})
         logger.warning("paymob order paid twice", extra={"order_id": str(order.id), "transaction_id": txn.id})
         return Outcome("duplicate_payment")
     record("paid")
-    period_end = payments.next_period_end(conn, order) if order.is_plan else None
-    payments.pay(conn, order, event_id=event_id, period_end=period_end)
+    period_end = orders.next_period_end(conn, order) if order.is_plan else None
+    orders.pay(conn, order, event_id=event_id, period_end=period_end)
     return Outcome("paid")
 
 
-def _refund_child(conn: Any, txn: Transaction, order: payments.Order, record: Any, event_id: str) -> Outcome:
+def _refund_child(conn: psycopg.Connection[Any], txn: Transaction, order: orders.Order,
+                  record: Callable[..., None], event_id: str) -> Outcome:
     """A refund or void transaction of its own: its signed amount is what went back."""
     status = "voided" if txn.is_void else "refunded"
     if not txn.success or txn.pending:
@@ -136,25 +142,26 @@ def _refund_child(conn: Any, txn: Transaction, order: payments.Order, record: An
         return Outcome.ignored("currency_mismatch", status="mismatch")
     record(status, kind="refund")
     total = order.amount_minor if txn.is_void else order.refunded_minor + txn.amount_cents
-    result = payments.refund(conn, order, total, ref=f"refund:{txn.id}", event_id=event_id)
+    result = orders.refund(conn, order, total, ref=f"refund:{txn.id}", event_id=event_id)
     if result is None:
         return Outcome.ignored("nothing to refund")
     return Outcome(status)
 
 
-def _refunded_parent(conn: Any, txn: Transaction, order: payments.Order, record: Any,
+def _refunded_parent(conn: psycopg.Connection[Any], txn: Transaction, order: orders.Order,
+                     record: Callable[..., None],
                      event_id: str) -> Outcome:
     """The paying transaction again, now flagged refunded/voided (signed). Its refunded
     amount is not signed: a refund already applied from its child stands for it;
     otherwise the order is refunded in full."""
     status = "voided" if txn.is_voided else "refunded"
-    before = payments.get_payment(conn, PROVIDER, str(txn.id))
+    before = payment_records.get(conn, PROVIDER, str(txn.id))
     record(status)
     if before is None or before["status"] not in ("paid", "refunded", "voided"):
         return Outcome.ignored("transaction did not pay the order")
     if order.refunded_minor > 0:
         return Outcome.ignored("refund already applied")
-    result = payments.refund(conn, order, order.amount_minor, ref=f"refund:{txn.id}", event_id=event_id)
+    result = orders.refund(conn, order, order.amount_minor, ref=f"refund:{txn.id}", event_id=event_id)
     if result is None:
         return Outcome.ignored("nothing to refund")
     return Outcome(status)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from common import ledger
+from common import db, ledger
 from common.observability import logger
 from common.providers.revenuecat_events import GRANTING, KNOWN, NO_ACCESS_CHANGE, Event, ms
 from common.webhooks import Outcome
@@ -208,16 +208,16 @@ class Product:
     entitlement_ids: list[str]
 
 
-def apply_event(conn: psycopg.Connection, event: Event, *, apply_sandbox: bool) -> Outcome:
+def apply_event(conn: psycopg.Connection[Any], event: Event, *, apply_sandbox: bool) -> Outcome:
     """Apply one event inside the caller's transaction; the returned status is for the
     inbox. Unmatched events are parked under their app user ids for a later replay."""
     outcome = _apply(conn, event, apply_sandbox=apply_sandbox)
-    _run(conn, PARK if outcome.status == "unmatched" else UNPARK,
+    db.execute_on(conn, PARK if outcome.status == "unmatched" else UNPARK,
          {"provider": PROVIDER, "event_id": event.id, "ids": _park_ids(event)})
     return outcome
 
 
-def _apply(conn: psycopg.Connection, event: Event, *, apply_sandbox: bool) -> Outcome:
+def _apply(conn: psycopg.Connection[Any], event: Event, *, apply_sandbox: bool) -> Outcome:
     if event.type == "TEST":
         return Outcome.ignored("test event")
     if event.type not in KNOWN:
@@ -231,14 +231,15 @@ def _apply(conn: psycopg.Connection, event: Event, *, apply_sandbox: bool) -> Ou
         if event.type in NO_ACCESS_CHANGE:
             return Outcome.ignored("no matching user; nothing to apply")
         return Outcome.unmatched("no matching user")
-    _run(conn, LOCK_USERS, {"ids": [user_id]})
+    db.execute_on(conn, LOCK_USERS, {"ids": [user_id]})
     learn_aliases(conn, user_id, event.app_user_ids())
     if event.type in NO_ACCESS_CHANGE:
         return Outcome("processed", user_id=user_id)
     if event.type == "VIRTUAL_CURRENCY_TRANSACTION":
         return _virtual_currency(conn, user_id, event)
     if event.type in CREDIT_GRANTING and event.transaction_id:
-        claim = _one(conn, CLAIM, {"transaction_id": event.transaction_id, "event_id": event.id})
+        params = {"transaction_id": event.transaction_id, "event_id": event.id}
+        claim = db.one_row(db.execute_on(conn, CLAIM, params))
         if claim["event_id"] != event.id:
             return Outcome("duplicate", "ignored", "store transaction already applied", user_id=user_id)
     product = product_for(conn, event.product_id)
@@ -257,7 +258,8 @@ def resolve_all(conn: psycopg.Connection[Any], app_user_ids: list[str]) -> list[
     """Our users named by ``app_user_ids``, in their order, without repeats."""
     if not app_user_ids:
         return []
-    rows = _run(conn, RESOLVE, {"ids": app_user_ids, "uuids": [_as_uuid(i) for i in app_user_ids]}).fetchall()
+    uuids = [_as_uuid(i) for i in app_user_ids]
+    rows = db.execute_on(conn, RESOLVE, {"ids": app_user_ids, "uuids": uuids}).fetchall()
     return list(dict.fromkeys(row["user_id"] for row in rows))
 
 
@@ -266,10 +268,10 @@ def learn_aliases(conn: psycopg.Connection[Any], user_id: uuid.UUID, app_user_id
     out: they are our user ids, resolved through users, never someone's alias."""
     ids = [i for i in app_user_ids if _as_uuid(i) is None]
     if ids:
-        _run(conn, LEARN_ALIASES, {"ids": ids, "user_id": user_id})
+        db.execute_on(conn, LEARN_ALIASES, {"ids": ids, "user_id": user_id})
 
 
-def product_for(conn: psycopg.Connection, store_product_id: str | None) -> Product | None:
+def product_for(conn: psycopg.Connection[Any], store_product_id: str | None) -> Product | None:
     """The catalog product of a store product id. Google Play subscriptions arrive as
     ``<subscription>:<base plan>``; the subscription id alone matches too."""
     if not store_product_id:
@@ -277,7 +279,7 @@ def product_for(conn: psycopg.Connection, store_product_id: str | None) -> Produ
     ids = [store_product_id]
     if ":" in store_product_id:
         ids.append(store_product_id.split(":", 1)[0])
-    row = _run(conn, PRODUCT, {"ids": ids}).fetchone()
+    row = db.execute_on(conn, PRODUCT, {"ids": ids}).fetchone()
     return Product(**row) if row else None
 
 
@@ -310,7 +312,7 @@ def _mode(event: Event) -> tuple[str, datetime | None, bool | None]:
     return "grant", event.expires_at, None  # extended, refund reversed, temporary grant
 
 
-def _entitlements(conn: psycopg.Connection, user_id: uuid.UUID, event: Event,
+def _entitlements(conn: psycopg.Connection[Any], user_id: uuid.UUID, event: Event,
                   product: Product | None) -> None:
     entitlement_ids = _entitlement_ids(event, product)
     if not entitlement_ids or not (event.type in GRANTING or event.type in (
@@ -319,7 +321,7 @@ def _entitlements(conn: psycopg.Connection, user_id: uuid.UUID, event: Event,
     owner = current_owner(conn, user_id, event.at)
     mode, expires_at, will_renew = _mode(event)
     for entitlement_id in entitlement_ids:
-        written = _run(conn, UPSERT_ENTITLEMENT, {
+        written = db.execute_on(conn, UPSERT_ENTITLEMENT, {
             "user_id": owner, "entitlement_id": entitlement_id, "mode": mode, "expires_at": expires_at,
             "will_renew": will_renew, "store": event.store, "environment": event.env,
             "product_id": event.product_id, "period_type": event.period_type, "at": event.at,
@@ -330,30 +332,30 @@ def _entitlements(conn: psycopg.Connection, user_id: uuid.UUID, event: Event,
                         extra={"event_id": event.id, "entitlement_id": entitlement_id})
 
 
-def current_owner(conn: psycopg.Connection, user_id: uuid.UUID, at: datetime) -> uuid.UUID:
+def current_owner(conn: psycopg.Connection[Any], user_id: uuid.UUID, at: datetime) -> uuid.UUID:
     """Who holds now what ``user_id`` held at ``at``: follows the transfers made after it."""
     owner, after = user_id, at
     for _ in range(MAX_TRANSFER_HOPS):
-        row = _run(conn, NEXT_TRANSFER, {"user_id": owner, "after": after}).fetchone()
+        row = db.execute_on(conn, NEXT_TRANSFER, {"user_id": owner, "after": after}).fetchone()
         if row is None:
             break
         owner, after = row["to_user"], row["transferred_at"]
     return owner
 
 
-def _transfer(conn: psycopg.Connection, event: Event) -> Outcome:
+def _transfer(conn: psycopg.Connection[Any], event: Event) -> Outcome:
     to_ids = list(dict.fromkeys(event.transferred_to or []))
     to_user = resolve(conn, to_ids)
     if to_user is None:
         return Outcome.unmatched("transfer to no matching user")
     from_users = [u for u in resolve_all(conn, list(dict.fromkeys(event.transferred_from or [])))
                   if u != to_user]
-    _run(conn, LOCK_USERS, {"ids": sorted([to_user, *from_users])})
+    db.execute_on(conn, LOCK_USERS, {"ids": sorted([to_user, *from_users])})
     learn_aliases(conn, to_user, to_ids)
     for from_user in from_users:
         params = {"event_id": event.id, "from_user": from_user, "to_user": to_user, "at": event.at}
-        _run(conn, RECORD_TRANSFER, params)
-        _run(conn, MOVE_ENTITLEMENTS, params)
+        db.execute_on(conn, RECORD_TRANSFER, params)
+        db.execute_on(conn, MOVE_ENTITLEMENTS, params)
     return Outcome("processed", note=None if from_users else "transfer from no known user", user_id=to_user)
 
 
@@ -364,10 +366,11 @@ def _transaction_ref(event: Event) -> str:
     return event.transaction_id or f"event:{event.id}"
 
 
-def _credits(conn: psycopg.Connection, user_id: uuid.UUID, event: Event, product: Product | None) -> None:
+def _credits(conn: psycopg.Connection[Any], user_id: uuid.UUID, event: Event,
+             product: Product | None) -> None:
     tid = _transaction_ref(event)
     if event.type in CREDIT_GRANTING and product is not None and product.credits > 0:
-        state = _run(conn, REFUND_STATE, {"transaction_id": tid}).fetchone()
+        state = db.execute_on(conn, REFUND_STATE, {"transaction_id": tid}).fetchone()
         if state and state["refunded"]:
             logger.info("purchase already refunded: no credits", extra={"event_id": event.id})
             return
@@ -379,13 +382,13 @@ def _credits(conn: psycopg.Connection, user_id: uuid.UUID, event: Event, product
         _refund_reversed(conn, user_id, event, tid, product)
 
 
-def _refund(conn: psycopg.Connection, user_id: uuid.UUID, event: Event, tid: str) -> None:
+def _refund(conn: psycopg.Connection[Any], user_id: uuid.UUID, event: Event, tid: str) -> None:
     """Claw back what the refunded transaction granted, as far as the balance allows."""
-    state = _one(conn, NOTE_REFUND, {"transaction_id": tid, "user_id": user_id, "refunded_at": event.at,
-                                     "reversed_at": None})
+    params = {"transaction_id": tid, "user_id": user_id, "refunded_at": event.at, "reversed_at": None}
+    state = db.one_row(db.execute_on(conn, NOTE_REFUND, params))
     if not state["refunded"]:
         return  # a newer reversal already stands
-    grant = _run(conn, LEDGER_ENTRY, {"ref": f"purchase:{tid}"}).fetchone()
+    grant = db.execute_on(conn, LEDGER_ENTRY, {"ref": f"purchase:{tid}"}).fetchone()
     if grant is None:
         return  # the purchase has not arrived: it will find the refund and grant nothing
     taken, shortfall = ledger.clawback(grant["user_id"], grant["amount"], reason="revenuecat refund",
@@ -395,15 +398,15 @@ def _refund(conn: psycopg.Connection, user_id: uuid.UUID, event: Event, tid: str
                        extra={"event_id": event.id, "taken": taken, "shortfall": shortfall})
 
 
-def _refund_reversed(conn: psycopg.Connection, user_id: uuid.UUID, event: Event, tid: str,
+def _refund_reversed(conn: psycopg.Connection[Any], user_id: uuid.UUID, event: Event, tid: str,
                      product: Product | None) -> None:
     """Give back what the refund took; or, if neither refund nor purchase took effect,
     grant the purchase's credits (the purchase event then finds them granted)."""
-    state = _one(conn, NOTE_REFUND, {"transaction_id": tid, "user_id": user_id, "refunded_at": None,
-                                     "reversed_at": event.at})
+    params = {"transaction_id": tid, "user_id": user_id, "refunded_at": None, "reversed_at": event.at}
+    state = db.one_row(db.execute_on(conn, NOTE_REFUND, params))
     if state["refunded"]:
         return  # a newer refund stands
-    clawback = _run(conn, LEDGER_ENTRY, {"ref": f"refund:{tid}"}).fetchone()
+    clawback = db.execute_on(conn, LEDGER_ENTRY, {"ref": f"refund:{tid}"}).fetchone()
     if clawback is not None:
         if clawback["amount"] < 0:
             ledger.grant(clawback["user_id"], -clawback["amount"], reason="revenuecat refund reversed",
@@ -413,12 +416,13 @@ def _refund_reversed(conn: psycopg.Connection, user_id: uuid.UUID, event: Event,
                      source=SOURCE, ref=f"purchase:{tid}", conn=conn)
 
 
-def _virtual_currency(conn: psycopg.Connection, user_id: uuid.UUID, event: Event) -> Outcome:
+def _virtual_currency(conn: psycopg.Connection[Any], user_id: uuid.UUID, event: Event) -> Outcome:
     """Adjustments in a mapped currency move the credit balance: grants, or spends taken
     as far as the balance allows (a clawback entry records any shortfall)."""
     adjustments = event.adjustments or []
     codes = list({a.currency.code for a in adjustments})
-    rates = {r["code"]: r["credits_per_unit"] for r in _run(conn, CURRENCIES, {"codes": codes}).fetchall()}
+    found = db.execute_on(conn, CURRENCIES, {"codes": codes}).fetchall()
+    rates = {r["code"]: r["credits_per_unit"] for r in found}
     applied = 0
     txn = event.virtual_currency_transaction_id or event.id
     for index, adjustment in enumerate(adjustments):
@@ -454,17 +458,3 @@ def _as_uuid(value: str) -> str | None:
 def _canonical(app_user_id: str) -> str:
     """UUIDs in their canonical (lower-case) text, other ids as sent."""
     return _as_uuid(app_user_id) or app_user_id
-
-
-def _one(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The row of an upsert that always returns one (``RETURNING``)."""
-    row = _run(conn, query, params).fetchone()
-    assert row is not None, "an upsert with RETURNING returns its row"
-    return row
-
-
-def _run(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> psycopg.Cursor[dict[str, Any]]:
-    # The caller's connection may have another row factory: ask for dicts here.
-    from psycopg.rows import dict_row
-
-    return conn.cursor(row_factory=dict_row).execute(query, params)

@@ -81,7 +81,7 @@ class Event(_Open):
 
     @property
     def at(self) -> datetime:
-        return ms(self.event_timestamp_ms)
+        return datetime.fromtimestamp(self.event_timestamp_ms / 1000, UTC)  # always sent
 
     @property
     def expires_at(self) -> datetime | None:

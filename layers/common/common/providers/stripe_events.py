@@ -23,14 +23,17 @@ must equal the order's before anything is delivered.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from common import payments, webhooks
+from common import audit, entitlements, orders, payment_records, webhooks
 from common.observability import logger
 from common.providers import stripe_subscriptions as subscriptions
 from common.providers.stripe_models import OBJECTS, Charge, Event, Invoice, Session, Subscription
 from common.providers.stripe_subscriptions import Observation
 from common.webhooks import Outcome
+
+if TYPE_CHECKING:
+    import psycopg
 
 PROVIDER = "stripe"
 
@@ -45,7 +48,7 @@ def parse(event: dict[str, Any]) -> tuple[Event, Any]:
 
 def process(ev: Event, obj: Any, event: dict[str, Any], *, headers: Any, raw: bytes) -> str:
     """Apply one verified event exactly once; the answer's ``status``."""
-    def apply(conn: Any) -> Outcome:
+    def apply(conn: psycopg.Connection[Any]) -> Outcome:
         handler = HANDLERS.get(ev.type)
         return handler(conn, ev, obj, event) if handler else Outcome.ignored("event type not handled")
 
@@ -55,7 +58,8 @@ def process(ev: Event, obj: Any, event: dict[str, Any], *, headers: Any, raw: by
 # --- checkout sessions -----------------------------------------------------------------
 
 
-def session_completed(conn: Any, ev: Event, session: Session, event: dict[str, Any]) -> Outcome:
+def session_completed(conn: psycopg.Connection[Any], ev: Event, session: Session,
+                      event: dict[str, Any]) -> Outcome:
     order = _session_order(conn, session)
     if order is None:
         return _unmatched(conn, session.id, session.amount_total, session.currency, event)
@@ -63,7 +67,7 @@ def session_completed(conn: Any, ev: Event, session: Session, event: dict[str, A
                        payment_intent_id=session.payment_intent)
     if session.payment_status not in ("paid", "no_payment_required"):
         record("pending")
-        payments.mark_pending(conn, order)
+        orders.mark_pending(conn, order)
         return Outcome("pending")
     if (session.amount_total, (session.currency or "").upper()) != (order.amount_minor, order.currency):
         return _mismatch(conn, order, record, ev, session.amount_total, session.currency)
@@ -73,15 +77,16 @@ def session_completed(conn: Any, ev: Event, session: Session, event: dict[str, A
         fetched = subscriptions.fetch(session.subscription) if order.period_end is None else None
         seen = Observation.of(fetched, ev.at) if fetched else Observation("active", ev.at)
         subscriptions.observe(conn, order, session.subscription, seen, event_id=ev.id)
-        order = payments.reload(conn, order)
-    if not payments.pay(conn, order, event_id=ev.id, at=ev.at):
+        order = orders.reload(conn, order)
+    if not orders.pay(conn, order, event_id=ev.id, at=ev.at):
         if order.is_plan:
-            payments.sync_entitlements(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
+            entitlements.sync_from_orders(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
         return Outcome("already_paid")
     return Outcome("paid")
 
 
-def session_failed(conn: Any, ev: Event, session: Session, event: dict[str, Any]) -> Outcome:
+def session_failed(conn: psycopg.Connection[Any], ev: Event, session: Session,
+                   event: dict[str, Any]) -> Outcome:
     order = _session_order(conn, session)
     if order is None:
         return _unmatched(conn, session.id, session.amount_total, session.currency, event)
@@ -91,13 +96,13 @@ def session_failed(conn: Any, ev: Event, session: Session, event: dict[str, Any]
         code = "declined"
     else:
         code = "expired"
-    failed = payments.fail_order(order.id, code, conn=conn)
+    failed = orders.fail_order(order.id, code, conn=conn)
     return Outcome(code) if failed else Outcome.ignored("order no longer open")
 
 
-def _session_order(conn: Any, session: Session) -> payments.Order | None:
+def _session_order(conn: psycopg.Connection[Any], session: Session) -> orders.Order | None:
     order_id = session.metadata.get("order_id")
-    order = payments.lock_order(conn, order_id=order_id) if order_id else None
+    order = orders.lock_order(conn, order_id=order_id) if order_id else None
     if order is None or order.provider != PROVIDER:
         return None
     if session.client_reference_id not in (None, str(order.user_id)) \
@@ -110,7 +115,8 @@ def _session_order(conn: Any, session: Session) -> payments.Order | None:
 # --- invoices and subscriptions ----------------------------------------------------------
 
 
-def invoice_paid(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]) -> Outcome:
+def invoice_paid(conn: psycopg.Connection[Any], ev: Event, invoice: Invoice,
+                 event: dict[str, Any]) -> Outcome:
     order = _subscription_order(conn, invoice.subscription_id, invoice.metadata)
     if order is None:
         return _unmatched(conn, invoice.id, invoice.amount_paid, invoice.currency, event)
@@ -122,14 +128,15 @@ def invoice_paid(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]) 
     record("paid")
     seen = Observation("active", ev.at, subscriptions.time_of(invoice.period_end))
     subscriptions.observe(conn, order, invoice.subscription_id, seen, event_id=ev.id)
-    order = payments.reload(conn, order)
-    if first and order.status != "refunded" and payments.pay(conn, order, event_id=ev.id, at=ev.at):
+    order = orders.reload(conn, order)
+    if first and order.status != "refunded" and orders.pay(conn, order, event_id=ev.id, at=ev.at):
         return Outcome("paid")
-    payments.sync_entitlements(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
+    entitlements.sync_from_orders(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
     return Outcome("renewed")
 
 
-def invoice_failed(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]) -> Outcome:
+def invoice_failed(conn: psycopg.Connection[Any], ev: Event, invoice: Invoice,
+                   event: dict[str, Any]) -> Outcome:
     order = _subscription_order(conn, invoice.subscription_id, invoice.metadata)
     if order is None:
         return _unmatched(conn, invoice.id, invoice.amount_paid, invoice.currency, event)
@@ -140,28 +147,29 @@ def invoice_failed(conn: Any, ev: Event, invoice: Invoice, event: dict[str, Any]
     first = invoice.billing_reason == "subscription_create" if invoice.billing_reason else not order.is_paid
     status = "incomplete" if first else "past_due"
     subscriptions.observe(conn, order, invoice.subscription_id, Observation(status, ev.at), event_id=ev.id)
-    payments.sync_entitlements(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
+    entitlements.sync_from_orders(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
     return Outcome("payment_failed")
 
 
-def subscription_changed(conn: Any, ev: Event, sub: Subscription, event: dict[str, Any]) -> Outcome:
+def subscription_changed(conn: psycopg.Connection[Any], ev: Event, sub: Subscription,
+                         event: dict[str, Any]) -> Outcome:
     order = _subscription_order(conn, sub.id, sub.metadata)
     if order is None:
         return Outcome.unmatched("unknown subscription")
     status = "canceled" if ev.type.endswith(".deleted") else sub.status
     seen = Observation.of(sub, ev.at, status)
     verdict = subscriptions.observe(conn, order, sub.id, seen, event_id=ev.id)
-    payments.sync_entitlements(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
+    entitlements.sync_from_orders(conn, order.user_id, PROVIDER, event_id=ev.id, at=ev.at)
     return Outcome("updated" if verdict == "apply" else "stale")
 
 
-def _subscription_order(conn: Any, subscription_id: str | None,
-                        metadata: dict[str, str]) -> payments.Order | None:
+def _subscription_order(conn: psycopg.Connection[Any], subscription_id: str | None,
+                        metadata: dict[str, str]) -> orders.Order | None:
     order = None
     if subscription_id:
-        order = payments.lock_order(conn, provider=PROVIDER, subscription_id=subscription_id)
+        order = orders.lock_order(conn, provider=PROVIDER, subscription_id=subscription_id)
     if order is None and metadata.get("order_id"):
-        order = payments.lock_order(conn, order_id=metadata["order_id"])
+        order = orders.lock_order(conn, order_id=metadata["order_id"])
         if order is not None and (order.provider != PROVIDER or not order.is_plan
                                   or order.subscription_id not in (None, subscription_id)):
             logger.warning("stripe subscription does not match its order", extra={"order_id": str(order.id)})
@@ -172,11 +180,12 @@ def _subscription_order(conn: Any, subscription_id: str | None,
 # --- refunds ---------------------------------------------------------------------------------
 
 
-def charge_refunded(conn: Any, ev: Event, charge: Charge, event: dict[str, Any]) -> Outcome:
+def charge_refunded(conn: psycopg.Connection[Any], ev: Event, charge: Charge,
+                    event: dict[str, Any]) -> Outcome:
     intent = charge.payment_intent
-    paid = payments.payment_by_intent(conn, PROVIDER, intent) if intent else None
+    paid = payment_records.by_intent(conn, PROVIDER, intent) if intent else None
     order_id = paid["order_id"] if paid else charge.metadata.get("order_id")
-    order = payments.lock_order(conn, order_id=order_id) if order_id else None
+    order = orders.lock_order(conn, order_id=order_id) if order_id else None
     if order is None or order.provider != PROVIDER:
         return _unmatched(conn, charge.id, charge.amount_refunded, charge.currency, event, kind="refund")
     record = _recorder(conn, order, charge.id, charge.amount_refunded, charge.currency, event,
@@ -187,7 +196,7 @@ def charge_refunded(conn: Any, ev: Event, charge: Charge, event: dict[str, Any])
     record("refunded")
     # A plan's charges are its periods: a fully refunded one ends the plan's access.
     total = (order.amount_minor if charge.refunded else 0) if order.is_plan else charge.amount_refunded
-    result = payments.refund(conn, order, total, ref=f"refund:{charge.id}:{charge.amount_refunded}",
+    result = orders.refund(conn, order, total, ref=f"refund:{charge.id}:{charge.amount_refunded}",
                              event_id=ev.id, at=ev.at)
     if result is None:
         return Outcome.ignored("nothing to refund")
@@ -197,30 +206,30 @@ def charge_refunded(conn: Any, ev: Event, charge: Charge, event: dict[str, Any])
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _recorder(conn: Any, order: payments.Order, transaction_id: str, amount: int | None,
+def _recorder(conn: psycopg.Connection[Any], order: orders.Order, transaction_id: str, amount: int | None,
               currency: str | None, event: dict[str, Any], *, payment_intent_id: str | None,
               kind: str = "payment", parent: str | None = None) -> Callable[..., None]:
     def record(status: str, note: str | None = None) -> None:
-        payments.record_payment(conn, provider=PROVIDER, transaction_id=transaction_id, order_id=order.id,
+        payment_records.record(conn, provider=PROVIDER, transaction_id=transaction_id, order_id=order.id,
                                 status=status, amount_minor=amount or 0,
                                 currency=(currency or order.currency).upper(), raw=event, kind=kind,
                                 payment_intent_id=payment_intent_id, parent_transaction_id=parent, note=note)
     return record
 
 
-def _unmatched(conn: Any, transaction_id: str, amount: int | None, currency: str | None,
+def _unmatched(conn: psycopg.Connection[Any], transaction_id: str, amount: int | None, currency: str | None,
                event: dict[str, Any], *, kind: str = "payment") -> Outcome:
-    payments.record_payment(conn, provider=PROVIDER, transaction_id=transaction_id, order_id=None,
+    payment_records.record(conn, provider=PROVIDER, transaction_id=transaction_id, order_id=None,
                             status="unmatched", amount_minor=amount or 0, currency=(currency or "").upper(),
                             raw=event, kind=kind)
     logger.warning("stripe event for an unknown order", extra={"transaction_id": transaction_id})
     return Outcome.unmatched("unknown order")
 
 
-def _mismatch(conn: Any, order: payments.Order, record: Callable[..., None], ev: Event,
+def _mismatch(conn: psycopg.Connection[Any], order: orders.Order, record: Callable[..., None], ev: Event,
               amount: int | None, currency: str | None) -> Outcome:
     record("mismatch", note="amount_mismatch")
-    payments.audit(conn, PROVIDER, "amount_mismatch", order.id, {
+    audit.record(conn, PROVIDER, "amount_mismatch", order.id, {
         "event_id": ev.id, "expected": [order.amount_minor, order.currency],
         "received": [amount, (currency or "").upper()]})
     logger.warning("stripe amount mismatch", extra={"order_id": str(order.id), "event_id": ev.id})

@@ -23,12 +23,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from common import config, payments
+from common import config, orders
 from common.errors import Unavailable
 from common.observability import logger
+from common.providers.stripe_client import stripe_client
 from common.providers.stripe_models import Subscription
+
+if TYPE_CHECKING:
+    import psycopg
 
 TERMINAL = frozenset({"canceled", "incomplete_expired"})
 #: Lifecycle order, for ties that cannot be settled by the API.
@@ -84,7 +88,8 @@ def decide(stored_status: str | None, stored_at: datetime | None, status: str, a
     return "apply" if status == stored_status else "tie"
 
 
-def observe(conn: Any, order: payments.Order, subscription_id: str | None, seen: Observation, *,
+def observe(conn: psycopg.Connection[Any], order: orders.Order, subscription_id: str | None,
+            seen: Observation, *,
             event_id: str) -> str:
     """Apply what an event says about the order's subscription; the verdict."""
     verdict = decide(order.subscription_status, order.state_at, seen.status, seen.at)
@@ -116,7 +121,7 @@ def fetch(subscription_id: str | None) -> Subscription | None:
     import stripe
 
     try:
-        found = payments.stripe_client().v1.subscriptions.retrieve(subscription_id)
+        found = stripe_client().v1.subscriptions.retrieve(subscription_id)
     except stripe.InvalidRequestError as exc:
         logger.warning("subscription not found at Stripe", extra={"stripe_code": exc.code})
         return None

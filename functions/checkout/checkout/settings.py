@@ -23,6 +23,9 @@ class CheckoutSettings(EnvSettings):
     PAYMOB_NOTIFICATION_URL: str = ""
     PAYMOB_REDIRECTION_URL: str = ""
     PAYMOB_TIMEOUT_S: float = Field(default=15, gt=0)
+    #: Seconds POST /revenuecat/sync waits for RevenueCat (the app is waiting too); after
+    #: that the user is queued for reconcile and the answer is 503.
+    REVENUECAT_TIMEOUT_S: float = Field(default=5, gt=0, le=30)
     #: Stripe Checkout's return pages ({CHECKOUT_SESSION_ID} is filled in by Stripe).
     STRIPE_SUCCESS_URL: str = ""
     STRIPE_CANCEL_URL: str = ""

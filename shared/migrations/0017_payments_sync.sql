@@ -1,4 +1,4 @@
--- Rejected webhook deliveries are purged like the other terminal ones (docs/cache.md,
+-- Rejected webhook deliveries are purged like the other terminal ones (docs/housekeeping.md,
 -- cache-cleanup): a 'rejected' row (a signed callback that failed a binding, migration
 -- 0014) took no effect and is kept for audit, then goes after INBOX_RETENTION_DAYS like
 -- 'processed' and 'ignored' rows. The purge walks this index (it replaces 0009's, which

@@ -47,15 +47,6 @@ def unique_key(*parts):
     f"users/{ME}/.hidden",
     f"users/{ME}/a..b.jpg",
 ])
-
-def upload_chunks(bucket, key, chunks, *, content_type):
-    """Byte chunks of any sizes written through one MultipartUpload, as the exports do."""
-    with storage.MultipartUpload(bucket, key, content_type=content_type) as upload:
-        for chunk in chunks:
-            upload.write(chunk)
-    return upload.result
-
-
 def test_keys_inside_the_users_prefix_are_accepted(key):
     assert storage.validate_user_key(key, ME) == key
     assert storage.validate_user_key(key, uuid.UUID(ME)) == key
@@ -204,6 +195,14 @@ def chunks(total, size, seed=b"seed"):
         n = min(size, total - sent)
         yield block[sent % 32: sent % 32 + n]
         sent += n
+
+
+def upload_chunks(bucket, key, chunks, *, content_type):
+    """Byte chunks of any sizes written through one MultipartUpload, as the exports do."""
+    with storage.MultipartUpload(bucket, key, content_type=content_type) as upload:
+        for chunk in chunks:
+            upload.write(chunk)
+    return upload.result
 
 
 def test_streaming_20mb_in_small_chunks_checksums_the_content_and_each_part(bucket, client):

@@ -197,6 +197,14 @@ def chunks(total, size, seed=b"seed"):
         sent += n
 
 
+def upload_chunks(bucket, key, chunks, *, content_type):
+    """Byte chunks of any sizes written through one MultipartUpload, as the exports do."""
+    with storage.MultipartUpload(bucket, key, content_type=content_type) as upload:
+        for chunk in chunks:
+            upload.write(chunk)
+    return upload.result
+
+
 def test_streaming_20mb_in_small_chunks_checksums_the_content_and_each_part(bucket, client):
     key = unique_key("backup.bin")
     total = 20 * MiB + 12345
@@ -216,7 +224,7 @@ def test_streaming_20mb_in_small_chunks_checksums_the_content_and_each_part(buck
                 part, filled = hashlib.sha256(), 0
     part_digests.append(part.digest())
 
-    result = storage.stream_upload(bucket, key, chunks(total, 64 * 1024 + 7),
+    result = upload_chunks(bucket, key, chunks(total, 64 * 1024 + 7),
                                    content_type="application/octet-stream")
 
     assert result.sha256 == expected.hexdigest()
@@ -240,7 +248,7 @@ def test_a_failure_mid_stream_aborts_the_upload(bucket, client):
         raise OSError("the source went away")
 
     with pytest.raises(OSError, match="source went away"):
-        storage.stream_upload(bucket, key, failing(), content_type="application/octet-stream")
+        upload_chunks(bucket, key, failing(), content_type="application/octet-stream")
     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u for u in uploads if u["Key"] == key] == []
     assert storage.head(bucket, key) is None
@@ -276,7 +284,7 @@ def test_the_writer_is_a_file_object_for_gzip_and_small_content_is_one_put(bucke
 
 def test_an_empty_stream_makes_an_empty_object(bucket):
     key = unique_key("empty")
-    result = storage.stream_upload(bucket, key, [], content_type="text/plain")
+    result = upload_chunks(bucket, key, [], content_type="text/plain")
     assert (result.size, result.sha256) == (0, hashlib.sha256(b"").hexdigest())
     assert storage.head(bucket, key)["ContentLength"] == 0
 

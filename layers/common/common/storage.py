@@ -24,7 +24,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -431,15 +431,3 @@ class MultipartUpload:
     def _require_open(self) -> None:
         if self._state != "open":
             raise ValueError(f"upload is {self._state}")
-
-
-@traced
-def stream_upload(bucket: str, key: str, chunks: Iterable[bytes], *, content_type: str,
-                  part_size: int = DEFAULT_PART_SIZE) -> UploadResult:
-    """Upload an iterable of byte chunks of any sizes as one object, in constant memory;
-    aborted (nothing left behind) if the iterable or S3 fails."""
-    with MultipartUpload(bucket, key, content_type=content_type, part_size=part_size) as upload:
-        for chunk in chunks:
-            upload.write(chunk)
-    assert upload.result is not None
-    return upload.result

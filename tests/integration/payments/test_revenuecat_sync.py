@@ -99,3 +99,14 @@ def test_a_revenuecat_outage_answers_503_queues_the_user_and_reconcile_heals(rev
 def test_a_sync_needs_a_token():
     status, body = checkout(SYNC, None)
     assert status == 401 and body["error"]["code"] == "unauthorized"
+
+
+def test_an_idempotency_key_replays_the_first_answer(revenuecat_api):
+    user, _renewal, _pack = subscriber_renewed(revenuecat_api)
+    event = sync_event(user)
+    event["headers"]["idempotency-key"] = "sync-1"
+    first = lambdas.invoke("checkout", event)
+    again = lambdas.invoke("checkout", event)
+    assert first["statusCode"] == again["statusCode"] == 200
+    assert again["body"] == first["body"] and again["headers"].get("Idempotent-Replayed") == "true"
+    assert balance(user) == 50

@@ -222,6 +222,8 @@ def seed(url):
         # reconcile (migration 0014): a cursor, a claimed store transaction
         x("INSERT INTO reconcile_cursors (provider, position) VALUES ('stripe', 1767225600)")
         x("INSERT INTO revenuecat_claims (transaction_id, event_id) VALUES ('GPA.1', 'evt-claim')")
+        # migration 0017: a user whose app's sync found RevenueCat down
+        x("INSERT INTO revenuecat_sync_queue (user_id) VALUES (%s)", (bob,))
         # accounts (migration 0012): an invite, an export, and a deleted account (its tombstone,
         # the log, and the follow-ups it queued: objects to delete, the inbox to scrub)
         x("""INSERT INTO pair_invites (inviter_id, code_sha256, expires_at)

@@ -80,9 +80,10 @@ def test_expired_rows_of_every_kind_are_purged_and_live_ones_kept():
     db.execute("""INSERT INTO rate_limit_windows (subject, route, window_start, hits) VALUES
                   ('u', 'GET /a', now() - interval '2 hours', 3),
                   ('u', 'GET /a', now() - interval '30 seconds', 1)""")
-    # webhook deliveries: finished ones past the 90-day retention go; recent ones and
-    # unfinished ones (whatever their age) stay
+    # webhook deliveries: finished ones (rejected too) past the 90-day retention go; recent
+    # ones and unfinished ones (whatever their age) stay
     for i, (status, age) in enumerate([("processed", "100 days"), ("ignored", "95 days"),
+                                        ("rejected", "91 days"), ("rejected", "89 days"),
                                         ("processed", "10 days"), ("unmatched", "200 days"),
                                         ("failed", "200 days"), ("received", "200 days")]):
         db.execute("""INSERT INTO webhook_inbox (provider, event_id, body, signature_ok, status, received_at)
@@ -114,14 +115,14 @@ def test_expired_rows_of_every_kind_are_purged_and_live_ones_kept():
 
     # Then each expired row is gone and reported, in small batches
     assert report["deleted"] == {"cache_entries": 30, "idempotency_records": 1, "rate_limit_windows": 1,
-                                 "webhook_inbox": 2, "pair_invites": 1}
+                                 "webhook_inbox": 3, "pair_invites": 1}
     assert report["complete"] is True and report["refunded"] == 0
     assert report["remaining_expired"] == {**dict.fromkeys(REPORT_KEYS, 0), "credit_reservations": 0}
     assert report["batches"] >= 30 // 7
     assert count("cache_entries") == 1 and count("idempotency_records") == 1
     assert count("rate_limit_windows") == 1
     assert sorted(r["status"] for r in db.execute("SELECT status FROM webhook_inbox")) == [
-        "failed", "processed", "received", "unmatched"]
+        "failed", "processed", "received", "rejected", "unmatched"]
     assert count("payments") == 1 and count("credit_ledger", f"user_id = '{user_id}'") == 1
     assert ledger.balance(user_id) == 5
 
@@ -227,9 +228,9 @@ def test_an_expired_key_renewed_during_a_purge_survives(database_url):
     ("cache_entries", "cache_entries_expires_idx",
      "INSERT INTO cache_entries (key, value, expires_at) SELECT 'k' || i, '1', now() + (i - 10000) * "
      "interval '1 second' FROM generate_series(1, 20000) i"),
-    ("webhook_inbox", "webhook_inbox_finished_received_idx",
+    ("webhook_inbox", "webhook_inbox_terminal_received_idx",
      "INSERT INTO webhook_inbox (provider, event_id, body, signature_ok, status, received_at) "
-     "SELECT 'stripe', 'e' || i, '{}', true, CASE WHEN i % 2 = 0 THEN 'processed' ELSE 'failed' END, "
+     "SELECT 'stripe', 'e' || i, '{}', true, (ARRAY['processed', 'failed', 'rejected'])[i % 3 + 1], "
      "now() - i * interval '1 hour' FROM generate_series(1, 20000) i"),
     ("pair_invites", "pair_invites_unused_expires_idx",
      "WITH u AS (INSERT INTO users (id) VALUES (gen_random_uuid()) RETURNING id) "

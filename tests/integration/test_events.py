@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from devkit import ROOT, fake_paymob, fake_stripe, s3, samples, seed
+from devkit import ROOT, fake_paymob, fake_revenuecat, fake_stripe, s3, samples, seed
 from devkit import runner as rt
 from devkit.runner.services import Services
 from devkit.runner.settings import LOCAL_JWT_SECRET, LOCAL_SECRETS
@@ -42,8 +42,9 @@ def local(tmp_path_factory, database_url: str, s3_endpoint: str, _openai_server)
     seed.seed_objects(s3_endpoint, uploads_bucket=s3.LOCAL_BUCKETS["UPLOADS_BUCKET"],
                       generations_bucket=s3.LOCAL_BUCKETS["GENERATIONS_BUCKET"])
     paymob, stripe = fake_paymob.FakePaymob().start(), fake_stripe.FakeStripe().start()
+    revenuecat = fake_revenuecat.FakeRevenueCat().start()
     services = Services(database_url, "test", s3_endpoint, list(s3.LOCAL_BUCKETS.values()),
-                           paymob=paymob, stripe=stripe)
+                           paymob=paymob, stripe=stripe, revenuecat=revenuecat)
     env_file = tmp_path_factory.mktemp("env") / "env.local.json"
     env_file.write_text(json.dumps({
         "Parameters": {"JWT_SECRET": LOCAL_JWT_SECRET},  # the samples' tokens (the shell has the tests')

@@ -43,6 +43,7 @@ def test_documents_cover_every_route_with_auth_and_the_error_envelope():
         "analyze-entry POST /entries/{entry_id}/attachments",
         "analyze-entry DELETE /entries/{entry_id}/attachments/{attachment_id}",
         "checkout GET /products", "checkout POST /paymob", "checkout POST /stripe",
+        "checkout POST /revenuecat/sync",
     }
 
 

@@ -215,7 +215,7 @@ SECRETS = {
     "account": {"JWT_SECRET"},
     "analyze-entry": {"JWT_SECRET", "OPENAI_API_KEY"},
     "process-image": {"JWT_SECRET", "OPENAI_API_KEY"},
-    "checkout": {"JWT_SECRET", "PAYMOB_SECRET_KEY", "STRIPE_API_KEY"},
+    "checkout": {"JWT_SECRET", "PAYMOB_SECRET_KEY", "STRIPE_API_KEY", "REVENUECAT_API_KEY"},
     "paymob-webhook": {"PAYMOB_HMAC_SECRET"},
     "stripe-webhook": {"STRIPE_WEBHOOK_SECRET", "STRIPE_API_KEY"},
     "revenuecat-webhook": {"REVENUECAT_WEBHOOK_AUTH", "REVENUECAT_API_KEY"},

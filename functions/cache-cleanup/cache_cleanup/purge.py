@@ -79,13 +79,15 @@ SELECT count(*) AS n FROM (
     SELECT 1 FROM rate_limit_windows WHERE window_start < now() - %(rate_limit_keep)s LIMIT %(cap)s) s
 """
 
-#: Walks webhook_inbox_finished_received_idx (migration 0009). Unfinished deliveries
-#: (received, unmatched, failed) are kept whatever their age.
+#: Terminal deliveries (processed, ignored, and rejected: signed but not ours, no effect)
+#: past the retention; walks webhook_inbox_terminal_received_idx (migration 0017).
+#: Unfinished deliveries (received, unmatched, failed) are kept whatever their age, and
+#: parked ones (a deleted account's, kept without body) too.
 PURGE_INBOX = """
 DELETE FROM webhook_inbox
  WHERE ctid = ANY(ARRAY(
        SELECT ctid FROM webhook_inbox
-        WHERE status IN ('processed', 'ignored')
+        WHERE status IN ('processed', 'ignored', 'rejected')
           AND received_at < now() - %(inbox_retention)s
         ORDER BY received_at
         LIMIT %(limit)s
@@ -95,7 +97,7 @@ DELETE FROM webhook_inbox
 COUNT_INBOX = """
 SELECT count(*) AS n FROM (
     SELECT 1 FROM webhook_inbox
-     WHERE status IN ('processed', 'ignored') AND received_at < now() - %(inbox_retention)s
+     WHERE status IN ('processed', 'ignored', 'rejected') AND received_at < now() - %(inbox_retention)s
      LIMIT %(cap)s) s
 """
 

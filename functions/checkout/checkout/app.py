@@ -3,9 +3,14 @@
     GET  /products   the purchasable products with their web prices
     POST /paymob     {product_id, currency?, billing?} -> Paymob intention (client secret, checkout URL)
     POST /stripe     {product_id, currency?}           -> Stripe Checkout Session URL
+    POST /revenuecat/sync  (no body) the app bought in the store: RevenueCat asked now,
+                     the purchase applied once -> the caller's credits and entitlements
 
 Every route needs a user JWT; the POSTs honour Idempotency-Key. Provider failures answer
 502 (504 on timeout) with the order marked failed. The webhooks complete the payment.
+The sync lives here, not in account: it is a payment provider's call with payment
+secrets, the end of a store purchase as the others start a web one. RevenueCat down: 503
+with Retry-After, and the user is queued for reconcile.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from pydantic import BaseModel
 
 from checkout import logic
-from checkout.models import CheckoutIn, PaymobCheckoutIn, PaymobCheckoutOut, ProductsOut, StripeCheckoutOut
+from checkout.models import (
+    CheckoutIn,
+    PaymobCheckoutIn,
+    PaymobCheckoutOut,
+    ProductsOut,
+    RevenueCatSyncOut,
+    StripeCheckoutOut,
+)
 from common import http
 
 #: Starting a checkout costs a provider call: a tighter limit than the default.
@@ -43,6 +55,13 @@ def stripe(body: CheckoutIn) -> Response[StripeCheckoutOut]:
     user = http.current_user(app, route_limit=CHECKOUT_LIMIT_PER_MINUTE)
     return _created(http.idempotent(app, lambda: logic.start_stripe(user, body), model=StripeCheckoutOut,
                                     user=user))
+
+
+@app.post("/revenuecat/sync")
+def revenuecat_sync() -> RevenueCatSyncOut:
+    user = http.current_user(app, route_limit=CHECKOUT_LIMIT_PER_MINUTE)
+    return http.idempotent(app, lambda: logic.sync_revenuecat(user), model=RevenueCatSyncOut, user=user,
+                           payload={})
 
 
 def _created(body: BaseModel) -> Response[Any]:

@@ -13,11 +13,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 from checkout import catalog, paymob, stripe_checkout
-from checkout.models import CheckoutIn, PaymobCheckoutIn, PaymobCheckoutOut, ProductsOut, StripeCheckoutOut
+from checkout.models import (
+    CheckoutIn,
+    EntitlementOut,
+    PaymobCheckoutIn,
+    PaymobCheckoutOut,
+    ProductsOut,
+    RevenueCatSyncOut,
+    StripeCheckoutOut,
+)
 from checkout.settings import settings
-from common import config, orders
+from common import config, entitlements, ledger, orders
 from common.auth import Principal
-from common.errors import BadGateway
+from common.errors import BadGateway, ConfigError, Unavailable
 from common.observability import logger
 
 
@@ -28,7 +36,7 @@ def list_products() -> ProductsOut:
 def start_paymob(user: Principal, body: PaymobCheckoutIn) -> PaymobCheckoutOut:
     s = settings()
     secret_key = config.require_secret("PAYMOB_SECRET_KEY")
-    methods = s.paymob_payment_methods()
+    methods = payment_methods(config.settings().PAYMOB_INTEGRATION_IDS)
     public_key = s.require("PAYMOB_PUBLIC_KEY")
     api_url = config.settings().PAYMOB_API_URL.rstrip("/")
     price = catalog.price(body.product_id, "paymob", body.currency or s.PAYMOB_CURRENCY)
@@ -75,6 +83,49 @@ def start_stripe(user: Principal, body: CheckoutIn) -> StripeCheckoutOut:
     _attach(order, provider_order_id=session.id, checkout_id=session.id)
     return StripeCheckoutOut(order_id=order.id, session_id=session.id, url=session.url,
                              amount_minor=order.amount_minor, currency=order.currency)
+
+
+#: What the inbox stores as a sync's delivery headers.
+SYNC_HEADERS = {"user-agent": "checkout", "x-reconcile-source": "POST /revenuecat/sync"}
+#: Outcomes that did not apply a purchase now (reconcile.report.NOT_HEALED's meaning).
+_NOT_APPLIED = frozenset({"duplicate", "unmatched"})
+
+
+def sync_revenuecat(user: Principal) -> RevenueCatSyncOut:
+    """The app reports a store purchase: ask RevenueCat about the caller (app user id =
+    our user id, as the webhook maps it) and apply what it shows, as reconcile does (same
+    inbox keys and claims: a later webhook is a duplicate, a repeated sync changes
+    nothing). RevenueCat down or not configured: the user is queued for reconcile's next
+    run and the answer is 503 with Retry-After, so nothing is lost."""
+    from common.providers import revenuecat_subscribers as subscribers
+
+    api_key = config.secret("REVENUECAT_API_KEY")
+    try:
+        if not api_key:
+            logger.error("REVENUECAT_API_KEY is not set: purchases reported by the app wait for reconcile",
+                         extra={"setting": "REVENUECAT_API_KEY"})
+            raise subscribers.RevenueCatUnavailable("not configured")
+        subscriber = subscribers.fetch(config.settings().REVENUECAT_API_URL.rstrip("/"), api_key,
+                                       str(user.user_id), settings().REVENUECAT_TIMEOUT_S)
+    except subscribers.RevenueCatUnavailable as exc:
+        subscribers.queue_for_reconcile(user.user_id)
+        logger.warning("revenuecat not asked; the user is queued for reconcile", extra={"error": str(exc)})
+        raise Unavailable("the purchase could not be checked now; it is checked again shortly") from None
+    outcomes = subscribers.heal(str(user.user_id), subscriber, SYNC_HEADERS)
+    applied = sum(n for status, n in outcomes.items() if status not in _NOT_APPLIED)
+    logger.info("revenuecat sync", extra={"outcomes": dict(outcomes)})
+    held = entitlements.active_entitlements(user.user_id)
+    return RevenueCatSyncOut(applied=applied, credits=ledger.balance(user.user_id),
+                             entitlements=[EntitlementOut.model_validate(e) for e in held])
+
+
+def payment_methods(integration_ids: str) -> list[int | str]:
+    """The intention's ``payment_methods``: the layer's ``PAYMOB_INTEGRATION_IDS`` (the
+    same setting that binds callbacks), ids as numbers, names as they are."""
+    methods = [m.strip() for m in integration_ids.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("PAYMOB_INTEGRATION_IDS is not set")
+    return [int(m) if m.isdigit() else m for m in methods]
 
 
 def _or_fail[T](order: orders.Order, call: Callable[[], T]) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,3 +69,19 @@ class StripeCheckoutOut(BaseModel):
     url: str
     amount_minor: int
     currency: str
+
+
+class EntitlementOut(BaseModel):
+    entitlement_id: str
+    source: str  # revenuecat | stripe | paymob
+    expires_at: datetime | None  # None: lifetime
+    owner: str  # self | pair (the partner's)
+
+
+class RevenueCatSyncOut(BaseModel):
+    """The caller's state after the sync: what they may use now."""
+
+    #: Purchases this sync applied (0 when their webhooks, or an earlier sync, had already).
+    applied: int
+    credits: int
+    entitlements: list[EntitlementOut]

@@ -1,5 +1,6 @@
 """Settings only checkout reads (``common.settings.EnvSettings``, from the environment). The shared
-ones (``PAYMOB_API_URL``, ``STRIPE_API_BASE``, secrets) come from ``common.config``."""
+ones (``PAYMOB_API_URL``, ``PAYMOB_INTEGRATION_IDS``, ``STRIPE_API_BASE``, secrets) come from
+``common.config``."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ class CheckoutSettings(EnvSettings):
 
     #: Paymob's public key (pk_...), handed to the client for Unified Checkout.
     PAYMOB_PUBLIC_KEY: str = ""
-    #: Integration ids (or names) offered in the intention, comma-separated.
-    PAYMOB_INTEGRATION_IDS: str = ""
     #: The account's currency when the client names none (EGP on accept., AED on uae., ...).
     PAYMOB_CURRENCY: str = Field(default="EGP", pattern=r"^[A-Z]{3}$")
     #: Where Paymob posts the processed callback and sends the browser back (the
@@ -24,16 +23,13 @@ class CheckoutSettings(EnvSettings):
     PAYMOB_NOTIFICATION_URL: str = ""
     PAYMOB_REDIRECTION_URL: str = ""
     PAYMOB_TIMEOUT_S: float = Field(default=15, gt=0)
+    #: Seconds POST /revenuecat/sync waits for RevenueCat (the app is waiting too); after
+    #: that the user is queued for reconcile and the answer is 503.
+    REVENUECAT_TIMEOUT_S: float = Field(default=5, gt=0, le=30)
     #: Stripe Checkout's return pages ({CHECKOUT_SESSION_ID} is filled in by Stripe).
     STRIPE_SUCCESS_URL: str = ""
     STRIPE_CANCEL_URL: str = ""
     STRIPE_CURRENCY: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-
-    def paymob_payment_methods(self) -> list[int | str]:
-        methods = [m.strip() for m in self.PAYMOB_INTEGRATION_IDS.split(",") if m.strip()]
-        if not methods:
-            raise ConfigError("PAYMOB_INTEGRATION_IDS is not set")
-        return [int(m) if m.isdigit() else m for m in methods]
 
     def require(self, name: str) -> str:
         value = getattr(self, name)

@@ -9,8 +9,9 @@ same event key: a heal after a delivery is a duplicate, a delivery after a heal 
 
 - Stripe (``stripe_events``): the events API since a stored cursor;
 - Paymob (``paymob_orders``): the transaction inquiry for orders left pending;
-- RevenueCat (``revenuecat_subscribers``): ``GET /v1/subscribers`` for users whose
-  entitlement is about to expire and for parked events' app user ids.
+- RevenueCat (``revenuecat_subscribers``): ``GET /v1/subscribers`` for users queued by
+  checkout's sync while RevenueCat was down, users whose entitlement is about to expire,
+  and parked events' app user ids.
 
 Each part stops starting work ``RECONCILE_DEADLINE_MARGIN_MS`` before the Lambda
 deadline; a provider's error or timeout ends that provider's part (its cursor unmoved)

@@ -127,6 +127,17 @@ class Unavailable(AppError):
     code = "unavailable"
 
 
+class Misconfigured(Unavailable):
+    """A setting of ours that a provider's delivery needs is missing or invalid: our outage
+    (503 with Retry-After, the delivery kept in the inbox as ``failed`` to be applied by a
+    redelivery or reconcile once it is set), not the sender's error. The message sent is
+    generic; the caller logs an error naming the setting."""
+
+    def __init__(self, setting: str):
+        super().__init__("the service is briefly unavailable; retry shortly")
+        self.setting = setting
+
+
 class BadGateway(AppError):
     """A provider (OpenAI, Stripe, Paymob) answered with an error."""
 

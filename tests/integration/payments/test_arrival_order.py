@@ -234,3 +234,31 @@ def test_a_callback_for_another_merchant_is_rejected_where_the_merchant_is_set(p
     assert inbox_of("paymob")[0]["last_error"] == "owner not our merchant"
     assert call("paymob-webhook", paymob_event(genuine)) == (200, {"status": "paid"})
     assert one("SELECT credits FROM users WHERE id = %s", user)["credits"] == 50
+
+
+def test_no_numeric_integration_id_is_our_outage_503_and_the_callback_is_kept(paymob, monkeypatch, caplog):
+    from common import config
+    from devkit.lambdas import invoke
+
+    user, order_id, genuine = paymob_order(paymob, lambda obj: 1)  # any order will do
+    # Given a deployment whose PAYMOB_INTEGRATION_IDS holds names only
+    monkeypatch.setenv("PAYMOB_INTEGRATION_IDS", "card")
+    config.settings.cache_clear()
+    # When Paymob's genuine callback arrives: 503 with Retry-After (it may retry), nothing applied
+    response = invoke("paymob-webhook", paymob_event(genuine))
+    assert response["statusCode"] == 503 and int(response["headers"]["Retry-After"]) > 0
+    assert json.loads(response["body"])["error"]["code"] == "unavailable"
+    assert one("SELECT credits FROM users WHERE id = %s", user)["credits"] == 0
+    # ...an error log names the setting, and the body is kept in the inbox to apply later
+    assert any(r.levelname == "ERROR" and "PAYMOB_INTEGRATION_IDS names no numeric" in r.getMessage()
+               for r in caplog.records)
+    (kept,) = inbox_of("paymob")
+    assert (kept["status"], kept["last_error"]) == ("failed", "Misconfigured")
+    assert json.loads(bytes(kept["body"])) == genuine
+    # Then once configured, the redelivery (or reconcile) pays the order once
+    monkeypatch.setenv("PAYMOB_INTEGRATION_IDS", "4097558")
+    config.settings.cache_clear()
+    assert call("paymob-webhook", paymob_event(genuine)) == (200, {"status": "paid"})
+    assert call("paymob-webhook", paymob_event(genuine)) == (200, {"status": "duplicate"})
+    assert one("SELECT credits FROM users WHERE id = %s", user)["credits"] == 50
+    assert one("SELECT status FROM orders WHERE id = %s", order_id)["status"] == "paid"

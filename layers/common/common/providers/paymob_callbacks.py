@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from common import audit, config, orders, payment_records, webhooks
-from common.errors import ConfigError
+from common.errors import Misconfigured
 from common.observability import logger, metrics
 from common.providers.paymob_models import Transaction
 from common.webhooks import Outcome
@@ -56,8 +56,11 @@ def binding(txn: Transaction) -> str | None:
     settings = config.settings()
     integrations = settings.paymob_integration_ids()
     if not integrations:
-        # Misconfigured: fail loudly (kept as failed, healed by reconcile once set).
-        raise ConfigError("PAYMOB_INTEGRATION_IDS names no numeric integration id")
+        # Our outage, loud but lossless: 503 with Retry-After, the callback kept as failed
+        # (body and all) for a redelivery or reconcile to apply once the setting is fixed.
+        logger.error("PAYMOB_INTEGRATION_IDS names no numeric integration id: paymob callbacks "
+                     "are kept, not applied, until it does", extra={"setting": "PAYMOB_INTEGRATION_IDS"})
+        raise Misconfigured("PAYMOB_INTEGRATION_IDS")
     if txn.integration_id not in integrations:
         return "integration_id not ours"
     if settings.PAYMOB_MERCHANT_ID and txn.owner != int(settings.PAYMOB_MERCHANT_ID):

@@ -148,9 +148,13 @@ def unlink_pair() -> UnlinkedOut:
     return pairs.unlink(user.user_id)
 
 
+#: Audit ids are Postgres bigints: a larger cursor is a 422, not a query that fails.
+BIGINT_MAX = 2**63 - 1
+
+
 @app.get("/pairs/audit")
 def pair_audit(limit: Annotated[int, Query(ge=1, le=100)] = 50,
-               before: Annotated[int | None, Query(ge=1)] = None) -> AuditOut:
+               before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX)] = None) -> AuditOut:
     user = http.current_user(app)
     return pairs.audit(user.user_id, limit=limit, before=before)
 

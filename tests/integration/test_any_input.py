@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from common import auth, config, db, ledger
-from devkit import cfn, fake_openai, fake_paymob, fake_stripe, lambdas, openapi
+from devkit import cfn, fake_openai, fake_paymob, fake_revenuecat, fake_stripe, lambdas, openapi
 from tests.integration import deliveries
 from tests.integration.payments.conftest import _clear_settings
 
@@ -209,9 +209,11 @@ def _fingerprint_sql() -> str:
 def world(database_url, _openai_server):
     """Fakes for every provider, the settings every function reads, users with credits."""
     paymob, stripe_fake = fake_paymob.FakePaymob().start(), fake_stripe.FakeStripe().start()
+    revenuecat = fake_revenuecat.FakeRevenueCat().start()
     env = {
         **deliveries.WEBHOOK_ENV, "PAYMOB_API_URL": paymob.base_url,
-        "STRIPE_API_BASE": stripe_fake.base_url, "OPENAI_API_KEY": "sk-test-any-input",
+        "STRIPE_API_BASE": stripe_fake.base_url, "REVENUECAT_API_URL": revenuecat.base_url,
+        "OPENAI_API_KEY": "sk-test-any-input",
         "OPENAI_BASE_URL": _openai_server.base_url, "RATE_LIMIT_PER_MINUTE": "100000",
         "ANALYZE_RATE_LIMIT_PER_MINUTE": "100000",
     }
@@ -244,6 +246,7 @@ def world(database_url, _openai_server):
     fake_openai.DEFAULTS["/v1/chat/completions"] = default_chat
     paymob.stop()
     stripe_fake.stop()
+    revenuecat.stop()
 
 
 def _state(sql: str) -> dict[str, tuple[int, int]]:

@@ -6,25 +6,27 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from common.http import ApiModel
 
 # --- profile ---------------------------------------------------------------------------
 
 
-class Entitlement(BaseModel):
+class Entitlement(ApiModel):
     entitlement_id: str
     source: str
     expires_at: datetime | None  # None: no expiry
     owner: Literal["self", "pair"]  # the caller's own, or their partner's (shared by the pair)
 
 
-class PairSummary(BaseModel):
+class PairSummary(ApiModel):
     pair_id: UUID
     partner_id: UUID
     since: datetime
 
 
-class MeOut(BaseModel):
+class MeOut(ApiModel):
     user_id: UUID
     email: str | None
     created_at: datetime
@@ -33,7 +35,7 @@ class MeOut(BaseModel):
     pair: PairSummary | None
 
 
-class DeleteIn(BaseModel):
+class DeleteIn(ApiModel):
     """The explicit confirmation: the caller's own user id (GET /me says it)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -41,7 +43,7 @@ class DeleteIn(BaseModel):
     confirm_user_id: UUID
 
 
-class DeletionOut(BaseModel):
+class DeletionOut(ApiModel):
     status: Literal["deleted"]
     deleted_at: datetime
     #: "deleted": every object in S3 is gone; "pending": the rest is deleted by the
@@ -52,7 +54,7 @@ class DeletionOut(BaseModel):
 # --- exports ---------------------------------------------------------------------------
 
 
-class ExportOut(BaseModel):
+class ExportOut(ApiModel):
     export_id: UUID
     status: Literal["queued", "running", "completed", "failed", "expired"]
     created_at: datetime
@@ -68,7 +70,7 @@ class ExportOut(BaseModel):
 # --- pairs -----------------------------------------------------------------------------
 
 
-class InviteOut(BaseModel):
+class InviteOut(ApiModel):
     invite_id: UUID
     #: Give it to your partner: POST /pairs/join {"code": ...}. Shown once (only its hash
     #: is stored).
@@ -77,39 +79,39 @@ class InviteOut(BaseModel):
     expires_at: datetime
 
 
-class OpenInvite(BaseModel):
+class OpenInvite(ApiModel):
     invite_id: UUID
     created_at: datetime
     expires_at: datetime
 
 
-class InvitesOut(BaseModel):
+class InvitesOut(ApiModel):
     invites: list[OpenInvite]
 
 
-class RevokedOut(BaseModel):
+class RevokedOut(ApiModel):
     invite_id: UUID
     status: Literal["revoked"]
 
 
-class JoinIn(BaseModel):
+class JoinIn(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     #: As shown (XXXX-XXXX-XXXX); case, spaces and hyphens don't matter.
     code: str = Field(min_length=1, max_length=64)
 
 
-class Partner(BaseModel):
+class Partner(ApiModel):
     user_id: UUID
     joined_at: datetime
 
 
-class SharedEntries(BaseModel):
+class SharedEntries(ApiModel):
     mine: int
     partner: int
 
 
-class PairOut(BaseModel):
+class PairOut(ApiModel):
     pair_id: UUID
     since: datetime
     partner: Partner
@@ -119,13 +121,13 @@ class PairOut(BaseModel):
     shared_entries: SharedEntries
 
 
-class UnlinkedOut(BaseModel):
+class UnlinkedOut(ApiModel):
     pair_id: UUID
     status: Literal["unlinked"]
     unlinked_at: datetime
 
 
-class AuditEvent(BaseModel):
+class AuditEvent(ApiModel):
     id: int
     pair_id: UUID | None  # None for an invite not used yet
     action: Literal["invite_created", "invite_revoked", "joined", "unlinked", "entry_shared",
@@ -138,7 +140,7 @@ class AuditEvent(BaseModel):
     at: datetime
 
 
-class AuditOut(BaseModel):
+class AuditOut(ApiModel):
     events: list[AuditEvent]
     #: Pass as ``before`` for the next (older) page; None at the end.
     next_before: int | None

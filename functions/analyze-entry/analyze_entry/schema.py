@@ -26,7 +26,9 @@ from datetime import datetime
 from typing import Annotated, Literal, get_args
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
+from pydantic import AfterValidator, ConfigDict, Field, computed_field
+
+from common.http import ApiModel
 
 #: 2: `notes` (what the analysis left out); stored version 1 analyses still read
 SCHEMA_VERSION: Literal[2] = 2
@@ -137,7 +139,7 @@ def _emotions(emotions: list[Emotion]) -> list[Emotion]:
 # --- the analysis -----------------------------------------------------------------------
 
 
-class Emotion(BaseModel):
+class Emotion(ApiModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     label: GoEmotion
@@ -145,7 +147,7 @@ class Emotion(BaseModel):
                          Field(description="How strongly the entry expresses it, 0 to 1.")]
 
 
-class AnalysisCore(BaseModel):
+class AnalysisCore(ApiModel):
     """What an analyser decides about one entry (the structured-output schema)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -207,7 +209,7 @@ def _not_blank(text: str) -> str:
     return text
 
 
-class EntryIn(BaseModel):
+class EntryIn(ApiModel):
     """``POST /entries``. ``pair_id`` defaults to the author's pair for a shared entry."""
 
     model_config = ConfigDict(extra="forbid")
@@ -219,7 +221,7 @@ class EntryIn(BaseModel):
     analyze: bool = True
 
 
-class Attachment(BaseModel):
+class Attachment(ApiModel):
     """A voice note or photo of an entry, as its author and (for a shared entry) the
     partner read it. ``url`` is a presigned GET."""
 
@@ -237,7 +239,7 @@ class Attachment(BaseModel):
     created_at: datetime
 
 
-class Entry(BaseModel):
+class Entry(ApiModel):
     """An entry with its analysis (``None`` until analysed) and its attachments."""
 
     id: UUID
@@ -253,7 +255,7 @@ class Entry(BaseModel):
     attachments: list[Attachment] = Field(default_factory=list)
 
 
-class AttachmentIn(BaseModel):
+class AttachmentIn(ApiModel):
     """``POST /entries/{id}/attachments``: what the author is about to upload."""
 
     model_config = ConfigDict(extra="forbid")
@@ -264,7 +266,7 @@ class AttachmentIn(BaseModel):
     size: int = Field(ge=1, description="bytes; the form accepts uploads up to this size")
 
 
-class AttachmentUpload(BaseModel):
+class AttachmentUpload(ApiModel):
     """A presigned POST form for one attachment: send ``fields`` then the file (form field
     ``file``) to ``url``, then analyse the entry."""
 

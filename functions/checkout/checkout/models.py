@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from common.http import ApiModel
 
 _CURRENCY = r"^[A-Za-z]{3}$"
 
 
-class CheckoutIn(BaseModel):
+class CheckoutIn(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     product_id: str = Field(min_length=1, max_length=64)
@@ -18,7 +20,7 @@ class CheckoutIn(BaseModel):
     currency: str | None = Field(default=None, pattern=_CURRENCY)
 
 
-class BillingIn(BaseModel):
+class BillingIn(ApiModel):
     """Paymob requires billing data; what the client does not give is sent as "NA"."""
 
     model_config = ConfigDict(extra="forbid")
@@ -33,13 +35,13 @@ class PaymobCheckoutIn(CheckoutIn):
     billing: BillingIn | None = None
 
 
-class Price(BaseModel):
+class Price(ApiModel):
     provider: str
     currency: str
     amount_minor: int
 
 
-class Product(BaseModel):
+class Product(ApiModel):
     id: str
     kind: str
     name: str
@@ -49,11 +51,11 @@ class Product(BaseModel):
     prices: list[Price]
 
 
-class ProductsOut(BaseModel):
+class ProductsOut(ApiModel):
     products: list[Product]
 
 
-class PaymobCheckoutOut(BaseModel):
+class PaymobCheckoutOut(ApiModel):
     order_id: uuid.UUID
     intention_id: str
     client_secret: str
@@ -63,7 +65,7 @@ class PaymobCheckoutOut(BaseModel):
     currency: str
 
 
-class StripeCheckoutOut(BaseModel):
+class StripeCheckoutOut(ApiModel):
     order_id: uuid.UUID
     session_id: str
     url: str
@@ -71,14 +73,14 @@ class StripeCheckoutOut(BaseModel):
     currency: str
 
 
-class EntitlementOut(BaseModel):
+class EntitlementOut(ApiModel):
     entitlement_id: str
     source: str  # revenuecat | stripe | paymob
     expires_at: datetime | None  # None: lifetime
     owner: str  # self | pair (the partner's)
 
 
-class RevenueCatSyncOut(BaseModel):
+class RevenueCatSyncOut(ApiModel):
     """The caller's state after the sync: what they may use now."""
 
     #: Purchases this sync applied (0 when their webhooks, or an earlier sync, had already).

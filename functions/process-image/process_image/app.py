@@ -21,7 +21,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from common import http
-from process_image import catalog, generations, uploads
+from process_image import catalog
 from process_image.models import (
     GenerationIn,
     GenerationOut,
@@ -33,6 +33,8 @@ from process_image.models import (
     UploadOut,
 )
 
+# generations and uploads (with the storage, cache and ledger modules they load) are
+# imported by the routes that use them: a cold start answering GET /tools skips them.
 app = http.make_resolver()
 
 
@@ -63,6 +65,8 @@ def _tool_out(t: catalog.Tool, ai_on: bool) -> ToolOut:
 
 @app.post("/uploads")
 def create_upload(body: UploadIn) -> UploadOut:
+    from process_image import uploads
+
     user = http.current_user(app)
     return http.idempotent(app, lambda: uploads.create_form(user.user_id, body.content_type, body.size),
                            model=UploadOut)
@@ -75,6 +79,8 @@ def create_upload(body: UploadIn) -> UploadOut:
           "content": {"application/json": {"model": GenerationOut}}},
 })
 def create_generation(body: GenerationIn) -> Response[GenerationOut]:
+    from process_image import generations
+
     user = http.current_user(app)
     deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000
 
@@ -89,12 +95,16 @@ def create_generation(body: GenerationIn) -> Response[GenerationOut]:
 
 @app.get("/generations")
 def list_generations(limit: Annotated[int, Query(ge=1, le=100)] = 10) -> GenerationsOut:
+    from process_image import generations
+
     user = http.current_user(app)
     return GenerationsOut(generations=generations.recent(user.user_id, limit))
 
 
 @app.get("/generations/<generation_id>")
 def get_generation(generation_id: str) -> GenerationView:
+    from process_image import generations
+
     user = http.current_user(app)
     return generations.get(user.user_id, generation_id)
 

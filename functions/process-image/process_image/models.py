@@ -5,17 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from common.http import ApiModel
 
 
-class UploadIn(BaseModel):
+class UploadIn(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     content_type: str = Field(min_length=3, max_length=100, description="image/jpeg, image/png, ...")
     size: int = Field(ge=1, description="bytes; the form accepts uploads up to this size")
 
 
-class UploadOut(BaseModel):
+class UploadOut(ApiModel):
     key: str  # pass as source_key to POST /generations
     url: str
     fields: dict[str, str]  # send as form fields, the file last (field name "file")
@@ -23,7 +25,7 @@ class UploadOut(BaseModel):
     max_bytes: int
 
 
-class GenerationIn(BaseModel):
+class GenerationIn(ApiModel):
     model_config = ConfigDict(extra="forbid")
 
     tool_id: str = Field(min_length=1, max_length=40)
@@ -45,7 +47,7 @@ HairColor = Literal["black", "dark_brown", "brown", "light_brown", "blonde", "re
 HairLength = Literal["bald", "buzzed", "short", "medium", "long", "very_long"]
 
 
-class Box(BaseModel):
+class Box(ApiModel):
     """Where a face is, in fractions of the (upright) image's width and height."""
 
     x: float = Field(ge=0, le=1, description="left edge")
@@ -54,12 +56,12 @@ class Box(BaseModel):
     height: float = Field(ge=0, le=1)
 
 
-class Hair(BaseModel):
+class Hair(ApiModel):
     color: HairColor | None = Field(description="as it looks in the photo; null: not seen, or not analysed")
     length: HairLength | None
 
 
-class Suggestion(BaseModel):
+class Suggestion(ApiModel):
     """A one-tap edit: POST /generations with this tool_id and params (valid for the tool's
     current version)."""
 
@@ -67,19 +69,19 @@ class Suggestion(BaseModel):
     params: dict[str, str]
 
 
-class Face(BaseModel):
+class Face(ApiModel):
     box: Box
     face_shape: FaceShape | None
     hair: Hair
     suggestions: list[Suggestion]
 
 
-class ImageSize(BaseModel):
+class ImageSize(ApiModel):
     width: int
     height: int
 
 
-class FaceAnalysis(BaseModel):
+class FaceAnalysis(ApiModel):
     """``face_analysis``'s result (schema version 1)."""
 
     schema_version: Literal[1] = 1
@@ -93,7 +95,7 @@ class FaceAnalysis(BaseModel):
     notes: list[str]
 
 
-class GenerationOut(BaseModel):
+class GenerationOut(ApiModel):
     generation_id: str
     status: Literal["succeeded"]
     tool_id: str
@@ -106,7 +108,7 @@ class GenerationOut(BaseModel):
     result: FaceAnalysis | None = None  # analysis tools
 
 
-class GenerationView(BaseModel):
+class GenerationView(ApiModel):
     generation_id: str
     tool_id: str
     status: Literal["succeeded", "failed"]
@@ -122,7 +124,7 @@ class GenerationView(BaseModel):
     result: FaceAnalysis | None = None  # analysis tools
 
 
-class ToolOut(BaseModel):
+class ToolOut(ApiModel):
     id: str
     name: str
     description: str
@@ -136,9 +138,9 @@ class ToolOut(BaseModel):
     provider: Literal["openai", "offline"] | None = None
 
 
-class ToolsOut(BaseModel):
+class ToolsOut(ApiModel):
     tools: list[ToolOut]
 
 
-class GenerationsOut(BaseModel):
+class GenerationsOut(ApiModel):
     generations: list[GenerationView]

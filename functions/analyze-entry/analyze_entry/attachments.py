@@ -21,9 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -87,7 +85,7 @@ def create_form(author_id: UUID, entry_id: UUID, content_type: str, size: int,
         if entries.own(author_id, entry_id) is None:  # deleted meanwhile
             raise NotFound("no such entry")
         raise TooManyAttachments(f"an entry may have at most {s.ANALYZE_MAX_ATTACHMENTS} attachments")
-    with storage_errors():
+    with storage.unavailable_on_error("attachment storage"):
         form = storage.presigned_post(s.bucket(), key, content_types=[declared], content_type=declared,
                                       max_bytes=size, expires_s=s.ANALYZE_UPLOAD_URL_TTL_S)
     logger.info("attachment form issued", extra={"entry_id": str(entry_id), "kind": kind,
@@ -135,7 +133,7 @@ def delete_entry(author_id: UUID, entry_id: UUID, s: AnalyzeSettings) -> None:
 def _delete_objects(s: AnalyzeSettings, keys: list[str]) -> None:
     if not keys:
         return
-    with storage_errors():
+    with storage.unavailable_on_error("attachment storage"):
         result = storage.s3().delete_objects(Bucket=s.bucket(), Delete={"Objects": [{"Key": k} for k in keys],
                                                                        "Quiet": True})
     if result.get("Errors"):
@@ -213,7 +211,7 @@ def _check(author_id: UUID, row: dict[str, Any], s: AnalyzeSettings) -> _Work:
     audio = row["kind"] == "audio"
     limit = s.ANALYZE_AUDIO_MAX_BYTES if audio else s.ANALYZE_IMAGE_MAX_BYTES
     try:
-        with storage_errors():
+        with storage.unavailable_on_error("attachment storage"):
             data = storage.read(s.bucket(), row["object_key"], max_bytes=limit)
     except NotFound:
         raise AttachmentNotUploaded(f"attachment {row['id']} has not been uploaded; upload it or delete it") \
@@ -315,15 +313,3 @@ def _provider_failure(exc: BaseException) -> bool:
 
     return isinstance(exc, ProviderFailed | ProviderTimeout)
 
-
-@contextmanager
-def storage_errors() -> Iterator[None]:
-    """S3 failing (throttling, outage, misconfiguration) is 503: retry later."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (BotoCoreError, ClientError) as exc:
-        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
-        logger.error("storage failed", extra={"error": type(exc).__name__, "s3_code": code})
-        raise Unavailable("attachment storage is unavailable; retry shortly") from None

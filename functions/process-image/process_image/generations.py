@@ -27,15 +27,13 @@ import hashlib
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from common import cache, db, ledger, storage
-from common.errors import AppError, Conflict, GatewayTimeout, InvalidInput, NotFound, Unavailable
+from common.errors import AppError, Conflict, GatewayTimeout, InvalidInput, NotFound
 from common.observability import logger, metrics, traced
 from process_image import catalog, images
 from process_image import settings as settings_module
@@ -230,7 +228,7 @@ def _generate(user_id: uuid.UUID, tool: Tool, model: str | None, cost: int, para
             encoded = local_tools.run(tool, params, decoded, max_pixels=s.IMAGE_MAX_PIXELS)
         del decoded
         result_key = storage.user_key(user_id, "generations", f"{generation_id}.{encoded.extension}")
-        with _storage_errors():
+        with storage.unavailable_on_error("image storage"):
             storage.put(s.bucket("GENERATIONS_BUCKET"), result_key, encoded.data, encoded.content_type)
         stored_key = result_key
         row = {
@@ -396,7 +394,7 @@ def _view(row: dict[str, Any], s: Settings) -> GenerationView:
 
 
 def _head_source(s: Settings, key: str) -> Source:
-    with _storage_errors():
+    with storage.unavailable_on_error("image storage"):
         meta = storage.head(s.bucket("UPLOADS_BUCKET"), key)
     if meta is None:
         raise NotFound("source image not found")
@@ -406,7 +404,7 @@ def _head_source(s: Settings, key: str) -> Source:
 
 def _read_source(s: Settings, source: Source) -> bytes:
     """The source's bytes (size-limited), and the same object the cache key named."""
-    with _storage_errors():
+    with storage.unavailable_on_error("image storage"):
         data = storage.read(s.bucket("UPLOADS_BUCKET"), source.key, max_bytes=s.IMAGE_MAX_UPLOAD_BYTES)
     # An ETag of a single-part SSE-S3 object is the MD5 of its bytes. If ours differs,
     # either the object was replaced since the HEAD (then the cache key names another
@@ -424,18 +422,6 @@ def _delete_quietly(bucket: str, key: str) -> None:
     except Exception as exc:
         logger.warning("could not remove an unrecorded result", extra={"error": type(exc).__name__})
 
-
-@contextmanager
-def _storage_errors() -> Iterator[None]:
-    """S3 failing (throttling, outage, misconfiguration) is 503: retry later."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (BotoCoreError, ClientError) as exc:
-        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
-        logger.error("storage failed", extra={"error": type(exc).__name__, "s3_code": code})
-        raise Unavailable("image storage is unavailable; retry shortly") from None
 
 
 def _jsonb(value: Any) -> Any:

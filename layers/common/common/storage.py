@@ -24,12 +24,13 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from common.errors import InvalidInput, NotFound, PayloadTooLarge
-from common.observability import traced
+from common.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
+from common.observability import logger, traced
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -222,6 +223,21 @@ def _expires_at(expires_s: int) -> datetime:
 
 
 # --- Objects ---------------------------------------------------------------------------
+
+
+@contextmanager
+def unavailable_on_error(what: str) -> Iterator[None]:
+    """S3 failing (throttling, outage, misconfiguration) inside the block is 503
+    ``unavailable`` ("<what> is unavailable; retry shortly"): the client retries later.
+    Logged once with the error's class and S3's code, never the key or the body."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        logger.error("storage failed", extra={"error": type(exc).__name__, "s3_code": code})
+        raise Unavailable(f"{what} is unavailable; retry shortly") from None
 
 
 class UploadResult(NamedTuple):

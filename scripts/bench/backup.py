@@ -42,6 +42,8 @@ import time
 import uuid
 from pathlib import Path
 
+from benchkit import free_port
+
 from devkit import ROOT, migrations, postgres
 
 BUCKET = "bench-backups"
@@ -66,12 +68,6 @@ SELECT u.id,
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pg_tool(name: str, major: int) -> str | None:

@@ -34,6 +34,8 @@ import sys
 import time
 import uuid
 
+from benchkit import pct
+
 from devkit import migrations, postgres
 
 TARGETS = {"read_p99_ratio": 1.5, "upsert_max_ms": 50.0}  # issue 15
@@ -88,11 +90,6 @@ def client(url: str, rows: int, expired: int, phase, stop, out) -> None:
                 sink.seek(0)
                 sink.truncate()
     out.put(samples)
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(len(s) * q))] if s else float("nan")
 
 
 def main() -> int:

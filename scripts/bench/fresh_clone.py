@@ -24,23 +24,18 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchkit import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 # The last commit whose Makefile installed the venvs with pip (the "before" of the issue).
 BEFORE = "fd1d513"
 GOAL = 1 / 3  # after / before
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def du(path: Path) -> int:

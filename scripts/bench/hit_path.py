@@ -38,6 +38,8 @@ import time
 import uuid
 from pathlib import Path
 
+from benchkit import free_port, pct
+
 from devkit import ROOT, migrations, postgres
 from devkit import s3 as local_s3
 
@@ -95,17 +97,6 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, path: str | None = N
         time.sleep(0.1)
     proc.kill()
     raise SystemExit(f"{what} did not start")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 class Side:

@@ -51,6 +51,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from benchkit import free_port, pct
+
 from devkit import ROOT, migrations, postgres
 from devkit import s3 as local_s3
 
@@ -65,11 +67,6 @@ TARGET_IMPORT_RATIO = 2.0
 TARGET_FACE_THROUGHPUT_RATIO = 1.0  # at least
 TARGET_FACE_HIT_RATIO = 1.1  # at most
 FACE = ROOT / "tests" / "fixtures" / "face.jpg"
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:
@@ -132,14 +129,6 @@ def import_ms(module: str, path: Path) -> float:
         if m and m.group(2) == "":  # top level: not nested under another import
             total += int(m.group(1))
     return total / 1000
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import free_port, pct
+
 from devkit import ROOT
 from devkit.runner.function_url import request_event
 from devkit.worker import LambdaContext
@@ -49,11 +51,6 @@ Resources:
       Timeout: 10
       FunctionUrlConfig: {{AuthType: NONE}}
 """
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def start_runner(folder: Path, port: int) -> subprocess.Popen:
@@ -83,8 +80,6 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--colds", type=int, default=5)
     args = parser.parse_args()
-
-    from devkit.s3 import free_port
 
     sys.path.insert(0, str(HANDLER_DIR))
     import bare_app

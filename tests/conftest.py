@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -82,3 +82,17 @@ def openai_fake(_openai_server: fake_openai.FakeOpenAI, monkeypatch: pytest.Monk
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-local-0000000000")
     monkeypatch.setenv("OPENAI_BASE_URL", _openai_server.base_url)
     return _openai_server
+
+
+@pytest.fixture
+def log_text() -> Iterator[Callable[[], str]]:
+    """What the functions log during the test, as one string (the redacted JSON lines)."""
+    import io
+
+    from common.observability import logger
+
+    handler = logger.registered_handler
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    yield stream.getvalue
+    handler.setStream(previous)

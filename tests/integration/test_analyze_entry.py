@@ -3,7 +3,6 @@ Postgres, the fake OpenAI server speaking the chat completions API to the real S
 
 from __future__ import annotations
 
-import io
 import json
 import runpy
 import subprocess
@@ -48,16 +47,6 @@ def fresh(clean_db, monkeypatch):
     yield
     settings.cache_clear()
     db.reset()
-
-
-@pytest.fixture
-def log_text():
-    """Everything the function's logger writes during the test, as one string."""
-    handler = logger.registered_handler
-    stream = io.StringIO()
-    previous = handler.setStream(stream)
-    yield stream.getvalue
-    handler.setStream(previous)
 
 
 def setenv(monkeypatch, **values: str) -> None:

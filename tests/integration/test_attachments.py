@@ -18,7 +18,6 @@ from PIL import ExifTags, Image
 
 from common import db, storage
 from common.auth import mint_token
-from common.observability import logger
 from devkit import fake_openai, lambdas, voice
 from devkit.fake_openai import Scripted
 
@@ -53,15 +52,6 @@ def fresh(clean_db, s3_endpoint, monkeypatch):
     yield
     settings.cache_clear()
     db.reset()
-
-
-@pytest.fixture
-def log_text():
-    handler = logger.registered_handler
-    stream = io.StringIO()
-    previous = handler.setStream(stream)
-    yield stream.getvalue
-    handler.setStream(previous)
 
 
 def setenv(monkeypatch, **values: str) -> None:

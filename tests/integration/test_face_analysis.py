@@ -381,18 +381,11 @@ def test_no_field_for_sensitive_attributes_in_the_result_or_the_provider_schema(
     assert "Never infer" in tool.prompt_template and "ethnicity" in tool.prompt_template
 
 
-def test_faces_are_not_logged(openai_fake):
-    from common.observability import logger
-
+def test_faces_are_not_logged(openai_fake, log_text):
     openai_fake.script(COMPLETIONS, scripted(answer(hair_color="auburn")))
     user = new_user(20)
-    stream = io.StringIO()
-    previous = logger.registered_handler.setStream(stream)
-    try:
-        assert analyse(user, upload(user, FACE))[0] == 201
-    finally:
-        logger.registered_handler.setStream(previous)
-    text = stream.getvalue()
+    assert analyse(user, upload(user, FACE))[0] == 201
+    text = log_text()
     assert "auburn" not in text and "oval" not in text and base64.b64encode(FACE[:30]).decode() not in text
     assert "face analysis done" in text
 

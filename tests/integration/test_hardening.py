@@ -6,7 +6,6 @@ runner taking a burst of clients."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -22,7 +21,6 @@ import psycopg
 import pytest
 
 from common import auth, config, db, ledger
-from common.observability import logger
 from devkit import ROOT, fake_paymob, fake_stripe
 from devkit.lambdas import invoke, url_event
 from tests.integration import deliveries
@@ -51,16 +49,6 @@ def env(clean_db, monkeypatch) -> Iterator[None]:
     monkeypatch.undo()
     _clear_settings()
     db.reset()
-
-
-@pytest.fixture
-def log_text() -> Iterator:
-    """What the functions log during the test."""
-    handler = logger.registered_handler
-    stream = io.StringIO()
-    previous = handler.setStream(stream)
-    yield stream.getvalue
-    handler.setStream(previous)
 
 
 def user(credits: int = 0) -> uuid.UUID:

@@ -101,8 +101,9 @@ def test_a_lost_stripe_event_is_healed_once_as_if_delivered(stripe_api):
     # A second run changes nothing
     before = snapshot()
     again = reconcile("stripe")
-    # (the cursor moved: only the last second is read again)
-    assert healed(again, "stripe") == 0 and set(again["stripe"]["outcomes"]) == {"duplicate"}
+    # (the cursor moved: at most the last second is read again, as duplicates; whether that
+    # second still holds one of the two events depends on when the run started)
+    assert healed(again, "stripe") == 0 and set(again["stripe"]["outcomes"]) <= {"duplicate"}
     assert snapshot() == before
     # The webhook arriving afterwards is a duplicate
     assert call("stripe-webhook", stripe_event(lost)) == (200, {"status": "duplicate"})

@@ -2,12 +2,15 @@
 
 Layout (the restore reads exactly this; docs/housekeeping.md describes it)::
 
-    backups/<stage>/<run>/<table>.csv.zst    COPY ... TO STDOUT (FORMAT csv, HEADER), zstd
+    backups/<stage>/<run>/<table>.bin.zst    COPY ... TO STDOUT (FORMAT binary), zstd
     backups/<stage>/<run>/manifest.json      written last: a run without it failed
 
-``<run>`` is the UTC start time, ``20260101T030000Z``. Each table goes from ``COPY`` through
-the codec (Zstandard level 1 by default: ``BACKUP_COMPRESSION``; ``gzip`` writes
-``<table>.csv.gz`` with zlib's gzip container, the format of earlier runs, which the
+``<run>`` is the UTC start time, ``20260101T030000Z``. ``BACKUP_COPY_FORMAT=csv`` writes
+``<table>.csv.zst`` (``FORMAT csv, HEADER``: readable by any tool, portable across server
+versions) instead of COPY's binary format (less work for the server on both ends). An
+empty table gets no object (``"key": null`` in the manifest). Each table goes from
+``COPY`` through the codec (Zstandard level 1 by default: ``BACKUP_COMPRESSION``;
+``gzip`` writes ``.gz`` with zlib's gzip container, the format of earlier runs, which the
 restore still reads; the manifest names the codec) into ``common.storage.MultipartUpload``
 (SSE-S3, a SHA-256 checksum per part that S3 verifies, and the SHA-256 of the whole
 object, which the manifest records: a multipart ETag is not a content hash). Memory stays
@@ -15,10 +18,13 @@ constant whatever the table size: rows are gathered into ~1 MiB blocks, a block 
 compressed as a whole (block-wise compression is much faster than row by row), and the upload
 holds one part.
 
-Reading, compressing and uploading run in three threads joined by short queues (zstd,
-zlib, hashlib and socket I/O release the GIL, so they overlap; see ``stream_table``).
-Hand-written because it is 40 lines over the standard library; scripts/bench/backup.py
-measures it against pg_dump.
+Tables are exported ``BACKUP_PARALLEL_TABLES`` at a time, largest first, each worker on a
+connection of its own that imports the leader's snapshot (``pg_export_snapshot()``, ``SET
+TRANSACTION SNAPSHOT``, as ``pg_dump -j`` does): every table is still read from the one
+snapshot. Within a table, reading, compressing and uploading run in three threads joined
+by short queues (zstd, zlib, hashlib and socket I/O release the GIL, so they overlap; see
+``stream_table``). Hand-written because it is a few dozen lines over the standard library;
+scripts/bench/backup.py measures it against pg_dump.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from typing import Any
 from backup_export import catalog
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+#: 2: each table names its ``copy`` format (binary or csv) and ``data_bytes``; an empty
+#: table has ``"key": null``. 1 (earlier runs, still restored): CSV only, ``csv_bytes``.
+FORMAT_VERSION = 2
 BLOCK_SIZE = 1024 * 1024
 QUEUE_DEPTH = 4  # CSV blocks between the reader and the compressor (~4 MiB)
 UPLOAD_DEPTH = 4  # compressed blocks between the compressor and the upload (~4 MiB)
@@ -48,6 +56,7 @@ GZIP_WBITS = 31  # zlib's gzip container (header and CRC trailer), readable by g
 LOCK_ID = 0x6261636B7570  # "backup"
 
 BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot() AS id"
 # COPY of a large table outlives the connection's statement_timeout: lifted for this
 # transaction only (set_config(..., true) is SET LOCAL).
 NO_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', '0', true)"
@@ -129,11 +138,19 @@ def check_redactions(schema: catalog.Schema, redact: dict[str, frozenset[str]]) 
             _redacted(known[column], "check")
 
 
-def copy_statement(table: catalog.Table, redacted: frozenset[str], salt: str) -> Any:
+#: COPY's formats: manifest name -> the statement's options. Binary is the default: the
+#: server neither formats values as text nor quotes them (and the restore's server does
+#: not parse them), and the data is smaller; csv is the portable, human-readable one.
+COPY_OPTIONS = {"binary": "TO STDOUT (FORMAT binary)",
+                "csv": "TO STDOUT (FORMAT csv, HEADER, ENCODING 'UTF8')"}
+
+
+def copy_statement(table: catalog.Table, redacted: frozenset[str], salt: str,
+                   copy_format: str = "binary") -> Any:
     from psycopg import sql
 
     names = [sql.Identifier(c.name) for c in table.columns]
-    options = sql.SQL("TO STDOUT (FORMAT csv, HEADER, ENCODING 'UTF8')")
+    options = sql.SQL(COPY_OPTIONS[copy_format])
     if not redacted and not table.partitioned:
         return sql.SQL("COPY {} ({}) {}").format(sql.Identifier(table.name), sql.SQL(", ").join(names),
                                                   options)
@@ -180,8 +197,10 @@ class _Handoff(threading.Thread):
             raise self._error
 
 
-#: The codecs: manifest name -> (object suffix, content type).
-CODECS = {"zstd": (".csv.zst", "application/zstd"), "gzip": (".csv.gz", "application/gzip")}
+#: The codecs: manifest name -> (object suffix after .bin or .csv, content type).
+CODECS = {"zstd": (".zst", "application/zstd"), "gzip": (".gz", "application/gzip")}
+#: COPY format -> the object's name before the codec's suffix.
+DATA_SUFFIX = {"binary": ".bin", "csv": ".csv"}
 
 
 def compressor(codec: str, level: int) -> Any:
@@ -197,7 +216,7 @@ def compressor(codec: str, level: int) -> Any:
 
 def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
                  level: int = 1) -> tuple[int, int]:
-    """COPY one table through the codec into the file object ``out``: ``(rows, csv_bytes)``.
+    """COPY one table through the codec into the file object ``out``: ``(rows, data_bytes)``.
 
     Three stages, each in its own thread, joined by short queues of ~1 MiB blocks: this
     thread reads rows, one thread compresses, one writes to ``out`` (the upload, which
@@ -217,7 +236,7 @@ def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
             compressed = bytearray()
 
     compressing = _Handoff(compress, depth=QUEUE_DEPTH, name="backup-compress")
-    csv_bytes = 0
+    data_bytes = 0
     cursor = conn.cursor()
     try:
         block = bytearray()
@@ -225,10 +244,10 @@ def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
             for data in copy:  # one row per message
                 block += data
                 if len(block) >= BLOCK_SIZE:
-                    csv_bytes += len(block)
+                    data_bytes += len(block)
                     compressing.put(block)
                     block = bytearray()
-        csv_bytes += len(block)
+        data_bytes += len(block)
         compressing.put(block)
         compressing.close()
         compressed += compress_stream.flush()
@@ -238,7 +257,7 @@ def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
         compressing.close(reraise=False)  # the first error is the one to see
         upload.close(reraise=False)
         raise
-    return cursor.rowcount, csv_bytes
+    return cursor.rowcount, data_bytes
 
 
 # --- A run -----------------------------------------------------------------------------
@@ -253,19 +272,58 @@ class Options:
     compression: str = "zstd"  # a key of CODECS
     level: int = 1
     part_size: int = 8 * 1024 * 1024
+    copy_format: str = "binary"  # a key of COPY_OPTIONS
+    parallel_tables: int = 4
+
+
+def import_snapshot(conn: Any, snapshot: str) -> None:
+    """Make ``conn``'s transaction (just begun) read the leader's exported snapshot."""
+    from psycopg import sql
+
+    conn.execute(BEGIN_SNAPSHOT)
+    # SET TRANSACTION SNAPSHOT takes no bind parameter: the id is quoted as a literal.
+    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    conn.execute(NO_STATEMENT_TIMEOUT)
+
+
+@dataclass
+class _Work:
+    """The tables left to export and what the workers found, shared under ``lock``."""
+
+    pending: list[catalog.Table]  # largest first
+    time_left: Callable[[], float]
+    min_time_s: float
+    entries: dict[str, dict[str, Any]]
+    lock: threading.Lock
+    error: BaseException | None = None
+
+    def next_table(self) -> catalog.Table | None:
+        with self.lock:
+            if self.error is not None or not self.pending:
+                return None
+            table = self.pending.pop(0)
+            if self.time_left() < self.min_time_s:
+                self.error = OutOfTime(f"stopped before {table.name}: the Lambda deadline is near")
+                return None
+            return table
+
+    def failed(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:  # the first error is the one to see
+                self.error = exc
 
 
 def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lambda: float("inf"),
-           min_time_s: float = 0.0,
+           min_time_s: float = 0.0, connect: Callable[[], Any] | None = None,
            now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> dict[str, Any]:
     """Back up every table in one snapshot; return the manifest (already written).
 
     ``conn`` must be in a fresh transaction (``common.db.transaction()``): its first
-    statement makes it the snapshot. ``time_left()`` (seconds) is checked before each
-    table; below ``min_time_s`` the run stops with OutOfTime.
+    statement makes it the snapshot. ``connect()`` opens a connection for each further
+    worker (``options.parallel_tables`` - 1 of them, which the export closes); without
+    it, ``conn`` exports every table itself. ``time_left()`` (seconds) is checked before
+    each table; below ``min_time_s`` the run stops with OutOfTime.
     """
-    from common import storage
-
     started = now()
     conn.execute(BEGIN_SNAPSHOT)
     conn.execute(NO_STATEMENT_TIMEOUT)
@@ -277,23 +335,47 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
     salt = secrets.token_hex(16)  # per run, never stored
     run = run_id(started)
     prefix = run_prefix(options.stage, run)
-    entries = []
-    for table in schema.tables:
-        if time_left() < min_time_s:
-            raise OutOfTime(f"stopped before {table.name}: the Lambda deadline is near")
-        redacted = options.redact.get(table.name, frozenset())
-        suffix, content_type = CODECS[options.compression]
-        key = f"{prefix}{table.name}{suffix}"
-        with storage.MultipartUpload(options.bucket, key, content_type=content_type,
-                                     part_size=options.part_size) as upload:
-            rows, csv_bytes = stream_table(conn, copy_statement(table, redacted, salt), upload,
-                                           codec=options.compression, level=options.level)
-        assert upload.result is not None
-        entries.append({
-            "name": table.name, "key": key, "columns": [c.name for c in table.columns],
-            "depends_on": table.depends_on, "rows": rows, "bytes": upload.result.size,
-            "csv_bytes": csv_bytes, "sha256": upload.result.sha256, "redacted": sorted(redacted),
-        })
+    work = _Work(pending=sorted(schema.tables, key=lambda t: (-t.size, t.name)), time_left=time_left,
+                 min_time_s=min_time_s, entries={}, lock=threading.Lock())
+
+    def export_tables(worker_conn: Any) -> None:
+        try:
+            while (table := work.next_table()) is not None:
+                entry = export_table(worker_conn, table, options, prefix, salt)
+                with work.lock:
+                    work.entries[table.name] = entry
+        except BaseException as exc:  # handed to the leader
+            work.failed(exc)
+
+    def helper() -> None:
+        assert connect is not None
+        try:
+            helper_conn = connect()
+        except BaseException as exc:
+            work.failed(exc)
+            return
+        try:
+            with helper_conn.transaction():
+                import_snapshot(helper_conn, snapshot)
+                export_tables(helper_conn)
+        except BaseException as exc:
+            work.failed(exc)
+        finally:
+            helper_conn.close()
+
+    helpers: list[threading.Thread] = []
+    if connect is not None and (extra := min(options.parallel_tables, len(schema.tables)) - 1) > 0:
+        snapshot = conn.execute(EXPORT_SNAPSHOT).fetchone()["id"]
+        helpers = [threading.Thread(target=helper, name=f"backup-table-{n}", daemon=True)
+                   for n in range(extra)]
+        for thread in helpers:
+            thread.start()
+    export_tables(conn)  # the leader works too
+    for thread in helpers:
+        thread.join()
+    if work.error is not None:
+        raise work.error
+    entries = [work.entries[t.name] for t in schema.tables]  # dependency order
     manifest = {
         "format": FORMAT_VERSION,
         "stage": options.stage,
@@ -308,10 +390,39 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
         "excluded": sorted(options.exclude | catalog.YOYO_TABLES),
         "redacted": any(e["redacted"] for e in entries),
         "compression": {"format": options.compression, "level": options.level},
-        "csv": {"format": "csv", "header": True, "encoding": "UTF8"},
         "sequences": schema.sequences,
         "tables": entries,
     }
+    from common import storage
+
     storage.put(options.bucket, f"{prefix}{MANIFEST}", json.dumps(manifest, indent=1).encode(),
                 "application/json")
     return manifest
+
+
+def export_table(conn: Any, table: catalog.Table, options: Options, prefix: str, salt: str) -> dict[str, Any]:
+    """One table into its object; its manifest entry. An empty table gets no object."""
+    from common import storage
+
+    redacted = options.redact.get(table.name, frozenset())
+    suffix, content_type = CODECS[options.compression]
+    key = f"{prefix}{table.name}{DATA_SUFFIX[options.copy_format]}{suffix}"
+    upload = storage.MultipartUpload(options.bucket, key, content_type=content_type,
+                                     part_size=options.part_size)
+    try:
+        rows, data_bytes = stream_table(conn, copy_statement(table, redacted, salt, options.copy_format),
+                                        upload, codec=options.compression, level=options.level)
+        if rows == 0:
+            upload.abort()  # nothing was sent yet: a part is never filled by an empty table
+            result = None
+        else:
+            result = upload.complete()
+    except BaseException:
+        upload.abort()
+        raise
+    return {
+        "name": table.name, "key": key if result else None, "copy": options.copy_format,
+        "columns": [c.name for c in table.columns], "depends_on": table.depends_on, "rows": rows,
+        "bytes": result.size if result else 0, "data_bytes": data_bytes if result else 0,
+        "sha256": result.sha256 if result else None, "redacted": sorted(redacted),
+    }

@@ -34,7 +34,7 @@ import queue
 import secrets
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -214,8 +214,37 @@ def compressor(codec: str, level: int) -> Any:
     raise ValueError(f"unknown backup codec {codec!r}")
 
 
+#: The last message of a binary COPY: the file trailer, a field count of -1 (after the
+#: 19-byte file header in the same message when the table is empty).
+BINARY_TRAILER = b"\xff\xff"
+TRAILER_SIZES = (2, 21)
+
+
+def _copy_rows(conn: Any, copy: Any, binary: bool) -> Iterator[Any]:
+    """The rows (messages) of a COPY TO.
+
+    psycopg reads each row through its wait loop, which costs about as much CPU as the
+    rest of the export's reading; most rows are already in libpq's buffer when asked for,
+    so in binary COPY they are taken straight from it (``PGconn.get_copy_data`` without
+    blocking) until it is empty or the file trailer came: the waiting, the end of the
+    COPY and its errors stay psycopg's. CSV has no trailer to stop at: psycopg reads it.
+    """
+    if not binary:
+        yield from copy
+        return
+    get_copy_data = conn.pgconn.get_copy_data
+    for data in copy:  # waits for the server
+        while True:
+            yield data
+            if len(data) in TRAILER_SIZES and data[-2:] == BINARY_TRAILER:
+                break  # (or a row that looks like it: psycopg reads on)
+            size, data = get_copy_data(1)  # 1: don't wait
+            if size <= 0:
+                break
+
+
 def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
-                 level: int = 1) -> tuple[int, int]:
+                 level: int = 1, binary: bool = True) -> tuple[int, int]:
     """COPY one table through the codec into the file object ``out``: ``(rows, data_bytes)``.
 
     Three stages, each in its own thread, joined by short queues of ~1 MiB blocks: this
@@ -241,7 +270,7 @@ def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
     try:
         block = bytearray()
         with cursor.copy(statement) as copy:
-            for data in copy:  # one row per message
+            for data in _copy_rows(conn, copy, binary):  # one row per message
                 block += data
                 if len(block) >= BLOCK_SIZE:
                     data_bytes += len(block)
@@ -411,7 +440,8 @@ def export_table(conn: Any, table: catalog.Table, options: Options, prefix: str,
                                      part_size=options.part_size)
     try:
         rows, data_bytes = stream_table(conn, copy_statement(table, redacted, salt, options.copy_format),
-                                        upload, codec=options.compression, level=options.level)
+                                        upload, codec=options.compression, level=options.level,
+                                        binary=options.copy_format == "binary")
         if rows == 0:
             upload.abort()  # nothing was sent yet: a part is never filled by an empty table
             result = None

@@ -204,7 +204,7 @@ def _download_one(bucket: str, table: dict[str, Any], path: Path,
 # --- The target -------------------------------------------------------------------------
 
 USER_TABLES = """
-SELECT c.relname AS name, c.relkind AS kind FROM pg_class c
+SELECT c.relname AS name, c.relkind AS kind, c.oid FROM pg_class c
  WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 """
 
@@ -259,16 +259,13 @@ def target_is_empty(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-def _read_migrations(manifest: dict[str, Any]) -> Any:
+def _migrate(url: str, manifest: dict[str, Any], report: Report, parsed: Any) -> None:
+    """Migrate the target to the manifest's version with ``parsed`` (``migrations.read()``,
+    all of this checkout's migrations)."""
     version = manifest.get("migration_version")
     if version is None:
         raise RestoreError("the manifest records no migration version; migrate the target by hand first")
-    return migrations.read(to=version)
-
-
-def _migrate(url: str, manifest: dict[str, Any], report: Report, parsed: Any) -> None:
-    version = manifest["migration_version"]
-    report.migrated = migrations.apply(url, parsed=parsed)
+    report.migrated = migrations.apply(url, parsed=migrations.up_to(parsed, version))
     have, want = set(migrations.applied(url)), set(manifest.get("migrations") or [version])
     if missing := sorted(want - have):
         raise RestoreError(f"this checkout cannot apply the backup's migrations {missing}")
@@ -290,11 +287,11 @@ class _Keys:
                    conn.execute(PLAIN_INDEXES, params).fetchall())
 
     def drop(self, conn: psycopg.Connection[Any]) -> None:
-        for k in [*self.foreign, *self.constraints]:
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                sql.SQL(k["tbl"]), sql.Identifier(k["name"])))  # tbl: regclass text, already quoted
-        for i in self.indexes:
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(i["name"])))
+        statements = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            sql.SQL(k["tbl"]), sql.Identifier(k["name"]))  # tbl: regclass text, already quoted
+            for k in [*self.foreign, *self.constraints]]
+        statements += [sql.SQL("DROP INDEX {}").format(sql.SQL(i["name"])) for i in self.indexes]
+        _execute_all(conn, statements)
 
     def create(self, conn: psycopg.Connection[Any]) -> None:
         for k in self.constraints:
@@ -309,6 +306,17 @@ class _Keys:
 
 #: COPY's options for each format a manifest names (format 1 is CSV).
 COPY_OPTIONS = {"binary": "FORMAT binary", "csv": "FORMAT csv, HEADER, ENCODING 'UTF8'"}
+
+
+def _execute_all(conn: psycopg.Connection[Any], statements: list[sql.Composable]) -> None:
+    """Run ``statements`` (no parameters) in one round trip: a restore runs a few of them
+    for each table."""
+    if statements:
+        conn.execute(sql.SQL("; ").join(statements))
+
+
+def _set_triggers(conn: psycopg.Connection[Any], idents: list[sql.Identifier], action: str) -> None:
+    _execute_all(conn, [sql.SQL("ALTER TABLE {} {} TRIGGER USER").format(i, sql.SQL(action)) for i in idents])
 
 
 def _copy_in(conn: psycopg.Connection[Any], table: dict[str, Any], path: Path,
@@ -420,21 +428,24 @@ def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Re
     tables = manifest["tables"]
     started = time.monotonic()
     with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
-        present = {row["name"]: row["kind"] for row in conn.execute(USER_TABLES)}
+        present = {row["name"]: row for row in conn.execute(USER_TABLES)}
         if missing := [t["name"] for t in tables if t["name"] not in present]:
             raise RestoreError(f"the migrated target has no table(s) {missing}")
         idents = [sql.Identifier(t["name"]) for t in tables]
+        oids = [present[t["name"]]["oid"] for t in tables]
+        # The tables that get rows (format 2 gives an empty table no object): only their
+        # keys are dropped and re-created and their triggers disabled; the others are
+        # only emptied (migrations may have seeded them).
+        loading = [t for t in tables if t["key"] is not None]
+        loading_idents = [sql.Identifier(t["name"]) for t in loading]
         with conn.transaction():
             conn.execute("SELECT set_config('statement_timeout', '0', true)")
             # index builds sort in memory up to this (the server default is 64MB)
             conn.execute("SELECT set_config('maintenance_work_mem', '256MB', true)")
             report.step = "emptying the tables"
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(idents)))
-            oids = [conn.execute("SELECT %s::regclass::oid AS oid", (i.as_string(conn),)).fetchone()["oid"]
-                    for i in idents]
-            keys = _Keys.read(conn, oids) if keys_after_load else None
-            for ident in idents:
-                conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(ident))
+            keys = _Keys.read(conn, [present[t["name"]]["oid"] for t in loading]) if keys_after_load else None
+            _set_triggers(conn, loading_idents, "DISABLE")
             if keys:
                 report.step = "dropping keys and indexes"
                 keys.drop(conn)
@@ -448,7 +459,7 @@ def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Re
                         rows = 0
                     else:
                         rows = _copy_in(conn, table, paths[table["name"]], bar.update,
-                                        freeze=present[table["name"]] == "r",
+                                        freeze=present[table["name"]]["kind"] == "r",
                                         codec=manifest.get("compression", {}).get("format"))
                     if rows != table["rows"]:
                         raise RestoreError(f"{table['name']}: loaded {rows} rows, "
@@ -459,8 +470,7 @@ def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Re
             if keys:
                 keys.create(conn)
             report.keys_seconds = time.monotonic() - t0
-            for ident in idents:
-                conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
+            _set_triggers(conn, loading_idents, "ENABLE")
             report.step = "setting sequences"
             _set_sequences(conn, manifest, oids)
             if deletions:
@@ -477,6 +487,18 @@ def restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool
             workdir: Path | None = None, progress: bool = True, keys_after_load: bool = True,
             log: Callable[[str], Any] = print) -> Report:
     """Restore one run (``latest`` or a run timestamp) into ``database_url``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="restore-parse") as parser:
+        # The migrations are parsed (CPU, no database) while the run is resolved and its
+        # objects download (I/O); they are applied only once every object is verified.
+        parsing = parser.submit(migrations.read)
+        return _restore(bucket, stage, run, database_url, force=force, workdir=workdir, progress=progress,
+                        keys_after_load=keys_after_load, log=log, parsing=parsing)
+
+
+def _restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool, workdir: Path | None,
+             progress: bool, keys_after_load: bool, log: Callable[[str], Any], parsing: Any) -> Report:
     name = resolve_run(bucket, stage, run)
     manifest = load_manifest(bucket, stage, name)
     log(f"run {name}: {len(manifest['tables'])} tables, "
@@ -491,14 +513,8 @@ def restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool
             report.warnings.append("target was not empty: the backed-up tables were replaced (--force)")
     deletions = read_deletions(bucket, stage)
     log(f"deletions log: {len(deletions)} deleted accounts to delete again after loading")
-    from concurrent.futures import ThreadPoolExecutor
-
-    with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp, \
-            ThreadPoolExecutor(1, thread_name_prefix="restore-parse") as parser:
+    with tempfile.TemporaryDirectory(prefix="restore-", dir=workdir) as tmp:
         t0 = time.monotonic()
-        # The migrations are parsed (CPU, no database) while the objects download (I/O);
-        # they are applied only once every object is verified.
-        parsing = parser.submit(_read_migrations, manifest)
         paths = download_verified(bucket, manifest, Path(tmp), progress=progress)
         report.download_seconds = time.monotonic() - t0
         log(f"verified {len(paths)} objects against the manifest (SHA-256)")

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -354,6 +355,106 @@ def copy_run(bucket, exported, edit=None):
     storage.put(bucket, f"backups/{copy_stage}/{summary['run']}/manifest.json", json.dumps(copy).encode(),
                 "application/json")
     return copy_stage, copy
+
+
+def test_every_table_is_read_from_the_one_snapshot_whichever_worker_reads_it(source, bucket, stage, exported):
+    from psycopg.rows import dict_row
+
+    export = function_module("export")
+    # Given two tables to export with two workers: the leader takes the larger
+    # (journal_entries), and a write to the other commits before the second worker's
+    # transaction begins
+    keep = {"journal_entries", "cache_entries"}
+    every = {t["name"] for t in exported[2]["tables"]} | {"cache_leases", "rate_limit_windows"}
+    exclude = frozenset(every - keep)
+    first_taken, takers = threading.Event(), []
+
+    def time_left():  # asked as each table is taken
+        takers.append(threading.current_thread().name)
+        first_taken.set()
+        return float("inf")
+
+    def connect():
+        assert first_taken.wait(10)
+        with psycopg.connect(source, autocommit=True) as other:
+            other.execute("INSERT INTO cache_entries (key, value, expires_at) "
+                          "VALUES ('written-during-the-export', '1', now() + interval '1 day')")
+        return psycopg.connect(source, autocommit=True, row_factory=dict_row)
+
+    options = export.Options(bucket=bucket, stage=stage, exclude=exclude, redact={}, parallel_tables=2)
+    try:
+        # When the export runs
+        with psycopg.connect(source, autocommit=True, row_factory=dict_row) as conn, conn.transaction():
+            manifest = export.export(conn, options, connect=connect, time_left=time_left)
+
+        # Then the second worker exported cache_entries, as of the leader's snapshot: the
+        # seeded row, not the one committed meanwhile
+        assert takers == ["MainThread", "backup-table-0"]
+        cache = next(t for t in manifest["tables"] if t["name"] == "cache_entries")
+        assert cache["rows"] == 1
+        data = unzstd(storage.read(bucket, cache["key"], max_bytes=1 << 20))
+        assert b"written-during-the-export" not in data
+        assert [t["name"] for t in manifest["tables"]] == ["cache_entries", "journal_entries"]
+    finally:
+        with psycopg.connect(source, autocommit=True) as other:
+            other.execute("DELETE FROM cache_entries WHERE key = 'written-during-the-export'")
+
+
+def test_a_csv_run_and_a_format_1_manifest_still_restore(source, server, bucket, stage, monkeypatch):
+    # Given a run exported as CSV (BACKUP_COPY_FORMAT=csv), every table on the function's
+    # own connection (BACKUP_PARALLEL_TABLES=1)
+    monkeypatch.setenv("BACKUP_COPY_FORMAT", "csv")
+    monkeypatch.setenv("BACKUP_PARALLEL_TABLES", "1")
+    summary = invoke({"retention": False})
+    manifest = manifest_of(bucket, stage, summary["run"])
+    names = [t["name"] for t in manifest["tables"]]
+    assert manifest["format"] == 2 and {t["copy"] for t in manifest["tables"]} == {"csv"}
+    users = next(t for t in manifest["tables"] if t["name"] == "users")
+    assert users["key"].endswith("/users.csv.zst")
+    csv = unzstd(storage.read(bucket, users["key"], max_bytes=1 << 20))
+    assert csv.startswith(b"id,email,") and len(csv) == users["data_bytes"]
+
+    # When it is restored, then every table is equal row for row
+    target = server("btgt")
+    quiet_restore(bucket, stage, "latest", target)
+    for table in names:
+        assert table_rows(target, table) == table_rows(source, table), table
+
+    # And the same objects under a manifest as earlier versions wrote it (format 1: CSV,
+    # csv_bytes, no copy) restore too
+    def as_format_1(manifest):
+        manifest.update(format=1, csv={"format": "csv", "header": True, "encoding": "UTF8"})
+        for table in manifest["tables"]:
+            del table["copy"]
+            table["csv_bytes"] = table.pop("data_bytes")
+
+    copy_stage, _ = copy_run(bucket, (stage, summary, manifest), as_format_1)
+    target = server("btgt")
+    quiet_restore(bucket, copy_stage, "latest", target)
+    for table in names:
+        assert table_rows(target, table) == table_rows(source, table), table
+
+
+def test_an_empty_table_gets_no_object_and_restores_empty(source, server, bucket, stage, monkeypatch):
+    # Given a run that includes cache_entries (one row) and cache_leases (none)
+    monkeypatch.setenv("BACKUP_EXCLUDE_TABLES", "rate_limit_windows")
+    summary = invoke({"retention": False})
+    by_name = {t["name"]: t for t in manifest_of(bucket, stage, summary["run"])["tables"]}
+
+    # Then the empty table has no object, and the manifest says so
+    leases = by_name["cache_leases"]
+    assert (leases["rows"], leases["key"], leases["bytes"], leases["sha256"]) == (0, None, 0, None)
+    listed = storage.s3().list_objects_v2(Bucket=bucket, Prefix=f"backups/{stage}/")
+    assert not [o["Key"] for o in listed["Contents"] if "cache_leases" in o["Key"]]
+    assert by_name["cache_entries"]["rows"] == 1
+
+    # When it is restored, the empty table is empty with its keys, the other one is loaded
+    target = server("btgt")
+    report = quiet_restore(bucket, stage, "latest", target)
+    assert ("cache_leases", 0) in [(t.name, t.rows) for t in report.tables]
+    assert table_rows(target, "cache_leases") == []
+    assert schema_of(target, "cache_leases") == schema_of(source, "cache_leases")
+    assert table_rows(target, "cache_entries") == table_rows(source, "cache_entries")
 
 
 def test_a_corrupted_object_is_detected_before_anything_is_loaded(server, bucket, exported):

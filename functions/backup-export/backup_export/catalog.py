@@ -24,7 +24,9 @@ YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_
 # parallel export does not end waiting on one big table started last.
 TABLES = """
 SELECT c.relname AS name, c.relkind = 'p' AS partitioned,
-       (SELECT coalesce(sum(pg_table_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p)::bigint AS size
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(pg_table_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p)::bigint
+            ELSE pg_table_size(c.oid) END AS size
   FROM pg_class c
  WHERE c.relnamespace = 'public'::regnamespace
    AND c.relkind IN ('r', 'p')

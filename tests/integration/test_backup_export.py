@@ -400,6 +400,27 @@ def test_every_table_is_read_from_the_one_snapshot_whichever_worker_reads_it(sou
             other.execute("DELETE FROM cache_entries WHERE key = 'written-during-the-export'")
 
 
+@pytest.mark.parametrize("copy_format", ["binary", "csv"])
+def test_a_copy_the_server_fails_midway_raises_its_error_and_the_connection_stays_usable(source, copy_format):
+    export = function_module("export")
+
+    class Sink:
+        def write(self, data):
+            return len(data)
+
+    # Given a COPY that fails after many rows (binary rows are partly read past psycopg)
+    failing = (f"COPY (SELECT CASE WHEN i = 150000 THEN 1 / (i - i) ELSE i END, repeat('x', 100) "
+               f"FROM generate_series(1, 200000) i) TO STDOUT (FORMAT {copy_format})")
+    with psycopg.connect(source) as conn:
+        # Then the server's own error is raised
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            export.stream_table(conn, failing, Sink(), binary=copy_format == "binary")
+        # And the connection goes on
+        conn.rollback()
+        ok = "COPY (SELECT i FROM generate_series(1, 1000) i) TO STDOUT (FORMAT binary)"
+        assert export.stream_table(conn, ok, Sink())[0] == 1000
+
+
 def test_a_csv_run_and_a_format_1_manifest_still_restore(source, server, bucket, stage, monkeypatch):
     # Given a run exported as CSV (BACKUP_COPY_FORMAT=csv), every table on the function's
     # own connection (BACKUP_PARALLEL_TABLES=1)

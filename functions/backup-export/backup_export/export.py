@@ -239,8 +239,25 @@ def _copy_rows(conn: Any, copy: Any, binary: bool) -> Iterator[Any]:
             if len(data) in TRAILER_SIZES and data[-2:] == BINARY_TRAILER:
                 break  # (or a row that looks like it: psycopg reads on)
             size, data = get_copy_data(1)  # 1: don't wait
+            if size == -1:  # the end, before the trailer: the server failed the COPY
+                raise _copy_failure(conn.pgconn)
             if size <= 0:
                 break
+
+
+def _copy_failure(pgconn: Any) -> Exception:
+    """The server's error that ended a COPY early, its results read so that the
+    connection is usable again (as psycopg does when it reads the end itself)."""
+    from psycopg import errors
+    from psycopg.pq import DiagnosticField
+
+    results = []
+    while (result := pgconn.get_result()) is not None:
+        results.append(result)
+    failed = [r for r in results if r.error_field(DiagnosticField.SQLSTATE)]
+    if not failed:
+        return errors.OperationalError("COPY ended before its binary trailer")
+    return errors.error_from_result(failed[0], encoding=pgconn.parameter_status(b"client_encoding").decode())
 
 
 def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",

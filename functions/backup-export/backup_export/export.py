@@ -220,29 +220,34 @@ BINARY_TRAILER = b"\xff\xff"
 TRAILER_SIZES = (2, 21)
 
 
-def _copy_rows(conn: Any, copy: Any, binary: bool) -> Iterator[Any]:
-    """The rows (messages) of a COPY TO.
+def _copy_blocks(conn: Any, copy: Any, binary: bool) -> Iterator[bytearray]:
+    """A COPY TO's output in blocks of about ``BLOCK_SIZE`` (the last one smaller).
 
-    psycopg reads each row through its wait loop, which costs about as much CPU as the
-    rest of the export's reading; most rows are already in libpq's buffer when asked for,
-    so in binary COPY they are taken straight from it (``PGconn.get_copy_data`` without
-    blocking) until it is empty or the file trailer came: the waiting, the end of the
-    COPY and its errors stay psycopg's. CSV has no trailer to stop at: psycopg reads it.
+    psycopg reads each row (one message) through its wait loop, which costs about as
+    much CPU as the rest of the export's reading; most rows are already in libpq's buffer
+    when asked for, so in binary COPY they are taken straight from it
+    (``PGconn.get_copy_data`` without blocking) until it is empty or the file trailer
+    came: the waiting, the end of the COPY and its errors stay psycopg's. CSV has no
+    trailer to stop at: psycopg reads all of it.
     """
-    if not binary:
-        yield from copy
-        return
     get_copy_data = conn.pgconn.get_copy_data
+    block = bytearray()
     for data in copy:  # waits for the server
-        while True:
-            yield data
-            if len(data) in TRAILER_SIZES and data[-2:] == BINARY_TRAILER:
-                break  # (or a row that looks like it: psycopg reads on)
+        block += data
+        while binary and not (len(data) in TRAILER_SIZES and data[-2:] == BINARY_TRAILER):
+            # (a row that looks like the trailer only hands the rest back to psycopg)
             size, data = get_copy_data(1)  # 1: don't wait
             if size == -1:  # the end, before the trailer: the server failed the COPY
                 raise _copy_failure(conn.pgconn)
             if size <= 0:
                 break
+            block += data
+            if len(block) >= BLOCK_SIZE:
+                break
+        if len(block) >= BLOCK_SIZE:
+            yield block
+            block = bytearray()
+    yield block
 
 
 def _copy_failure(pgconn: Any) -> Exception:
@@ -285,16 +290,10 @@ def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
     data_bytes = 0
     cursor = conn.cursor()
     try:
-        block = bytearray()
         with cursor.copy(statement) as copy:
-            for data in _copy_rows(conn, copy, binary):  # one row per message
-                block += data
-                if len(block) >= BLOCK_SIZE:
-                    data_bytes += len(block)
-                    compressing.put(block)
-                    block = bytearray()
-        data_bytes += len(block)
-        compressing.put(block)
+            for block in _copy_blocks(conn, copy, binary):
+                data_bytes += len(block)
+                compressing.put(block)
         compressing.close()
         compressed += compress_stream.flush()
         upload.put(compressed)

@@ -9,7 +9,7 @@ changed (1-4) or rolls the load back (5-6):
 3. Download every object to a work folder (a few at once) and verify its size and
    SHA-256 against the manifest, all of them before anything is loaded (a corrupted or
    truncated object is CorruptBackup). What is loaded is exactly what was verified.
-   Meanwhile the migrations up to the manifest's version are read and parsed.
+   Meanwhile (from the start) this checkout's migrations are read and parsed.
 4. Migrate the target to the manifest's migration version (``devkit.migrations.apply``,
    the same SQL files) and check it has exactly the backup's migrations. (Applied only
    after step 3: a corrupt backup leaves the target untouched.)

@@ -400,6 +400,26 @@ def test_every_table_is_read_from_the_one_snapshot_whichever_worker_reads_it(sou
             other.execute("DELETE FROM cache_entries WHERE key = 'written-during-the-export'")
 
 
+def test_a_worker_that_cannot_connect_leaves_its_tables_to_the_others(source, bucket, stage, exported):
+    from psycopg.rows import dict_row
+
+    export = function_module("export")
+    attempts = []
+
+    def connect():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise psycopg.OperationalError("too many connections")
+        return psycopg.connect(source, autocommit=True, row_factory=dict_row)
+
+    options = export.Options(bucket=bucket, stage=stage, exclude=frozenset(), redact={}, parallel_tables=3)
+    with psycopg.connect(source, autocommit=True, row_factory=dict_row) as conn, conn.transaction():
+        manifest = export.export(conn, options, connect=connect)
+    assert len(attempts) == 2
+    want = {t["name"]: t["rows"] for t in exported[2]["tables"]}
+    assert {t["name"]: t["rows"] for t in manifest["tables"] if t["name"] in want} == want
+
+
 @pytest.mark.parametrize("copy_format", ["binary", "csv"])
 def test_a_copy_the_server_fails_midway_raises_its_error_and_the_connection_stays_usable(source, copy_format):
     export = function_module("export")

@@ -46,7 +46,7 @@ MANIFEST = "manifest.json"
 #: table has ``"key": null``. 1 (earlier runs, still restored): CSV only, ``csv_bytes``.
 FORMAT_VERSION = 2
 BLOCK_SIZE = 1024 * 1024
-QUEUE_DEPTH = 4  # CSV blocks between the reader and the compressor (~4 MiB)
+QUEUE_DEPTH = 4  # COPY blocks between the reader and the compressor (~4 MiB)
 UPLOAD_DEPTH = 4  # compressed blocks between the compressor and the upload (~4 MiB)
 RUN_FORMAT = "%Y%m%dT%H%M%SZ"
 GZIP_WBITS = 31  # zlib's gzip container (header and CRC trailer), readable by gzip/zcat
@@ -238,7 +238,7 @@ def _copy_blocks(conn: Any, copy: Any, binary: bool) -> Iterator[bytearray]:
             # (a row that looks like the trailer only hands the rest back to psycopg)
             size, data = get_copy_data(1)  # 1: don't wait
             if size == -1:  # the end, before the trailer: the server failed the COPY
-                raise _copy_failure(conn.pgconn)
+                raise _copy_failure(conn)
             if size <= 0:
                 break
             block += data
@@ -250,19 +250,19 @@ def _copy_blocks(conn: Any, copy: Any, binary: bool) -> Iterator[bytearray]:
     yield block
 
 
-def _copy_failure(pgconn: Any) -> Exception:
+def _copy_failure(conn: Any) -> Exception:
     """The server's error that ended a COPY early, its results read so that the
     connection is usable again (as psycopg does when it reads the end itself)."""
     from psycopg import errors
     from psycopg.pq import DiagnosticField
 
     results = []
-    while (result := pgconn.get_result()) is not None:
+    while (result := conn.pgconn.get_result()) is not None:
         results.append(result)
     failed = [r for r in results if r.error_field(DiagnosticField.SQLSTATE)]
     if not failed:
         return errors.OperationalError("COPY ended before its binary trailer")
-    return errors.error_from_result(failed[0], encoding=pgconn.parameter_status(b"client_encoding").decode())
+    return errors.error_from_result(failed[0], encoding=conn.info.encoding)
 
 
 def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
@@ -396,8 +396,11 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
         assert connect is not None
         try:
             helper_conn = connect()
-        except BaseException as exc:
-            work.failed(exc)
+        except Exception as exc:  # fewer workers, not a failed run: the others take its share
+            from common.observability import logger
+
+            logger.warning("a backup worker could not connect; the others export its tables",
+                           extra={"error": type(exc).__name__})
             return
         try:
             with helper_conn.transaction():

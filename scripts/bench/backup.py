@@ -180,7 +180,8 @@ def child_pipeline() -> None:
             level = int(os.environ.get("BACKUP_ZSTD_LEVEL" if codec == "zstd" else "BACKUP_GZIP_LEVEL", "1"))
             copy_format = os.environ.get("BACKUP_COPY_FORMAT", "binary")
             statement = export.copy_statement(table, frozenset(), "", copy_format)
-            _, n = export.stream_table(conn, statement, sink, codec=codec, level=level)
+            _, n = export.stream_table(conn, statement, sink, codec=codec, level=level,
+                                       binary=copy_format == "binary")
             data_bytes, size = data_bytes + n, size + sink.size
     print(json.dumps({"seconds": time.perf_counter() - t0, "data_bytes": data_bytes, "bytes": size}))
 

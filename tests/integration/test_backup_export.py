@@ -438,7 +438,7 @@ def test_a_copy_the_server_fails_midway_raises_its_error_and_the_connection_stay
         # And the connection goes on
         conn.rollback()
         ok = "COPY (SELECT i FROM generate_series(1, 1000) i) TO STDOUT (FORMAT binary)"
-        assert export.stream_table(conn, ok, Sink())[0] == 1000
+        assert export.stream_table(conn, ok, Sink(), binary=True)[0] == 1000
 
 
 def test_a_csv_run_and_a_format_1_manifest_still_restore(source, server, bucket, stage, monkeypatch):

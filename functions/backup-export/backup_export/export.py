@@ -266,8 +266,9 @@ def _copy_failure(conn: Any) -> Exception:
 
 
 def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
-                 level: int = 1, binary: bool = True) -> tuple[int, int]:
+                 level: int = 1, binary: bool = False) -> tuple[int, int]:
     """COPY one table through the codec into the file object ``out``: ``(rows, data_bytes)``.
+    ``binary``: the statement is a binary COPY, whose rows can be read past psycopg.
 
     Three stages, each in its own thread, joined by short queues of ~1 MiB blocks: this
     thread reads rows, one thread compresses, one writes to ``out`` (the upload, which

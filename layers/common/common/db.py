@@ -5,12 +5,13 @@ invocations, and re-made when it was found broken. Each function names itself th
 ``application_name``; ``statement_timeout`` is a startup parameter, so nothing is ever
 ``SET`` on the session (RDS Proxy would pin it).
 
-Parameter binding: psycopg's default server-side binding (extended query protocol) is
-kept because values never mix into SQL text. Automatic *named* prepared statements are
-off by default (``prepare_threshold=None``): they are session state, which RDS Proxy
-answers by pinning the client to one backend. Unnamed statements do not pin. Without a
-proxy in the path, ``DB_PREPARE_THRESHOLD`` turns them on (the server then skips parsing
-and planning a statement it has seen on this connection).
+Parameter binding: psycopg's server-side binding (extended query protocol) is kept
+because values never mix into SQL text. Automatic *named* prepared statements
+(``DB_PREPARE_THRESHOLD``, ``Settings.prepare_threshold``) follow ``DATABASE_PROXY_HOST``
+unless set: on a direct connection a statement run a second time is prepared (the
+server then skips parsing and planning it); behind RDS Proxy they are off
+(``prepare_threshold=None``), because they are session state, which the proxy answers
+by pinning the client to one backend. Unnamed statements do not pin.
 
 Failures, and what each costs the caller:
 - a kept connection that the server closed while it sat idle (a failover, a proxy's idle
@@ -56,7 +57,7 @@ def _connect() -> psycopg.Connection[dict[str, Any]]:
         host=s.DATABASE_PROXY_HOST or None,  # None: the URL's host
         autocommit=True,
         row_factory=dict_row,
-        prepare_threshold=s.DB_PREPARE_THRESHOLD,  # None unless set: see the module doc
+        prepare_threshold=s.prepare_threshold(),  # None behind RDS Proxy: see the module doc
         connect_timeout=s.DB_CONNECT_TIMEOUT_S,
         application_name=name,
         options=f"-c statement_timeout={s.DB_STATEMENT_TIMEOUT_MS}",
@@ -121,7 +122,7 @@ def connection() -> psycopg.Connection[dict[str, Any]]:
 def reset() -> None:
     """Close this thread's connection (tests, and after settings change)."""
     conn = getattr(_local, "conn", None)
-    _local.conn = None
+    _local.conn = _local.hot_cursor = None
     if conn is not None:
         conn.close()
 
@@ -168,41 +169,47 @@ def one_row(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def hot_row(sql: str, params: Any = None, *, idempotent: bool = False) -> dict[str, Any] | None:
+def hot_row(sql: str, params: Any = None, *, idempotent: bool = False,
+            prepared_sql: str | None = None) -> dict[str, Any] | None:
     """``execute(sql, params, idempotent=...).fetchone()`` for a statement on a request's
-    hot path (a cache read or write), ~40 us (a quarter of a cache read) cheaper here
-    (docs/cache.md).
+    hot path (a cache read or write), on a cursor kept per connection (making one per
+    call costs ~15 us); no cursor is handed out, so no caller can hold it across another
+    call. ``prepared_sql``: the statement to run instead where the connection prepares
+    statements (no RDS Proxy in the path), when that allows a cheaper form.
 
-    While named prepared statements are off (``DB_PREPARE_THRESHOLD`` unset) the statement
-    goes as one simple-protocol query, its values bound on the client by psycopg
-    (``ClientCursor``: psycopg's literal quoting for the connection's encoding; nothing
-    is ever formatted into SQL by hand) instead of Parse/Bind/Describe/Execute of an
-    unnamed statement: no session state either (RDS Proxy does not pin). The cursor is
-    kept per connection (making one is ~15 us); no cursor is handed out, so no caller
-    can hold it across another call. With prepared statements on, the server-side path:
-    client-bound statements cannot be prepared.
+    Where named prepared statements are on (a direct connection), the server-side path:
+    the statement is prepared on its second run. Where they are off (behind RDS Proxy)
+    the statement goes as one simple-protocol query, its values bound on the client by
+    psycopg (``ClientCursor``: psycopg's literal quoting for the connection's encoding;
+    nothing is ever formatted into SQL by hand) instead of Parse/Bind/Describe/Execute of
+    an unnamed statement (~40 us cheaper here, docs/cache.md): no session state either,
+    so the proxy does not pin.
     """
     import psycopg
 
+    def run(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, Any] | None:
+        cursor, prepared = _hot_cursor(conn)
+        return cursor.execute(prepared_sql if prepared and prepared_sql else sql, params).fetchone()
+
     conn = connection()
     try:
-        return _hot_cursor(conn).execute(sql, params).fetchone()
+        return run(conn)
     except psycopg.OperationalError:
         if not (idempotent and conn.broken):
             raise
-        return _hot_cursor(connection()).execute(sql, params).fetchone()
+        return run(connection())
 
 
-def _hot_cursor(conn: psycopg.Connection[dict[str, Any]]) -> psycopg.Cursor[dict[str, Any]]:
+def _hot_cursor(conn: psycopg.Connection[dict[str, Any]]) -> tuple[psycopg.Cursor[dict[str, Any]], bool]:
+    """This connection's kept hot-path cursor, and whether it prepares statements."""
     import psycopg
 
-    if conn.prepare_threshold is not None:
-        return conn.cursor()
-    cursor: psycopg.Cursor[dict[str, Any]] | None = getattr(_local, "hot_cursor", None)
-    if cursor is None or cursor.connection is not conn:
-        cursor = psycopg.ClientCursor(conn)
-        _local.hot_cursor = cursor
-    return cursor
+    kept: tuple[psycopg.Cursor[dict[str, Any]], bool] | None = getattr(_local, "hot_cursor", None)
+    if kept is None or kept[0].connection is not conn:
+        prepared = conn.prepare_threshold is not None
+        kept = (conn.cursor() if prepared else psycopg.ClientCursor(conn)), prepared
+        _local.hot_cursor = kept
+    return kept
 
 
 def execute(sql: str, params: Any = None, *, idempotent: bool = False) -> psycopg.Cursor[dict[str, Any]]:

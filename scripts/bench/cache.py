@@ -227,6 +227,16 @@ def run(args, url: str, r, redis_version: str | None, prefix: str) -> int:
                 peer_stats = stats(lat["redis"]) if r else None
                 rows.append((persistence, op, stats(lat["layer"]), peer_stats))
                 rows.append((persistence, f"{op}~", stats(lat["proxy"]), peer_stats))
+    # A bare round trip on each connection, after the run: on a small shared machine each
+    # server process (a Postgres backend per connection, Redis) answers loopback round
+    # trips in either ~25 us or ~100 us depending on where the scheduler runs it, and
+    # that can change during a run; a ratio between two sides caught in different cases
+    # says more about that than about the code.
+    bare = {"layer": lambda i: db.connection().execute("SELECT 1").fetchone(),
+            "proxy": lambda i: proxy_conn.execute("SELECT 1").fetchone()}
+    bare |= {"redis": lambda i: r.ping()} if r else {}
+    bare_ns = interleaved(bare, get_idx[:2000], args.chunk)
+    round_trips = {name: stats(ns)["p50"] for name, ns in bare_ns.items()}
     proxy_conn.close()
 
     print("Where the time goes (table LOGGED) ...", flush=True)
@@ -288,6 +298,9 @@ def run(args, url: str, r, redis_version: str | None, prefix: str) -> int:
             how = "behind RDS Proxy" if op.endswith("~") else "default settings, direct"
             print(f"ratio: {op[:3]} p50 ({persistence} table, {how}) layer vs Redis = {ratio:.2f}x "
                   f"(goal <= {goal}x: {'met' if ratio <= goal else 'NOT met'})")
+
+    print("\nbare round trip p50 (SELECT 1 / PING): " + ", ".join(
+        f"{name} {p50:.1f} us" for name, p50 in round_trips.items()))
 
     print(f"\n{'where the time goes (LOGGED)':32} | {'p50':>7} {'p99':>7} | {'p50 x redis':>11}")
     print("-" * 64)

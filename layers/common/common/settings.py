@@ -76,7 +76,7 @@ class Settings(EnvSettings):
         proxy pins a session holding named prepared statements to one database connection
         (AWS, "Avoiding pinning an RDS Proxy"), which defeats its pooling. Directly
         connected: 1, so a statement seen a second time skips the server's parse and plan
-        from then on (a cache read ~1.3x faster, docs/cache.md), while a one-off statement
+        from then on (a cache read ~1.5x faster, docs/cache.md), while a one-off statement
         is never prepared (it would cost a round trip and a slot in psycopg's cache).
         """
         if self.DB_PREPARE_THRESHOLD == "off":

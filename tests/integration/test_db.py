@@ -238,3 +238,8 @@ def _a_requests_work() -> None:
         cache.set(k, {"v": 2}, 60)
         with db.transaction() as conn:
             conn.execute("SELECT 1")
+
+
+def test_the_libpq_states_the_connection_check_compares_are_psycopgs():
+    assert db._CONNECTION_BAD == psycopg.pq.ConnStatus.BAD
+    assert db._PQTRANS_IDLE == psycopg.pq.TransactionStatus.IDLE

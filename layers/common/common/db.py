@@ -89,16 +89,27 @@ def _closed_while_idle(conn: psycopg.Connection[Any]) -> bool:
         return True
 
 
-def _thread_connection() -> psycopg.Connection[dict[str, Any]]:
-    import psycopg
+# libpq's CONNECTION_BAD and PQTRANS_IDLE (psycopg.pq.ConnStatus.BAD,
+# psycopg.pq.TransactionStatus.IDLE), compared on the libpq connection itself: psycopg's
+# closed/broken/info properties wrap the same two calls, and cost ~3 us per statement
+# between round trips (a sixth of a cache read's client time).
+_CONNECTION_BAD = 1
+_PQTRANS_IDLE = 0
 
-    conn = getattr(_local, "conn", None)
-    idle = conn is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    if conn is None or conn.closed or conn.broken or (idle and _closed_while_idle(conn)):
-        if conn is not None:
-            conn.close()
-        conn = _connect()
-        _local.conn = conn
+
+def _thread_connection() -> psycopg.Connection[dict[str, Any]]:
+    conn: psycopg.Connection[dict[str, Any]] | None = getattr(_local, "conn", None)
+    if conn is not None:
+        pgconn = conn.pgconn
+        # BAD: closed by us or found broken; idle: nothing in flight, so a closed socket
+        # would be waiting to be read.
+        if pgconn.status != _CONNECTION_BAD and (
+            pgconn.transaction_status != _PQTRANS_IDLE or not _closed_while_idle(conn)
+        ):
+            return conn
+        conn.close()
+    conn = _connect()
+    _local.conn = conn
     return conn
 
 
@@ -185,31 +196,28 @@ def hot_row(sql: str, params: Any = None, *, idempotent: bool = False,
     an unnamed statement (~40 us cheaper here, docs/cache.md): no session state either,
     so the proxy does not pin.
     """
-    import psycopg
-
-    def run(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, Any] | None:
-        cursor, prepared = _hot_cursor(conn)
-        return cursor.execute(prepared_sql if prepared and prepared_sql else sql, params).fetchone()
-
     conn = connection()
     try:
-        return run(conn)
-    except psycopg.OperationalError:
-        if not (idempotent and conn.broken):
+        return _run_hot(conn, sql, params, prepared_sql)
+    except Exception as exc:  # is_outage: no import of psycopg on the hot path
+        if not (idempotent and is_outage(exc) and conn.broken):
             raise
-        return run(connection())
+        return _run_hot(connection(), sql, params, prepared_sql)
 
 
-def _hot_cursor(conn: psycopg.Connection[dict[str, Any]]) -> tuple[psycopg.Cursor[dict[str, Any]], bool]:
-    """This connection's kept hot-path cursor, and whether it prepares statements."""
-    import psycopg
+def _run_hot(conn: psycopg.Connection[dict[str, Any]], sql: str, params: Any,
+             prepared_sql: str | None) -> dict[str, Any] | None:
+    # The kept cursor, with the connection it belongs to and whether that prepares.
+    kept: tuple[psycopg.Connection[dict[str, Any]], psycopg.Cursor[dict[str, Any]], bool] | None
+    kept = getattr(_local, "hot_cursor", None)
+    if kept is None or kept[0] is not conn:
+        import psycopg
 
-    kept: tuple[psycopg.Cursor[dict[str, Any]], bool] | None = getattr(_local, "hot_cursor", None)
-    if kept is None or kept[0].connection is not conn:
         prepared = conn.prepare_threshold is not None
-        kept = (conn.cursor() if prepared else psycopg.ClientCursor(conn)), prepared
+        kept = conn, (conn.cursor() if prepared else psycopg.ClientCursor(conn)), prepared
         _local.hot_cursor = kept
-    return kept
+    _, cursor, prepared = kept
+    return cursor.execute(prepared_sql if prepared and prepared_sql else sql, params).fetchone()
 
 
 def execute(sql: str, params: Any = None, *, idempotent: bool = False) -> psycopg.Cursor[dict[str, Any]]:

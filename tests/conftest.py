@@ -58,6 +58,32 @@ def clean_db(database_url: str) -> Iterator[str]:
     yield database_url
 
 
+@pytest.fixture
+def behind_proxy(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The layer as deployed behind RDS Proxy: DATABASE_PROXY_HOST set (to the test
+    server's own host, so the connection still works), settings and connection fresh."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from common import config, db
+
+    monkeypatch.setenv("DATABASE_PROXY_HOST", str(conninfo_to_dict(database_url).get("host") or "127.0.0.1"))
+    config.settings.cache_clear()
+    db.reset()
+    yield
+    db.reset()
+    monkeypatch.delenv("DATABASE_PROXY_HOST")
+    config.settings.cache_clear()
+
+
+@pytest.fixture(params=["direct", "behind_proxy"])
+def connection_mode(request: pytest.FixtureRequest) -> str:
+    """Both ways the layer connects: directly (named prepared statements) and behind RDS
+    Proxy (none)."""
+    if request.param == "behind_proxy":
+        request.getfixturevalue("behind_proxy")
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     server = s3.start_server()

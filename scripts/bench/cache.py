@@ -14,6 +14,10 @@ Measured, one client, per operation:
 - layer set: `cache.set(cache.key(...), value, ttl)` (an upsert over an existing key),
   against Redis `SET ... EX` of `json.dumps(value)` under the same `cache.key(...)`.
 Both sides compute the key per operation: the same key work on each.
+The layer runs twice, side by side: with the default settings on a direct connection
+(named prepared statements, an asynchronously committed upsert) and as behind RDS Proxy
+(DATABASE_PROXY_HOST set to the same server: no prepared statements, simple-protocol
+queries, cache_put); rows marked ~.
 Each is measured for the table as LOGGED and as UNLOGGED. The two sides are timed in
 alternating chunks so that drift on a shared machine hits both alike. Throughput is
 sequential (one connection): operations per second of summed latency.
@@ -191,9 +195,13 @@ def run(args, url: str, r, redis_version: str | None, prefix: str) -> int:
     def redis_set(i: int) -> None:
         r.set(prefix + cache.key("bench", i), json.dumps(values[i]), ex=TTL_S)
 
-    # The layer as configured with DB_PREPARE_THRESHOLD=0 (no RDS Proxy in the path): the
-    # same calls on a connection made with that setting.
-    prepared_conn = connect_with(DB_PREPARE_THRESHOLD="0")
+    # The layer as deployed behind RDS Proxy: the same calls on a connection made with
+    # DATABASE_PROXY_HOST set (to this server's own host, so no proxy is really there).
+    from psycopg.conninfo import conninfo_to_dict
+
+    proxy_conn = connect_with(DATABASE_PROXY_HOST=str(conninfo_to_dict(url).get("host") or "localhost"))
+    print(f"prepare_threshold: {db.connection().prepare_threshold} (default settings), "
+          f"{proxy_conn.prepare_threshold} (behind RDS Proxy)", flush=True)
 
     def on(conn, fn: Callable[[int], object]) -> Callable[[int], object]:
         def op(i: int) -> object:
@@ -213,13 +221,23 @@ def run(args, url: str, r, redis_version: str | None, prefix: str) -> int:
                 ("get", layer_get, redis_get, get_idx),
                 ("set", layer_set, redis_set, set_idx),
             ):
-                sides = {"layer": layer, "prepared": on(prepared_conn, layer)}
+                sides = {"layer": layer, "proxy": on(proxy_conn, layer)}
                 sides |= {"redis": peer} if r else {}
                 lat = interleaved(sides, idx, args.chunk)
                 peer_stats = stats(lat["redis"]) if r else None
                 rows.append((persistence, op, stats(lat["layer"]), peer_stats))
-                rows.append((persistence, f"{op}*", stats(lat["prepared"]), peer_stats))
-    prepared_conn.close()
+                rows.append((persistence, f"{op}~", stats(lat["proxy"]), peer_stats))
+    # A bare round trip on each connection, after the run: on a small shared machine each
+    # server process (a Postgres backend per connection, Redis) answers loopback round
+    # trips in either ~25 us or ~100 us depending on where the scheduler runs it, and
+    # that can change during a run; a ratio between two sides caught in different cases
+    # says more about that than about the code.
+    bare = {"layer": lambda i: db.connection().execute("SELECT 1").fetchone(),
+            "proxy": lambda i: proxy_conn.execute("SELECT 1").fetchone()}
+    bare |= {"redis": lambda i: r.ping()} if r else {}
+    bare_ns = interleaved(bare, get_idx[:2000], args.chunk)
+    round_trips = {name: stats(ns)["p50"] for name, ns in bare_ns.items()}
+    proxy_conn.close()
 
     print("Where the time goes (table LOGGED) ...", flush=True)
     import psycopg
@@ -230,15 +248,16 @@ def run(args, url: str, r, redis_version: str | None, prefix: str) -> int:
     def params(i: int) -> dict:
         return cache._set_params(keys[i], values[i], TTL_S, 0, None)
 
-    # The layer's read is plain SQL; a named prepared statement would skip its parse and
-    # plan but is session state. The layer's write (cache_put, migration 0002) is
-    # compared with the same upsert committed synchronously.
+    # The read as bare psycopg calls, unnamed and named prepared (what the layer does
+    # directly connected), then the layer's own; the write's upsert committed
+    # synchronously against the layer's asynchronous commit.
     parts = {
-        "get: plain SQL (as the layer)": lambda i: unnamed.execute(PLAIN_GET, (keys[i],)).fetchone()[0],
-        "get: plain SQL, named prepared*": lambda i: named.execute(PLAIN_GET, (keys[i],)).fetchone()[0],
+        "get: SQL, unnamed*": lambda i: unnamed.execute(PLAIN_GET, (keys[i],)).fetchone()[0],
+        "get: SQL, named prepared*": lambda i: named.execute(PLAIN_GET, (keys[i],)).fetchone()[0],
         "get: layer, key given": lambda i: cache.get(keys[i]),
         "get: layer, with key()": layer_get,
-        "set: plain SQL, sync commit": lambda i: unnamed.execute(PLAIN_SET, params(i)),
+        "set: SQL, sync commit, prepared*": lambda i: named.execute(PLAIN_SET, params(i)),
+        "set: layer, key given": lambda i: cache.set(keys[i], values[i], TTL_S),
         "set: layer, with key()": layer_set,
     }
     peers = {"get": redis_get, "set": redis_set}
@@ -271,14 +290,17 @@ def run(args, url: str, r, redis_version: str | None, prefix: str) -> int:
         print(line)
     print("\nLatencies in microseconds; x = layer / Redis. Redis peers: GET + json.loads, "
           "SET EX of json.dumps(value), each under the same cache.key(...).")
-    print("get* / set*: the layer with DB_PREPARE_THRESHOLD=0 (named prepared statements: only "
-          "where no RDS Proxy is in the path; the default is off, see common/settings.py).")
+    print("get / set: the layer with the default settings on a direct connection (named prepared "
+          "statements); get~ / set~: as behind RDS Proxy (none; see common/settings.py).")
     for persistence, op, ours, peer in rows:
         if peer is not None:
             ratio, goal = ours["p50"] / peer["p50"], TARGETS[op[:3]]
-            how = "DB_PREPARE_THRESHOLD=0" if op.endswith("*") else "default settings"
+            how = "behind RDS Proxy" if op.endswith("~") else "default settings, direct"
             print(f"ratio: {op[:3]} p50 ({persistence} table, {how}) layer vs Redis = {ratio:.2f}x "
                   f"(goal <= {goal}x: {'met' if ratio <= goal else 'NOT met'})")
+
+    print("\nbare round trip p50 (SELECT 1 / PING): " + ", ".join(
+        f"{name} {p50:.1f} us" for name, p50 in round_trips.items()))
 
     print(f"\n{'where the time goes (LOGGED)':32} | {'p50':>7} {'p99':>7} | {'p50 x redis':>11}")
     print("-" * 64)
@@ -286,10 +308,9 @@ def run(args, url: str, r, redis_version: str | None, prefix: str) -> int:
         peer = breakdown.get(f"{name.split(':')[0]}: redis")
         ratio = f"{st['p50'] / peer['p50']:11.2f}" if peer else f"{'-':>11}"
         print(f"{name:32} | {st['p50']:7.1f} {st['p99']:7.1f} | {ratio}")
-    print("* not used by the layer, for comparison: a named prepared statement is session state, "
-          "which RDS Proxy answers by pinning the connection (see common/db.py). The layer's "
-          "writes go through cache_put (migration 0002), which commits without waiting for "
-          "the WAL flush.")
+    print("* bare psycopg calls, for comparison. The layer's writes commit without waiting for the "
+          "WAL flush (directly: set_config in the upsert's own transaction; behind RDS Proxy: "
+          "cache_put, migration 0002).")
     return 0
 
 

@@ -130,7 +130,28 @@ def test_expired_rows_are_never_returned_even_before_cleanup():
     assert cache.get(k) == "fresh"
 
 
-def test_set_inside_a_caller_transaction_commits_or_rolls_back_with_it():
+def test_set_stores_every_field_directly_and_behind_the_proxy(connection_mode):
+    # Directly connected, set is one prepared upsert that commits asynchronously; behind
+    # RDS Proxy, cache_put (its set_config out of the proxy's sight) and nothing prepared.
+    k, owner = cache.key("t", "modes"), uuid.uuid4()
+    for n in range(3):  # the second and third run prepared on a direct connection
+        cache.set(k, {"n": n}, 60, compute_ms=7 + n, owner=owner)
+        row = db.execute("SELECT value, compute_ms, owner, expires_at - now() AS ttl "
+                         "FROM cache_entries WHERE key = %s", (k,)).fetchone()
+        assert row["value"] == {"n": n} and row["compute_ms"] == 7 + n and row["owner"] == owner
+        assert timedelta(seconds=59) < row["ttl"] <= timedelta(seconds=60)
+    prepared = [r["statement"] for r in db.connection().execute(
+        "SELECT statement FROM pg_prepared_statements", prepare=False)]
+    if connection_mode == "direct":
+        assert any("INSERT INTO cache_entries" in s and "set_config('synchronous_commit'" in s
+                   for s in prepared)
+    else:
+        assert prepared == []
+    # synchronous_commit was off for each write's own transaction only
+    assert db.execute("SELECT current_setting('synchronous_commit') AS s").fetchone() == {"s": "on"}
+
+
+def test_set_inside_a_caller_transaction_commits_or_rolls_back_with_it(connection_mode):
     rolled_back, committed = cache.key("t", "rolled-back"), cache.key("t", "committed")
     with pytest.raises(RuntimeError), db.transaction() as conn:
         cache.set(rolled_back, "never visible", 60, conn=conn)

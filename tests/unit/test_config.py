@@ -81,3 +81,27 @@ def test_secret_by_secrets_manager_reference(monkeypatch, s3_endpoint):
 def test_unknown_secret_name_is_a_programming_error():
     with pytest.raises(ValueError):
         config.secret("NOT_A_SECRET")
+
+
+@pytest.mark.parametrize(("threshold", "proxy", "expected"), [
+    (None, None, 1),      # direct: a statement run twice is prepared
+    (None, "proxy.example", None),  # behind RDS Proxy: never (it would pin)
+    ("off", None, None),
+    ("off", "proxy.example", None),
+    ("0", None, 0),
+    ("5", "proxy.example", 5),  # explicit wins (a pooler that tracks prepared statements)
+])
+def test_prepare_threshold_follows_the_proxy_unless_set(monkeypatch, threshold, proxy, expected):
+    for name, value in (("DB_PREPARE_THRESHOLD", threshold), ("DATABASE_PROXY_HOST", proxy)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert config.settings().prepare_threshold() == expected
+
+
+@pytest.mark.parametrize("threshold", ["-1", "on", "1.5"])
+def test_prepare_threshold_refuses_anything_else(monkeypatch, threshold):
+    monkeypatch.setenv("DB_PREPARE_THRESHOLD", threshold)
+    with pytest.raises(ConfigError, match="DB_PREPARE_THRESHOLD"):
+        config.settings()

@@ -91,12 +91,19 @@ def key(namespace: str, *parts: Any, **named: Any) -> str:
             raise ValueError("cache namespace must be 1-100 characters of [A-Za-z0-9_.:/-]")
         if len(_valid_namespaces) < 1000:  # namespaces are constants; stay bounded anyway
             _valid_namespaces.add(namespace)
-    text = _CANONICAL_JSON.encode([[_canonical(p) for p in parts], _canonical(named)])
+    # Most keys: nothing to normalise (exact str, int, bool, None; checked in C).
+    if _PLAIN.issuperset(map(type, parts)) and _PLAIN.issuperset(map(type, named.values())):
+        text = _CANONICAL_JSON.encode([parts, named])  # named's keys are str (keywords)
+    else:
+        text = _CANONICAL_JSON.encode([[_canonical(p) for p in parts], _canonical(named)])
     return f"{namespace}:{hashlib.sha256(text.encode('ascii')).hexdigest()}"
 
 
-# Built once: json.dumps with options builds a new encoder on every call.
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+# Built once: json.dumps with options builds a new encoder on every call. No circular
+# check (a fifth of a short key's encoding): what it encodes is scalars in a fresh tuple
+# and dict, or what _canonical built (a cycle fails there, by recursion, as before).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+                                   check_circular=False)
 _valid_namespaces: builtins.set[str] = builtins.set()
 _PLAIN = frozenset({str, int, bool, type(None)})
 
@@ -156,11 +163,29 @@ SELECT value, compute_ms, extract(epoch FROM expires_at - now())::float8 AS ttl_
 _GET_MANY = "SELECT key, value FROM cache_entries WHERE key = ANY(%s) AND expires_at > now()"
 
 # A server-side function (migrations 0002, 0012): commits its own transaction
-# asynchronously; records the entry's owner (a user id, so a deletion finds it).
+# asynchronously; records the entry's owner (a user id, so a deletion finds it). Its
+# set_config runs inside the function, out of RDS Proxy's sight: the write of a
+# connection behind the proxy, and get_or_compute's store (which wants the stored value).
 _SET = "SELECT cache_put(%(key)s, %(value)s, %(ttl)s, %(compute_ms)s, %(async)s, %(owner)s) AS value"
 # The same write when the caller needs nothing back: the stored value is not sent back and
 # decoded again (about a tenth of a set's time for a 1 KB value).
 _SET_QUIET = _SET.replace(" AS value", " IS NOT NULL AS ok")
+
+# cache_put's upsert as one plain statement: on a connection that prepares statements
+# (no RDS Proxy in the path) it is parsed and planned once, and skips the PL/pgSQL call.
+_UPSERT = """
+INSERT INTO cache_entries (key, value, expires_at, compute_ms, owner)
+VALUES (%(key)s, %(value)s, now() + make_interval(secs => %(ttl)s), %(compute_ms)s, %(owner)s)
+ON CONFLICT (key) DO UPDATE
+   SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at,
+       compute_ms = EXCLUDED.compute_ms, created_at = now(), owner = EXCLUDED.owner
+"""
+# The same write as its own transaction, committed without waiting for the WAL flush:
+# synchronous_commit off for this statement's transaction only (is_local), set in the
+# statement itself, so the session keeps no setting. A crash can lose the last fraction
+# of a second of such writes; for a cache that is fine (the entry is computed again).
+# Only where nothing pins on it: an RDS Proxy would see set_config in the text.
+_UPSERT_ASYNC = _UPSERT + "RETURNING set_config('synchronous_commit', 'off', true) AS async_commit\n"
 
 _DELETE = "DELETE FROM cache_entries WHERE key = %s"
 
@@ -222,9 +247,10 @@ def set(  # the cache's verb: this module says `builtins.set` for the type
     """
     params = _set_params(key, value, ttl, compute_ms, owner)
     if conn is not None:
-        conn.execute(_SET_QUIET, {**params, "async": False})
+        conn.execute(_UPSERT, params)
     else:
-        db.hot_row(_SET_QUIET, {**params, "async": True}, idempotent=True)
+        params["async"] = True
+        db.hot_row(_SET_QUIET, params, idempotent=True, prepared_sql=_UPSERT_ASYNC)
 
 
 def delete(key: str) -> bool:
@@ -335,7 +361,7 @@ def get_or_compute[T](
     if early_refresh > 0:
         value = _get_or_refresh(key, ttl, compute, early_refresh, owner)
     else:
-        row = db.execute(_GET, (key,), idempotent=True).fetchone()
+        row = db.hot_row(_GET, (key,), idempotent=True)
         value = row["value"] if row else _MISS
     if value is not _MISS:
         _count("CacheHit")

@@ -5,12 +5,13 @@ invocations, and re-made when it was found broken. Each function names itself th
 ``application_name``; ``statement_timeout`` is a startup parameter, so nothing is ever
 ``SET`` on the session (RDS Proxy would pin it).
 
-Parameter binding: psycopg's default server-side binding (extended query protocol) is
-kept because values never mix into SQL text. Automatic *named* prepared statements are
-off by default (``prepare_threshold=None``): they are session state, which RDS Proxy
-answers by pinning the client to one backend. Unnamed statements do not pin. Without a
-proxy in the path, ``DB_PREPARE_THRESHOLD`` turns them on (the server then skips parsing
-and planning a statement it has seen on this connection).
+Parameter binding: psycopg's server-side binding (extended query protocol) is kept
+because values never mix into SQL text. Automatic *named* prepared statements
+(``DB_PREPARE_THRESHOLD``, ``Settings.prepare_threshold``) follow ``DATABASE_PROXY_HOST``
+unless set: on a direct connection a statement run a second time is prepared (the
+server then skips parsing and planning it); behind RDS Proxy they are off
+(``prepare_threshold=None``), because they are session state, which the proxy answers
+by pinning the client to one backend. Unnamed statements do not pin.
 
 Failures, and what each costs the caller:
 - a kept connection that the server closed while it sat idle (a failover, a proxy's idle
@@ -56,7 +57,7 @@ def _connect() -> psycopg.Connection[dict[str, Any]]:
         host=s.DATABASE_PROXY_HOST or None,  # None: the URL's host
         autocommit=True,
         row_factory=dict_row,
-        prepare_threshold=s.DB_PREPARE_THRESHOLD,  # None unless set: see the module doc
+        prepare_threshold=s.prepare_threshold(),  # None behind RDS Proxy: see the module doc
         connect_timeout=s.DB_CONNECT_TIMEOUT_S,
         application_name=name,
         options=f"-c statement_timeout={s.DB_STATEMENT_TIMEOUT_MS}",
@@ -88,16 +89,27 @@ def _closed_while_idle(conn: psycopg.Connection[Any]) -> bool:
         return True
 
 
-def _thread_connection() -> psycopg.Connection[dict[str, Any]]:
-    import psycopg
+# libpq's CONNECTION_BAD and PQTRANS_IDLE (psycopg.pq.ConnStatus.BAD,
+# psycopg.pq.TransactionStatus.IDLE), compared on the libpq connection itself: psycopg's
+# closed/broken/info properties wrap the same two calls, and cost ~3 us per statement
+# between round trips (a sixth of a cache read's client time).
+_CONNECTION_BAD = 1
+_PQTRANS_IDLE = 0
 
-    conn = getattr(_local, "conn", None)
-    idle = conn is not None and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    if conn is None or conn.closed or conn.broken or (idle and _closed_while_idle(conn)):
-        if conn is not None:
-            conn.close()
-        conn = _connect()
-        _local.conn = conn
+
+def _thread_connection() -> psycopg.Connection[dict[str, Any]]:
+    conn: psycopg.Connection[dict[str, Any]] | None = getattr(_local, "conn", None)
+    if conn is not None:
+        pgconn = conn.pgconn
+        # BAD: closed by us or found broken; idle: nothing in flight, so a closed socket
+        # would be waiting to be read.
+        if pgconn.status != _CONNECTION_BAD and (
+            pgconn.transaction_status != _PQTRANS_IDLE or not _closed_while_idle(conn)
+        ):
+            return conn
+        conn.close()
+    conn = _connect()
+    _local.conn = conn
     return conn
 
 
@@ -121,7 +133,7 @@ def connection() -> psycopg.Connection[dict[str, Any]]:
 def reset() -> None:
     """Close this thread's connection (tests, and after settings change)."""
     conn = getattr(_local, "conn", None)
-    _local.conn = None
+    _local.conn = _local.hot_cursor = None
     if conn is not None:
         conn.close()
 
@@ -168,41 +180,44 @@ def one_row(cursor: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-def hot_row(sql: str, params: Any = None, *, idempotent: bool = False) -> dict[str, Any] | None:
+def hot_row(sql: str, params: Any = None, *, idempotent: bool = False,
+            prepared_sql: str | None = None) -> dict[str, Any] | None:
     """``execute(sql, params, idempotent=...).fetchone()`` for a statement on a request's
-    hot path (a cache read or write), ~40 us (a quarter of a cache read) cheaper here
-    (docs/cache.md).
+    hot path (a cache read or write), on a cursor kept per connection (making one per
+    call costs ~15 us); no cursor is handed out, so no caller can hold it across another
+    call. ``prepared_sql``: the statement to run instead where the connection prepares
+    statements (no RDS Proxy in the path), when that allows a cheaper form.
 
-    While named prepared statements are off (``DB_PREPARE_THRESHOLD`` unset) the statement
-    goes as one simple-protocol query, its values bound on the client by psycopg
-    (``ClientCursor``: psycopg's literal quoting for the connection's encoding; nothing
-    is ever formatted into SQL by hand) instead of Parse/Bind/Describe/Execute of an
-    unnamed statement: no session state either (RDS Proxy does not pin). The cursor is
-    kept per connection (making one is ~15 us); no cursor is handed out, so no caller
-    can hold it across another call. With prepared statements on, the server-side path:
-    client-bound statements cannot be prepared.
+    Where named prepared statements are on (a direct connection), the server-side path:
+    the statement is prepared on its second run. Where they are off (behind RDS Proxy)
+    the statement goes as one simple-protocol query, its values bound on the client by
+    psycopg (``ClientCursor``: psycopg's literal quoting for the connection's encoding;
+    nothing is ever formatted into SQL by hand) instead of Parse/Bind/Describe/Execute of
+    an unnamed statement (~40 us cheaper here, docs/cache.md): no session state either,
+    so the proxy does not pin.
     """
-    import psycopg
-
     conn = connection()
     try:
-        return _hot_cursor(conn).execute(sql, params).fetchone()
-    except psycopg.OperationalError:
-        if not (idempotent and conn.broken):
+        return _run_hot(conn, sql, params, prepared_sql)
+    except Exception as exc:  # is_outage: no import of psycopg on the hot path
+        if not (idempotent and is_outage(exc) and conn.broken):
             raise
-        return _hot_cursor(connection()).execute(sql, params).fetchone()
+        return _run_hot(connection(), sql, params, prepared_sql)
 
 
-def _hot_cursor(conn: psycopg.Connection[dict[str, Any]]) -> psycopg.Cursor[dict[str, Any]]:
-    import psycopg
+def _run_hot(conn: psycopg.Connection[dict[str, Any]], sql: str, params: Any,
+             prepared_sql: str | None) -> dict[str, Any] | None:
+    # The kept cursor, with the connection it belongs to and whether that prepares.
+    kept: tuple[psycopg.Connection[dict[str, Any]], psycopg.Cursor[dict[str, Any]], bool] | None
+    kept = getattr(_local, "hot_cursor", None)
+    if kept is None or kept[0] is not conn:
+        import psycopg
 
-    if conn.prepare_threshold is not None:
-        return conn.cursor()
-    cursor: psycopg.Cursor[dict[str, Any]] | None = getattr(_local, "hot_cursor", None)
-    if cursor is None or cursor.connection is not conn:
-        cursor = psycopg.ClientCursor(conn)
-        _local.hot_cursor = cursor
-    return cursor
+        prepared = conn.prepare_threshold is not None
+        kept = conn, (conn.cursor() if prepared else psycopg.ClientCursor(conn)), prepared
+        _local.hot_cursor = kept
+    _, cursor, prepared = kept
+    return cursor.execute(prepared_sql if prepared and prepared_sql else sql, params).fetchone()
 
 
 def execute(sql: str, params: Any = None, *, idempotent: bool = False) -> psycopg.Cursor[dict[str, Any]]:

@@ -46,8 +46,8 @@ MANIFEST = "manifest.json"
 #: table has ``"key": null``. 1 (earlier runs, still restored): CSV only, ``csv_bytes``.
 FORMAT_VERSION = 2
 BLOCK_SIZE = 1024 * 1024
-QUEUE_DEPTH = 4  # COPY blocks between the reader and the compressor (~4 MiB)
-UPLOAD_DEPTH = 4  # compressed blocks between the compressor and the upload (~4 MiB)
+QUEUE_DEPTH = 2  # COPY blocks between the reader and the compressor (~2 MiB)
+UPLOAD_DEPTH = 2  # compressed blocks between the compressor and the upload (~2 MiB)
 RUN_FORMAT = "%Y%m%dT%H%M%SZ"
 GZIP_WBITS = 31  # zlib's gzip container (header and CRC trailer), readable by gzip/zcat
 

@@ -317,7 +317,11 @@ class Options:
     redact: dict[str, frozenset[str]]
     compression: str = "zstd"  # a key of CODECS
     level: int = 1
-    part_size: int = 8 * 1024 * 1024
+    # Parts of S3's minimum size, two sent at once: the upload keeps up with the reading,
+    # in about the memory one 8 MiB part sent at a time took (a part in flight, its copy,
+    # the next one filling).
+    part_size: int = 5 * 1024 * 1024
+    upload_concurrency: int = 2
     copy_format: str = "binary"  # a key of COPY_OPTIONS
     parallel_tables: int = 4
 
@@ -457,7 +461,7 @@ def export_table(conn: Any, table: catalog.Table, options: Options, prefix: str,
     suffix, content_type = CODECS[options.compression]
     key = f"{prefix}{table.name}{DATA_SUFFIX[options.copy_format]}{suffix}"
     upload = storage.MultipartUpload(options.bucket, key, content_type=content_type,
-                                     part_size=options.part_size)
+                                     part_size=options.part_size, concurrency=options.upload_concurrency)
     try:
         rows, data_bytes = stream_table(conn, copy_statement(table, redacted, salt, options.copy_format),
                                         upload, codec=options.compression, level=options.level,

@@ -16,7 +16,7 @@ restore still reads; the manifest names the codec) into ``common.storage.Multipa
 object, which the manifest records: a multipart ETag is not a content hash). Memory stays
 constant whatever the table size: rows are gathered into ~1 MiB blocks, a block is
 compressed as a whole (block-wise compression is much faster than row by row), and the upload
-holds one part.
+holds three 5 MiB parts (two being sent, one filling).
 
 Tables are exported ``BACKUP_PARALLEL_TABLES`` at a time, largest first, each worker on a
 connection of its own that imports the leader's snapshot (``pg_export_snapshot()``, ``SET
@@ -272,7 +272,7 @@ def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
 
     Three stages, each in its own thread, joined by short queues of ~1 MiB blocks: this
     thread reads rows, one thread compresses, one writes to ``out`` (the upload, which
-    sends a part every 8 MiB). zlib, hashlib and socket I/O release the GIL, so reading,
+    sends a part every ``part_size``). zlib, hashlib and socket I/O release the GIL, so reading,
     compressing and uploading overlap; at most ``QUEUE_DEPTH`` + ``UPLOAD_DEPTH`` blocks
     are in flight, whatever the table size.
     """

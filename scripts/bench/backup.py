@@ -10,11 +10,13 @@ with ``--rows`` generated rows (text, timestamps, JSON, NULLs), and measures on 
 same database:
 
 - export: the backup-export handler, invoked as Lambda invokes it in a child process
-  (COPY CSV -> zstd level 1, or BACKUP_COMPRESSION's codec -> multipart upload to a moto
-  S3 server running in its own process), against ``pg_dump -Fc -Z1`` (custom format,
+  (COPY binary -> zstd level 1, or BACKUP_COPY_FORMAT's format and BACKUP_COMPRESSION's
+  codec -> multipart uploads to a moto S3 server running in its own process), against
+  ``pg_dump -Fc -Z1`` (custom format,
   zlib level 1: the fast setting, like for like), and for the record ``pg_dump -Fc``
   (its default level) and ``pg_dump | gzip`` (plain SQL), all to the same machine.
-  Throughput is MB of table data (the CSV size) per second; sizes are compared too.
+  Throughput is MB of table data (COPY's output in the export's format) per second; the
+  ratios compare times, and sizes are compared too.
 - peak RSS of the export child at 10% of the rows and at all of them (ru_maxrss of the
   child), and its growth over the child's RSS before the export began.
 - restore: scripts/restore's code (download + SHA-256 verify + migrate + COPY + keys after
@@ -138,7 +140,8 @@ def child_export() -> None:
     seconds = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": seconds, "before_kb": before_kb, "peak_kb": peak_kb, "run": summary["run"],
-                      "csv_bytes": summary["csv_bytes"], "bytes": summary["bytes"], "rows": summary["rows"]}))
+                      "data_bytes": summary["data_bytes"], "bytes": summary["bytes"],
+                      "rows": summary["rows"]}))
 
 
 def child_pipeline() -> None:
@@ -166,7 +169,7 @@ def child_pipeline() -> None:
             return len(data)
 
     t0 = time.perf_counter()
-    csv_bytes = size = 0
+    data_bytes = size = 0
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, row_factory=dict_row) as conn, \
             conn.transaction():
         conn.execute(export.BEGIN_SNAPSHOT)
@@ -175,10 +178,12 @@ def child_pipeline() -> None:
             sink = Sink()
             codec = os.environ.get("BACKUP_COMPRESSION", "zstd")
             level = int(os.environ.get("BACKUP_ZSTD_LEVEL" if codec == "zstd" else "BACKUP_GZIP_LEVEL", "1"))
-            _, n = export.stream_table(conn, export.copy_statement(table, frozenset(), ""), sink,
-                                       codec=codec, level=level)
-            csv_bytes, size = csv_bytes + n, size + sink.size
-    print(json.dumps({"seconds": time.perf_counter() - t0, "csv_bytes": csv_bytes, "bytes": size}))
+            copy_format = os.environ.get("BACKUP_COPY_FORMAT", "binary")
+            statement = export.copy_statement(table, frozenset(), "", copy_format)
+            _, n = export.stream_table(conn, statement, sink, codec=codec, level=level,
+                                       binary=copy_format == "binary")
+            data_bytes, size = data_bytes + n, size + sink.size
+    print(json.dumps({"seconds": time.perf_counter() - t0, "data_bytes": data_bytes, "bytes": size}))
 
 
 def run_pipeline(url: str, endpoint: str) -> dict:
@@ -214,6 +219,8 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=1, help="timed runs of each side (the best is kept)")
     parser.add_argument("--gzip-level", type=int, default=None, help="BACKUP_GZIP_LEVEL for the export")
+    parser.add_argument("--copy-format", choices=["binary", "csv"], default=None,
+                        help="BACKUP_COPY_FORMAT for the export (default binary)")
     parser.add_argument("--compression", choices=["zstd", "gzip"], default=None,
                         help="BACKUP_COMPRESSION for the export (default zstd)")
     parser.add_argument("--quick", action="store_true", help="--rows 200000")
@@ -230,6 +237,8 @@ def main() -> int:
         os.environ["BACKUP_GZIP_LEVEL"] = str(args.gzip_level)
     if args.compression:
         os.environ["BACKUP_COMPRESSION"] = args.compression
+    if args.copy_format:
+        os.environ["BACKUP_COPY_FORMAT"] = args.copy_format
     if args.quick:
         args.rows = min(args.rows, 200_000)
 
@@ -273,7 +282,7 @@ def main() -> int:
             dumps.append(timed([pg_dump, "-Fc", "-f", str(dump), url]))
             plains.append(timed(f"{pg_dump} '{url}' | gzip > {work / 'db.sql.gz'}", shell=True))
         big_run = min(exports, key=lambda r: r["seconds"])
-        csv_mb = mb(big_run["csv_bytes"])
+        data_mb = mb(big_run["data_bytes"])
         export_s, dump_s, plain_s = big_run["seconds"], min(dumps), min(plains)
         dump_z1_s = min(dumps_z1)
         pipeline_s = min(pipelines)
@@ -300,18 +309,20 @@ def main() -> int:
         growth_big = (big_run["peak_kb"] - big_run["before_kb"]) / 1024
         growth = (big_run["peak_kb"] - small_run["peak_kb"]) / 1024
         codec = os.environ.get("BACKUP_COMPRESSION", "zstd")
+        copy_format = os.environ.get("BACKUP_COPY_FORMAT", "binary")
         level = os.environ.get("BACKUP_ZSTD_LEVEL" if codec == "zstd" else "BACKUP_GZIP_LEVEL", "1")
         sizes = (f"{mb(big_run['bytes']):.1f} MB {codec} level {level}; "
                  f"pg_dump -Fc -Z1 {mb(dump_z1.stat().st_size):.1f} MB; "
                  f"pg_dump -Fc {mb(dump.stat().st_size):.1f} MB; "
                  f"plain|gzip {mb((work / 'db.sql.gz').stat().st_size):.0f} MB")
         print()
-        print(f"table data: {args.rows} rows, {csv_mb:.0f} MB as CSV over all tables ({sizes})")
+        print(f"table data: {args.rows} rows, {data_mb:.0f} MB of COPY {copy_format} data over all tables "
+              f"({sizes})")
         print(f"{'export':<38}{'seconds':>9}{'MB/s':>9}{'vs pg_dump -Fc -Z1':>20}")
         for name, s in [(f"backup-export (COPY->{codec}->moto S3)", export_s),
                         ("  same pipeline, no S3 server", pipeline_s), ("pg_dump -Fc -Z1", dump_z1_s),
                         ("pg_dump -Fc", dump_s), ("pg_dump | gzip", plain_s)]:
-            print(f"{name:<38}{s:>9.2f}{csv_mb / s:>9.1f}{dump_z1_s / s:>19.2f}x")
+            print(f"{name:<38}{s:>9.2f}{data_mb / s:>9.1f}{dump_z1_s / s:>19.2f}x")
         print(f"peak RSS of the export child  {args.rows // 10:>8} rows: "
               f"{small_run['peak_kb'] / 1024:6.1f} MB "
               f"(+{growth_small:.1f} MB over its {small_run['before_kb'] / 1024:.1f} MB before the export)")

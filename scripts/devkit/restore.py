@@ -6,16 +6,19 @@ changed (1-4) or rolls the load back (5-6):
 1. Resolve the run: ``latest`` is the newest run under ``backups/<stage>/`` that has a
    ``manifest.json`` (a run without one failed and is skipped).
 2. Refuse a non-empty target (any table holding a row) unless ``force``.
-3. Download every object to a work folder and verify its size and SHA-256 against the
-   manifest, all of them before anything is loaded (a corrupted or truncated object is
-   CorruptBackup). What is loaded is exactly what was verified.
+3. Download every object to a work folder (a few at once) and verify its size and
+   SHA-256 against the manifest, all of them before anything is loaded (a corrupted or
+   truncated object is CorruptBackup). What is loaded is exactly what was verified.
+   Meanwhile (from the start) this checkout's migrations are read and parsed.
 4. Migrate the target to the manifest's migration version (``devkit.migrations.apply``,
-   the same SQL files) and check it has exactly the backup's migrations.
+   the same SQL files) and check it has exactly the backup's migrations. (Applied only
+   after step 3: a corrupt backup leaves the target untouched.)
 5. In one transaction: empty the backed-up tables (migrations seed catalog rows, which
    the backup holds too), disable their user triggers (a trigger that records history on
    insert would duplicate rows the backup already has), drop their keys and indexes,
-   ``COPY ... FROM STDIN`` each table in dependency order from its compressed CSV (zstd,
-   or gzip: the manifest names the codec), check each
+   ``COPY ... FROM STDIN`` each table in dependency order from its compressed object in
+   COPY's binary format or CSV (each table's ``copy``; format-1 manifests are CSV), zstd
+   or gzip (the manifest names the codec), an empty table (no object) skipped, check each
    row count against the manifest, re-create the keys and indexes (then the foreign keys,
    which validates every reference), re-enable the triggers and move identity/serial
    sequences past the restored ids. Keys are added after loading as pg_restore does
@@ -50,7 +53,10 @@ from psycopg.rows import dict_row
 from devkit import migrations
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+#: 1: CSV objects, ``csv_bytes``; 2: each table's ``copy`` format (binary or csv) and
+#: ``data_bytes``, ``"key": null`` for an empty table.
+FORMAT_VERSIONS = (1, 2)
+DOWNLOADS = 4  # objects downloaded at once
 RUN_FORMAT = "%Y%m%dT%H%M%SZ"
 CHUNK = 1024 * 1024
 YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"})
@@ -140,7 +146,7 @@ def load_manifest(bucket: str, stage: str, run: str) -> dict[str, Any]:
         manifest = json.loads(storage.read(bucket, key, max_bytes=16 * 1024 * 1024))
     except NotFound:
         raise RestoreError(f"s3://{bucket}/{key} does not exist: no such run, or the run failed") from None
-    if manifest.get("format") != FORMAT_VERSION:
+    if manifest.get("format") not in FORMAT_VERSIONS:
         raise RestoreError(f"unsupported manifest format {manifest.get('format')!r}")
     return manifest
 
@@ -150,49 +156,55 @@ def load_manifest(bucket: str, stage: str, run: str) -> dict[str, Any]:
 
 def download_verified(bucket: str, manifest: dict[str, Any], workdir: Path, *,
                       progress: bool = True) -> dict[str, Path]:
-    """Every table's object in ``workdir``, each checked against the manifest's size and
-    SHA-256; CorruptBackup naming every object that failed."""
-    from botocore.exceptions import ClientError, FlexibleChecksumError
+    """Every table's object in ``workdir`` (``DOWNLOADS`` at once), each checked against
+    the manifest's size and SHA-256; CorruptBackup naming every object that failed. An
+    empty table (format 2: no object) has no path."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    paths: dict[str, Path] = {}
-    problems: list[str] = []
-    total = sum(t["bytes"] for t in manifest["tables"])
+    tables = [t for t in manifest["tables"] if t["key"] is not None]
+    total = sum(t["bytes"] for t in tables)
     with tqdm(total=total, unit="B", unit_scale=True, desc="download+verify",
-              disable=_quiet(progress)) as bar:
-        for table in manifest["tables"]:
-            path = workdir / f"{table['name']}.csv"
-            digest, size = hashlib.sha256(), 0
-            try:
-                body = _s3().get_object(Bucket=bucket, Key=table["key"])["Body"]
-            except ClientError as exc:
-                problems.append(f"{table['key']}: {exc.response.get('Error', {}).get('Code', 'error')}")
-                continue
-            try:
-                with body, path.open("wb") as out:
-                    for chunk in body.iter_chunks(CHUNK):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        out.write(chunk)
-                        bar.update(len(chunk))
-            except FlexibleChecksumError:  # botocore checks S3's stored checksum on the way
-                problems.append(f"{table['key']}: the bytes received differ from S3's stored checksum")
-                continue
-            if size != table["bytes"]:
-                problems.append(f"{table['key']}: {size} bytes, manifest says {table['bytes']}")
-            elif digest.hexdigest() != table["sha256"]:
-                problems.append(f"{table['key']}: SHA-256 differs from the manifest")
-            paths[table["name"]] = path
-    if problems:
+              disable=_quiet(progress)) as bar, ThreadPoolExecutor(DOWNLOADS) as pool:
+        outcomes = list(pool.map(
+            lambda t: _download_one(bucket, t, workdir / f"{t['name']}.data", bar.update), tables))
+    if problems := [problem for _, problem in outcomes if problem]:
         raise CorruptBackup("backup objects failed verification, nothing was loaded:\n  "
                             + "\n  ".join(problems))
-    return paths
+    return {t["name"]: path for t, (path, _) in zip(tables, outcomes, strict=True)}
+
+
+def _download_one(bucket: str, table: dict[str, Any], path: Path,
+                  advance: Callable[[int], Any]) -> tuple[Path, str | None]:
+    """One object into ``path``: ``(path, None)``, or ``(path, what is wrong with it)``."""
+    from botocore.exceptions import ClientError, FlexibleChecksumError
+
+    digest, size = hashlib.sha256(), 0
+    try:
+        body = _s3().get_object(Bucket=bucket, Key=table["key"])["Body"]
+    except ClientError as exc:
+        return path, f"{table['key']}: {exc.response.get('Error', {}).get('Code', 'error')}"
+    try:
+        with body, path.open("wb") as out:
+            for chunk in body.iter_chunks(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+                advance(len(chunk))
+    except FlexibleChecksumError:  # botocore checks S3's stored checksum on the way
+        return path, f"{table['key']}: the bytes received differ from S3's stored checksum"
+    if size != table["bytes"]:
+        return path, f"{table['key']}: {size} bytes, manifest says {table['bytes']}"
+    if digest.hexdigest() != table["sha256"]:
+        return path, f"{table['key']}: SHA-256 differs from the manifest"
+    return path, None
 
 
 # --- The target -------------------------------------------------------------------------
 
 USER_TABLES = """
-SELECT c.relname AS name, c.relkind AS kind FROM pg_class c
+SELECT c.relname AS name, c.relkind AS kind, c.oid FROM pg_class c
  WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 """
 
@@ -222,7 +234,12 @@ SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS de
  ORDER BY 1
 """
 
-SEQUENCE_OF = "SELECT pg_get_serial_sequence(%s, %s) AS seq"
+# The identity/serial sequence of every column of the restored tables, in one query.
+SEQUENCES = """
+SELECT c.relname AS tbl, a.attname AS col, pg_get_serial_sequence(c.oid::regclass::text, a.attname) AS seq
+  FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+ WHERE c.oid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped
+"""
 
 HAS_DELETE_ACCOUNT = "SELECT to_regprocedure('delete_account(uuid, timestamptz)') IS NOT NULL AS present"
 DELETE_ACCOUNT = "SELECT delete_account(%(user_id)s, %(deleted_at)s) AS outcome"
@@ -242,11 +259,13 @@ def target_is_empty(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-def _migrate(url: str, manifest: dict[str, Any], report: Report) -> None:
+def _migrate(url: str, manifest: dict[str, Any], report: Report, parsed: Any) -> None:
+    """Migrate the target to the manifest's version with ``parsed`` (``migrations.read()``,
+    all of this checkout's migrations)."""
     version = manifest.get("migration_version")
     if version is None:
         raise RestoreError("the manifest records no migration version; migrate the target by hand first")
-    report.migrated = migrations.apply(url, to=version)
+    report.migrated = migrations.apply(url, parsed=migrations.up_to(parsed, version))
     have, want = set(migrations.applied(url)), set(manifest.get("migrations") or [version])
     if missing := sorted(want - have):
         raise RestoreError(f"this checkout cannot apply the backup's migrations {missing}")
@@ -268,11 +287,11 @@ class _Keys:
                    conn.execute(PLAIN_INDEXES, params).fetchall())
 
     def drop(self, conn: psycopg.Connection[Any]) -> None:
-        for k in [*self.foreign, *self.constraints]:
-            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                sql.SQL(k["tbl"]), sql.Identifier(k["name"])))  # tbl: regclass text, already quoted
-        for i in self.indexes:
-            conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(i["name"])))
+        statements = [sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+            sql.SQL(k["tbl"]), sql.Identifier(k["name"]))  # tbl: regclass text, already quoted
+            for k in [*self.foreign, *self.constraints]]
+        statements += [sql.SQL("DROP INDEX {}").format(sql.SQL(i["name"])) for i in self.indexes]
+        _execute_all(conn, statements)
 
     def create(self, conn: psycopg.Connection[Any]) -> None:
         for k in self.constraints:
@@ -285,13 +304,31 @@ class _Keys:
                 sql.SQL(k["tbl"]), sql.Identifier(k["name"]), sql.SQL(k["def"])))
 
 
+#: COPY's options for each format a manifest names (format 1 is CSV).
+COPY_OPTIONS = {"binary": "FORMAT binary", "csv": "FORMAT csv, HEADER, ENCODING 'UTF8'"}
+
+
+def _execute_all(conn: psycopg.Connection[Any], statements: list[sql.Composable]) -> None:
+    """Run ``statements`` (no parameters) in one round trip: a restore runs a few of them
+    for each table."""
+    if statements:
+        conn.execute(sql.SQL("; ").join(statements))
+
+
+def _set_triggers(conn: psycopg.Connection[Any], idents: list[sql.Identifier], action: str) -> None:
+    _execute_all(conn, [sql.SQL("ALTER TABLE {} {} TRIGGER USER").format(i, sql.SQL(action)) for i in idents])
+
+
 def _copy_in(conn: psycopg.Connection[Any], table: dict[str, Any], path: Path,
               advance: Callable[[int], Any], *, freeze: bool, codec: str | None = None) -> int:
     # FREEZE (allowed because the table was emptied in this transaction) writes the rows
     # already frozen: no hint-bit rewrite or anti-wraparound vacuum of them later.
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, HEADER, ENCODING 'UTF8'{})").format(
+    copy_format = table.get("copy", "csv")
+    if copy_format not in COPY_OPTIONS:
+        raise RestoreError(f"{table['name']}: unsupported COPY format {copy_format!r}")
+    statement = sql.SQL("COPY {} ({}) FROM STDIN ({}{})").format(
         sql.Identifier(table["name"]), sql.SQL(", ").join(map(sql.Identifier, table["columns"])),
-        sql.SQL(", FREEZE" if freeze else ""))
+        sql.SQL(COPY_OPTIONS[copy_format]), sql.SQL(", FREEZE" if freeze else ""))  # type: ignore[arg-type]
     codec = codec or "gzip"
     inflate = _decompressor(codec)
     cursor = conn.cursor()
@@ -320,13 +357,13 @@ def _decompressor(codec: str) -> Any:
     raise RestoreError(f"unsupported compression {codec!r}")
 
 
-def _set_sequences(conn: psycopg.Connection[Any], manifest: dict[str, Any]) -> None:
+def _set_sequences(conn: psycopg.Connection[Any], manifest: dict[str, Any], oids: list[int]) -> None:
     """Move each identity/serial sequence past the restored ids and the source's value."""
     recorded = manifest.get("sequences", {})
+    sequences = {(row["tbl"], row["col"]): row["seq"] for row in conn.execute(SEQUENCES, {"oids": oids})}
     for table in manifest["tables"]:
         for column in table["columns"]:
-            name = sql.Identifier(table["name"]).as_string(conn)
-            seq = conn.execute(SEQUENCE_OF, (name, column)).fetchone()["seq"]
+            seq = sequences.get((table["name"], column))
             if seq is None:
                 continue
             top = conn.execute(sql.SQL("SELECT max({}) AS top FROM {}").format(
@@ -391,33 +428,39 @@ def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Re
     tables = manifest["tables"]
     started = time.monotonic()
     with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
-        present = {row["name"]: row["kind"] for row in conn.execute(USER_TABLES)}
+        present = {row["name"]: row for row in conn.execute(USER_TABLES)}
         if missing := [t["name"] for t in tables if t["name"] not in present]:
             raise RestoreError(f"the migrated target has no table(s) {missing}")
         idents = [sql.Identifier(t["name"]) for t in tables]
+        oids = [present[t["name"]]["oid"] for t in tables]
+        # The tables that get rows (format 2 gives an empty table no object): only their
+        # keys are dropped and re-created and their triggers disabled; the others are
+        # only emptied (migrations may have seeded them).
+        loading = [t for t in tables if t["key"] is not None]
+        loading_idents = [sql.Identifier(t["name"]) for t in loading]
         with conn.transaction():
             conn.execute("SELECT set_config('statement_timeout', '0', true)")
             # index builds sort in memory up to this (the server default is 64MB)
             conn.execute("SELECT set_config('maintenance_work_mem', '256MB', true)")
             report.step = "emptying the tables"
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(idents)))
-            oids = [conn.execute("SELECT %s::regclass::oid AS oid", (i.as_string(conn),)).fetchone()["oid"]
-                    for i in idents]
-            keys = _Keys.read(conn, oids) if keys_after_load else None
-            for ident in idents:
-                conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER USER").format(ident))
+            keys = _Keys.read(conn, [present[t["name"]]["oid"] for t in loading]) if keys_after_load else None
+            _set_triggers(conn, loading_idents, "DISABLE")
             if keys:
                 report.step = "dropping keys and indexes"
                 keys.drop(conn)
-            total = sum(t.get("csv_bytes", 0) for t in tables)
+            total = sum(t.get("data_bytes", t.get("csv_bytes", 0)) for t in tables)
             with tqdm(total=total, unit="B", unit_scale=True, desc="load", disable=_quiet(progress)) as bar:
                 for table in tables:
                     bar.set_postfix_str(table["name"])
                     report.step = f"COPY {table['name']}"
                     t0 = time.monotonic()
-                    rows = _copy_in(conn, table, paths[table["name"]], bar.update,
-                                    freeze=present[table["name"]] == "r",
-                                    codec=manifest.get("compression", {}).get("format"))
+                    if table["key"] is None:  # an empty table: no object (emptied above)
+                        rows = 0
+                    else:
+                        rows = _copy_in(conn, table, paths[table["name"]], bar.update,
+                                        freeze=present[table["name"]]["kind"] == "r",
+                                        codec=manifest.get("compression", {}).get("format"))
                     if rows != table["rows"]:
                         raise RestoreError(f"{table['name']}: loaded {rows} rows, "
                                            f"the manifest says {table['rows']}")
@@ -427,10 +470,9 @@ def _load(url: str, manifest: dict[str, Any], paths: dict[str, Path], report: Re
             if keys:
                 keys.create(conn)
             report.keys_seconds = time.monotonic() - t0
-            for ident in idents:
-                conn.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER USER").format(ident))
+            _set_triggers(conn, loading_idents, "ENABLE")
             report.step = "setting sequences"
-            _set_sequences(conn, manifest)
+            _set_sequences(conn, manifest, oids)
             if deletions:
                 report.step = "re-applying the deletions log"
                 _reapply_deletions(conn, deletions, report)
@@ -445,6 +487,18 @@ def restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool
             workdir: Path | None = None, progress: bool = True, keys_after_load: bool = True,
             log: Callable[[str], Any] = print) -> Report:
     """Restore one run (``latest`` or a run timestamp) into ``database_url``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="restore-parse") as parser:
+        # The migrations are parsed (CPU, no database) while the run is resolved and its
+        # objects download (I/O); they are applied only once every object is verified.
+        parsing = parser.submit(migrations.read)
+        return _restore(bucket, stage, run, database_url, force=force, workdir=workdir, progress=progress,
+                        keys_after_load=keys_after_load, log=log, parsing=parsing)
+
+
+def _restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool, workdir: Path | None,
+             progress: bool, keys_after_load: bool, log: Callable[[str], Any], parsing: Any) -> Report:
     name = resolve_run(bucket, stage, run)
     manifest = load_manifest(bucket, stage, name)
     log(f"run {name}: {len(manifest['tables'])} tables, "
@@ -465,7 +519,7 @@ def restore(bucket: str, stage: str, run: str, database_url: str, *, force: bool
         report.download_seconds = time.monotonic() - t0
         log(f"verified {len(paths)} objects against the manifest (SHA-256)")
         t0 = time.monotonic()
-        _migrate(database_url, manifest, report)
+        _migrate(database_url, manifest, report, parsing.result())
         if deletions:
             _migrate_for_deletions(database_url, report)
         report.migrate_seconds = time.monotonic() - t0

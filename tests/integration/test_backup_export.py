@@ -2,10 +2,12 @@
 
 The round trip seeds every table of a database of its own (unicode, NULLs next to empty
 strings, CSV-hostile text, JSON, a text larger than one upload part), exports it with the
-handler as Lambda invokes it, restores the run into a fresh database and compares every
-table row for row, plus keys, indexes, triggers and sequences. Also: a corrupted object
-stops the restore before anything is loaded, non-empty targets are refused, a run
-without a manifest is not "latest", redaction, retention, the deadline and the lock.
+handler as Lambda invokes it (COPY binary, tables in parallel), restores the run into a
+fresh database and compares every table row for row, plus keys, indexes, triggers and
+sequences. Also: the parallel workers read the one snapshot, CSV runs (and format-1
+manifests) still restore, an empty table has no object, a corrupted object stops the
+restore before anything is loaded, non-empty targets are refused, a run without a
+manifest is not "latest", redaction, retention, the deadline and the lock.
 """
 
 import base64
@@ -15,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -294,9 +297,10 @@ def test_round_trip_restores_every_table_row_for_row(source, server, bucket, exp
                           ("tools", "tool_versions"), ("tool_versions", "generations"),
                           ("orders", "payments"), ("webhook_inbox", "revenuecat_pending")]:
         assert names.index(parent) < names.index(child)
+    assert manifest["format"] == 2 and manifest["compression"] == {"format": "zstd", "level": 1}
     for table in manifest["tables"]:
-        assert table["key"] == f"backups/{stage}/{summary['run']}/{table['name']}.csv.zst"
-        assert manifest["compression"] == {"format": "zstd", "level": 1}
+        assert table["key"] == f"backups/{stage}/{summary['run']}/{table['name']}.bin.zst"
+        assert table["copy"] == "binary" and table["data_bytes"] > 0
         head = storage.head(bucket, table["key"])
         assert head["ServerSideEncryption"] == "AES256" and head["ContentLength"] == table["bytes"]
     journal = next(t for t in manifest["tables"] if t["name"] == "journal_entries")
@@ -353,6 +357,147 @@ def copy_run(bucket, exported, edit=None):
     return copy_stage, copy
 
 
+def test_every_table_is_read_from_the_one_snapshot_whichever_worker_reads_it(source, bucket, stage, exported):
+    from psycopg.rows import dict_row
+
+    export = function_module("export")
+    # Given two tables to export with two workers: the leader takes the larger
+    # (journal_entries), and a write to the other commits before the second worker's
+    # transaction begins
+    keep = {"journal_entries", "cache_entries"}
+    every = {t["name"] for t in exported[2]["tables"]} | {"cache_leases", "rate_limit_windows"}
+    exclude = frozenset(every - keep)
+    first_taken, takers = threading.Event(), []
+
+    def time_left():  # asked as each table is taken
+        takers.append(threading.current_thread().name)
+        first_taken.set()
+        return float("inf")
+
+    def connect():
+        assert first_taken.wait(10)
+        with psycopg.connect(source, autocommit=True) as other:
+            other.execute("INSERT INTO cache_entries (key, value, expires_at) "
+                          "VALUES ('written-during-the-export', '1', now() + interval '1 day')")
+        return psycopg.connect(source, autocommit=True, row_factory=dict_row)
+
+    options = export.Options(bucket=bucket, stage=stage, exclude=exclude, redact={}, parallel_tables=2)
+    try:
+        # When the export runs
+        with psycopg.connect(source, autocommit=True, row_factory=dict_row) as conn, conn.transaction():
+            manifest = export.export(conn, options, connect=connect, time_left=time_left)
+
+        # Then the second worker exported cache_entries, as of the leader's snapshot: the
+        # seeded row, not the one committed meanwhile
+        assert takers == ["MainThread", "backup-table-0"]
+        cache = next(t for t in manifest["tables"] if t["name"] == "cache_entries")
+        assert cache["rows"] == 1
+        data = unzstd(storage.read(bucket, cache["key"], max_bytes=1 << 20))
+        assert b"written-during-the-export" not in data
+        assert [t["name"] for t in manifest["tables"]] == ["cache_entries", "journal_entries"]
+    finally:
+        with psycopg.connect(source, autocommit=True) as other:
+            other.execute("DELETE FROM cache_entries WHERE key = 'written-during-the-export'")
+
+
+def test_a_worker_that_cannot_connect_leaves_its_tables_to_the_others(source, bucket, stage, exported):
+    from psycopg.rows import dict_row
+
+    export = function_module("export")
+    attempts = []
+
+    def connect():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise psycopg.OperationalError("too many connections")
+        return psycopg.connect(source, autocommit=True, row_factory=dict_row)
+
+    options = export.Options(bucket=bucket, stage=stage, exclude=frozenset(), redact={}, parallel_tables=3)
+    with psycopg.connect(source, autocommit=True, row_factory=dict_row) as conn, conn.transaction():
+        manifest = export.export(conn, options, connect=connect)
+    assert len(attempts) == 2
+    want = {t["name"]: t["rows"] for t in exported[2]["tables"]}
+    assert {t["name"]: t["rows"] for t in manifest["tables"] if t["name"] in want} == want
+
+
+@pytest.mark.parametrize("copy_format", ["binary", "csv"])
+def test_a_copy_the_server_fails_midway_raises_its_error_and_the_connection_stays_usable(source, copy_format):
+    export = function_module("export")
+
+    class Sink:
+        def write(self, data):
+            return len(data)
+
+    # Given a COPY that fails after many rows (binary rows are partly read past psycopg)
+    failing = (f"COPY (SELECT CASE WHEN i = 150000 THEN 1 / (i - i) ELSE i END, repeat('x', 100) "
+               f"FROM generate_series(1, 200000) i) TO STDOUT (FORMAT {copy_format})")
+    with psycopg.connect(source) as conn:
+        # Then the server's own error is raised
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            export.stream_table(conn, failing, Sink(), binary=copy_format == "binary")
+        # And the connection goes on
+        conn.rollback()
+        ok = "COPY (SELECT i FROM generate_series(1, 1000) i) TO STDOUT (FORMAT binary)"
+        assert export.stream_table(conn, ok, Sink(), binary=True)[0] == 1000
+
+
+def test_a_csv_run_and_a_format_1_manifest_still_restore(source, server, bucket, stage, monkeypatch):
+    # Given a run exported as CSV (BACKUP_COPY_FORMAT=csv), every table on the function's
+    # own connection (BACKUP_PARALLEL_TABLES=1)
+    monkeypatch.setenv("BACKUP_COPY_FORMAT", "csv")
+    monkeypatch.setenv("BACKUP_PARALLEL_TABLES", "1")
+    summary = invoke({"retention": False})
+    manifest = manifest_of(bucket, stage, summary["run"])
+    names = [t["name"] for t in manifest["tables"]]
+    assert manifest["format"] == 2 and {t["copy"] for t in manifest["tables"]} == {"csv"}
+    users = next(t for t in manifest["tables"] if t["name"] == "users")
+    assert users["key"].endswith("/users.csv.zst")
+    csv = unzstd(storage.read(bucket, users["key"], max_bytes=1 << 20))
+    assert csv.startswith(b"id,email,") and len(csv) == users["data_bytes"]
+
+    # When it is restored, then every table is equal row for row
+    target = server("btgt")
+    quiet_restore(bucket, stage, "latest", target)
+    for table in names:
+        assert table_rows(target, table) == table_rows(source, table), table
+
+    # And the same objects under a manifest as earlier versions wrote it (format 1: CSV,
+    # csv_bytes, no copy) restore too
+    def as_format_1(manifest):
+        manifest.update(format=1, csv={"format": "csv", "header": True, "encoding": "UTF8"})
+        for table in manifest["tables"]:
+            del table["copy"]
+            table["csv_bytes"] = table.pop("data_bytes")
+
+    copy_stage, _ = copy_run(bucket, (stage, summary, manifest), as_format_1)
+    target = server("btgt")
+    quiet_restore(bucket, copy_stage, "latest", target)
+    for table in names:
+        assert table_rows(target, table) == table_rows(source, table), table
+
+
+def test_an_empty_table_gets_no_object_and_restores_empty(source, server, bucket, stage, monkeypatch):
+    # Given a run that includes cache_entries (one row) and cache_leases (none)
+    monkeypatch.setenv("BACKUP_EXCLUDE_TABLES", "rate_limit_windows")
+    summary = invoke({"retention": False})
+    by_name = {t["name"]: t for t in manifest_of(bucket, stage, summary["run"])["tables"]}
+
+    # Then the empty table has no object, and the manifest says so
+    leases = by_name["cache_leases"]
+    assert (leases["rows"], leases["key"], leases["bytes"], leases["sha256"]) == (0, None, 0, None)
+    listed = storage.s3().list_objects_v2(Bucket=bucket, Prefix=f"backups/{stage}/")
+    assert not [o["Key"] for o in listed["Contents"] if "cache_leases" in o["Key"]]
+    assert by_name["cache_entries"]["rows"] == 1
+
+    # When it is restored, the empty table is empty with its keys, the other one is loaded
+    target = server("btgt")
+    report = quiet_restore(bucket, stage, "latest", target)
+    assert ("cache_leases", 0) in [(t.name, t.rows) for t in report.tables]
+    assert table_rows(target, "cache_leases") == []
+    assert schema_of(target, "cache_leases") == schema_of(source, "cache_leases")
+    assert table_rows(target, "cache_entries") == table_rows(source, "cache_entries")
+
+
 def test_a_corrupted_object_is_detected_before_anything_is_loaded(server, bucket, exported):
     # Given a copy of the run in which one object was replaced (by valid zstd) afterwards
     copy_stage, copy = copy_run(bucket, exported)
@@ -360,8 +505,9 @@ def test_a_corrupted_object_is_detected_before_anything_is_loaded(server, bucket
     storage.put(bucket, users["key"], zstd(b"id,email\n"), "application/zstd")
     target = server("btgt")
 
-    # When it is restored, then the restore refuses, naming the object, and the target is untouched
-    with pytest.raises(restore.CorruptBackup, match=r"users\.csv\.zst"):
+    # When it is restored, then the restore refuses, naming the object, and the target is
+    # untouched (the migrations, parsed meanwhile, were not applied)
+    with pytest.raises(restore.CorruptBackup, match=r"users\.bin\.zst"):
         quiet_restore(bucket, copy_stage, "latest", target)
     with psycopg.connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0] == 0
@@ -374,7 +520,7 @@ def test_a_gzip_run_of_earlier_versions_still_restores(source, server, bucket, e
         manifest["compression"] = {"format": "gzip", "level": 1}
         for table in manifest["tables"]:
             body = gzip.compress(unzstd(storage.read(bucket, table["key"], max_bytes=1 << 26)), 1)
-            table["key"] = table["key"].replace(".csv.zst", ".csv.gz")
+            table["key"] = table["key"].replace(".bin.zst", ".bin.gz")
             storage.put(bucket, table["key"], body, "application/gzip")
             table.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
 
@@ -404,8 +550,8 @@ def test_a_failing_load_names_the_constraint_but_never_the_data(server, bucket, 
     def swap_users(manifest):
         users = next(t for t in manifest["tables"] if t["name"] == "users")
         storage.put(bucket, users["key"], body, "application/zstd")
-        users.update(rows=2, bytes=len(body), sha256=hashlib.sha256(body).hexdigest(),
-                     columns=["id", "email", "credits", "created_at", "updated_at"])
+        users.update(rows=2, bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), copy="csv",
+                     data_bytes=len(csv), columns=["id", "email", "credits", "created_at", "updated_at"])
 
     copy_stage, _ = copy_run(bucket, exported, swap_users)
     target = server("btgt")
@@ -458,14 +604,14 @@ def test_redacted_columns_never_leave_the_database(server, bucket, stage, monkey
     by_name = {t["name"]: t for t in manifest["tables"]}
     assert by_name["users"]["redacted"] == ["email"]
 
-    def text(name):
-        return unzstd(storage.read(bucket, by_name[name]["key"], max_bytes=1 << 26)).decode()
+    def text(name):  # COPY's binary format: text values as UTF-8 between binary lengths
+        return unzstd(storage.read(bucket, by_name[name]["key"], max_bytes=1 << 26)).decode(errors="replace")
 
     users_csv, journal_csv, payments_csv = text("users"), text("journal_entries"), text("payments")
     assert "ñandú" not in users_csv and "redacted:" in users_csv
     assert "line two" not in journal_csv and "joyful" not in journal_csv and "Zoë" not in payments_csv
-    inbox_csv = text("webhook_inbox")  # bytea: the redaction's bytes, hex-escaped by COPY
-    assert "RCAnonymousID" not in inbox_csv and b"redacted:".hex() in inbox_csv
+    inbox_csv = text("webhook_inbox")  # bytea: the redaction's bytes, as they are
+    assert "RCAnonymousID" not in inbox_csv and "redacted:" in inbox_csv
     assert "title 1 ✍" in journal_csv  # other columns are kept
 
     # The redacted backup restores (unique and NOT NULL constraints still hold)

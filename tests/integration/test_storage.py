@@ -240,6 +240,40 @@ def test_streaming_20mb_in_small_chunks_checksums_the_content_and_each_part(buck
     assert hashlib.sha256(body).hexdigest() == result.sha256
 
 
+def test_parts_sent_concurrently_make_the_same_object_in_order(bucket, client):
+    key = unique_key("concurrent.bin")
+    total = 23 * MiB + 321
+    expected = hashlib.sha256(b"".join(chunks(total, 256 * 1024 + 3))).hexdigest()
+    with storage.MultipartUpload(bucket, key, content_type="application/octet-stream",
+                                 part_size=5 * MiB, concurrency=3) as upload:
+        for chunk in chunks(total, 256 * 1024 + 3):
+            upload.write(chunk)
+    assert upload.result.sha256 == expected and upload.result.etag.endswith("-5")
+    body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == expected
+
+
+def test_a_part_that_fails_in_flight_aborts_the_upload(bucket, client, monkeypatch):
+    key = unique_key("concurrent-broken.bin")
+    s3 = storage.s3()
+    upload_part = s3.upload_part
+
+    def failing_second(**kwargs):
+        if kwargs["PartNumber"] == 2:
+            raise OSError("connection reset")
+        return upload_part(**kwargs)
+
+    monkeypatch.setattr(s3, "upload_part", failing_second)
+    with pytest.raises(OSError, match="connection reset"), storage.MultipartUpload(
+            bucket, key, content_type="application/octet-stream", part_size=5 * MiB, concurrency=2) as upload:
+        for chunk in chunks(18 * MiB, MiB):
+            upload.write(chunk)
+    assert upload.closed
+    uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u for u in uploads if u["Key"] == key] == []
+    assert storage.head(bucket, key) is None
+
+
 def test_a_failure_mid_stream_aborts_the_upload(bucket, client):
     key = unique_key("broken.bin")
 

@@ -37,12 +37,17 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         raise ConfigError("BACKUPS_BUCKET is not set")
     options = export.Options(bucket=settings.BACKUPS_BUCKET, stage=settings.STAGE, exclude=settings.exclude,
                              redact=export.parse_redactions(settings.BACKUP_REDACT_COLUMNS),
-                             compression=settings.BACKUP_COMPRESSION, level=settings.compression_level)
+                             compression=settings.BACKUP_COMPRESSION, level=settings.compression_level,
+                             copy_format=settings.BACKUP_COPY_FORMAT,
+                             parallel_tables=settings.BACKUP_PARALLEL_TABLES)
     started = time.monotonic()
     try:
         with db.transaction() as conn:
+            # db.connection is one connection per thread: each further worker gets its own
+            # (the export closes it when its thread is done).
             manifest = export.export(conn, options, min_time_s=settings.BACKUP_MIN_TIME_LEFT_S,
-                                     time_left=lambda: context.get_remaining_time_in_millis() / 1000)
+                                     time_left=lambda: context.get_remaining_time_in_millis() / 1000,
+                                     connect=db.connection)
     except export.BackupBusy:
         logger.warning("another backup run is in progress; this one did nothing")
         return {"status": "skipped", "reason": "another backup run is in progress"}
@@ -54,7 +59,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
         "tables": len(manifest["tables"]),
         "rows": sum(t["rows"] for t in manifest["tables"]),
         "bytes": sum(t["bytes"] for t in manifest["tables"]),
-        "csv_bytes": sum(t["csv_bytes"] for t in manifest["tables"]),
+        "data_bytes": sum(t["data_bytes"] for t in manifest["tables"]),
         "migration_version": manifest["migration_version"],
         "redacted": manifest["redacted"],
         "seconds": round(seconds, 3),

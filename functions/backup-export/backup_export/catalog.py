@@ -19,9 +19,14 @@ from typing import Any
 YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"})
 
 # Plain and partitioned tables (not the partitions themselves: a partitioned table is
-# exported whole through its parent).
+# exported whole through its parent), with their size on disk (heap and TOAST, a
+# partitioned table's over its partitions): the largest are started first, so the
+# parallel export does not end waiting on one big table started last.
 TABLES = """
-SELECT c.relname AS name, c.relkind = 'p' AS partitioned
+SELECT c.relname AS name, c.relkind = 'p' AS partitioned,
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(pg_table_size(p.relid)), 0) FROM pg_partition_tree(c.oid) p)::bigint
+            ELSE pg_table_size(c.oid) END AS size
   FROM pg_class c
  WHERE c.relnamespace = 'public'::regnamespace
    AND c.relkind IN ('r', 'p')
@@ -88,6 +93,7 @@ class Table:
     partitioned: bool
     columns: list[Column]
     depends_on: list[str] = field(default_factory=list)
+    size: int = 0  # bytes on disk: an estimate of the work, for scheduling only
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,8 @@ def read(conn: Any, *, exclude: frozenset[str]) -> Schema:
     for row in cur.execute(COLUMNS):
         columns.setdefault(row["table_name"], []).append(
             Column(row["name"], row["not_null"], row["type_name"], row["category"]))
-    tables = {row["name"]: Table(row["name"], row["partitioned"], columns.get(row["name"], []))
+    tables = {row["name"]: Table(row["name"], row["partitioned"], columns.get(row["name"], []),
+                                 size=row["size"])
               for row in cur.execute(TABLES) if row["name"] not in skip}
     for row in cur.execute(FOREIGN_KEYS):
         if row["child"] in tables and row["parent"] in tables and row["child"] != row["parent"]:

@@ -2,23 +2,29 @@
 
 Layout (the restore reads exactly this; docs/housekeeping.md describes it)::
 
-    backups/<stage>/<run>/<table>.csv.zst    COPY ... TO STDOUT (FORMAT csv, HEADER), zstd
+    backups/<stage>/<run>/<table>.bin.zst    COPY ... TO STDOUT (FORMAT binary), zstd
     backups/<stage>/<run>/manifest.json      written last: a run without it failed
 
-``<run>`` is the UTC start time, ``20260101T030000Z``. Each table goes from ``COPY`` through
-the codec (Zstandard level 1 by default: ``BACKUP_COMPRESSION``; ``gzip`` writes
-``<table>.csv.gz`` with zlib's gzip container, the format of earlier runs, which the
+``<run>`` is the UTC start time, ``20260101T030000Z``. ``BACKUP_COPY_FORMAT=csv`` writes
+``<table>.csv.zst`` (``FORMAT csv, HEADER``: readable by any tool, portable across server
+versions) instead of COPY's binary format (less work for the server on both ends). An
+empty table gets no object (``"key": null`` in the manifest). Each table goes from
+``COPY`` through the codec (Zstandard level 1 by default: ``BACKUP_COMPRESSION``;
+``gzip`` writes ``.gz`` with zlib's gzip container, the format of earlier runs, which the
 restore still reads; the manifest names the codec) into ``common.storage.MultipartUpload``
 (SSE-S3, a SHA-256 checksum per part that S3 verifies, and the SHA-256 of the whole
 object, which the manifest records: a multipart ETag is not a content hash). Memory stays
 constant whatever the table size: rows are gathered into ~1 MiB blocks, a block is
 compressed as a whole (block-wise compression is much faster than row by row), and the upload
-holds one part.
+holds three 5 MiB parts (two being sent, one filling).
 
-Reading, compressing and uploading run in three threads joined by short queues (zstd,
-zlib, hashlib and socket I/O release the GIL, so they overlap; see ``stream_table``).
-Hand-written because it is 40 lines over the standard library; scripts/bench/backup.py
-measures it against pg_dump.
+Tables are exported ``BACKUP_PARALLEL_TABLES`` at a time, largest first, each worker on a
+connection of its own that imports the leader's snapshot (``pg_export_snapshot()``, ``SET
+TRANSACTION SNAPSHOT``, as ``pg_dump -j`` does): every table is still read from the one
+snapshot. Within a table, reading, compressing and uploading run in three threads joined
+by short queues (zstd, zlib, hashlib and socket I/O release the GIL, so they overlap; see
+``stream_table``). Hand-written because it is a few dozen lines over the standard library;
+scripts/bench/backup.py measures it against pg_dump.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import queue
 import secrets
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,10 +42,12 @@ from typing import Any
 from backup_export import catalog
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+#: 2: each table names its ``copy`` format (binary or csv) and ``data_bytes``; an empty
+#: table has ``"key": null``. 1 (earlier runs, still restored): CSV only, ``csv_bytes``.
+FORMAT_VERSION = 2
 BLOCK_SIZE = 1024 * 1024
-QUEUE_DEPTH = 4  # CSV blocks between the reader and the compressor (~4 MiB)
-UPLOAD_DEPTH = 4  # compressed blocks between the compressor and the upload (~4 MiB)
+QUEUE_DEPTH = 2  # COPY blocks between the reader and the compressor (~2 MiB)
+UPLOAD_DEPTH = 2  # compressed blocks between the compressor and the upload (~2 MiB)
 RUN_FORMAT = "%Y%m%dT%H%M%SZ"
 GZIP_WBITS = 31  # zlib's gzip container (header and CRC trailer), readable by gzip/zcat
 
@@ -48,6 +56,7 @@ GZIP_WBITS = 31  # zlib's gzip container (header and CRC trailer), readable by g
 LOCK_ID = 0x6261636B7570  # "backup"
 
 BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot() AS id"
 # COPY of a large table outlives the connection's statement_timeout: lifted for this
 # transaction only (set_config(..., true) is SET LOCAL).
 NO_STATEMENT_TIMEOUT = "SELECT set_config('statement_timeout', '0', true)"
@@ -129,11 +138,19 @@ def check_redactions(schema: catalog.Schema, redact: dict[str, frozenset[str]]) 
             _redacted(known[column], "check")
 
 
-def copy_statement(table: catalog.Table, redacted: frozenset[str], salt: str) -> Any:
+#: COPY's formats: manifest name -> the statement's options. Binary is the default: the
+#: server neither formats values as text nor quotes them (and the restore's server does
+#: not parse them), and the data is smaller; csv is the portable, human-readable one.
+COPY_OPTIONS = {"binary": "TO STDOUT (FORMAT binary)",
+                "csv": "TO STDOUT (FORMAT csv, HEADER, ENCODING 'UTF8')"}
+
+
+def copy_statement(table: catalog.Table, redacted: frozenset[str], salt: str,
+                   copy_format: str = "binary") -> Any:
     from psycopg import sql
 
     names = [sql.Identifier(c.name) for c in table.columns]
-    options = sql.SQL("TO STDOUT (FORMAT csv, HEADER, ENCODING 'UTF8')")
+    options = sql.SQL(COPY_OPTIONS[copy_format])
     if not redacted and not table.partitioned:
         return sql.SQL("COPY {} ({}) {}").format(sql.Identifier(table.name), sql.SQL(", ").join(names),
                                                   options)
@@ -180,8 +197,10 @@ class _Handoff(threading.Thread):
             raise self._error
 
 
-#: The codecs: manifest name -> (object suffix, content type).
-CODECS = {"zstd": (".csv.zst", "application/zstd"), "gzip": (".csv.gz", "application/gzip")}
+#: The codecs: manifest name -> (object suffix after .bin or .csv, content type).
+CODECS = {"zstd": (".zst", "application/zstd"), "gzip": (".gz", "application/gzip")}
+#: COPY format -> the object's name before the codec's suffix.
+DATA_SUFFIX = {"binary": ".bin", "csv": ".csv"}
 
 
 def compressor(codec: str, level: int) -> Any:
@@ -195,13 +214,65 @@ def compressor(codec: str, level: int) -> Any:
     raise ValueError(f"unknown backup codec {codec!r}")
 
 
+#: The last message of a binary COPY: the file trailer, a field count of -1 (after the
+#: 19-byte file header in the same message when the table is empty).
+BINARY_TRAILER = b"\xff\xff"
+TRAILER_SIZES = (2, 21)
+
+
+def _copy_blocks(conn: Any, copy: Any, binary: bool) -> Iterator[bytearray]:
+    """A COPY TO's output in blocks of about ``BLOCK_SIZE`` (the last one smaller).
+
+    psycopg reads each row (one message) through its wait loop, which costs about as
+    much CPU as the rest of the export's reading; most rows are already in libpq's buffer
+    when asked for, so in binary COPY they are taken straight from it
+    (``PGconn.get_copy_data`` without blocking) until it is empty or the file trailer
+    came: the waiting, the end of the COPY and its errors stay psycopg's. CSV has no
+    trailer to stop at: psycopg reads all of it.
+    """
+    get_copy_data = conn.pgconn.get_copy_data
+    block = bytearray()
+    for data in copy:  # waits for the server
+        block += data
+        while binary and not (len(data) in TRAILER_SIZES and data[-2:] == BINARY_TRAILER):
+            # (a row that looks like the trailer only hands the rest back to psycopg)
+            size, data = get_copy_data(1)  # 1: don't wait
+            if size == -1:  # the end, before the trailer: the server failed the COPY
+                raise _copy_failure(conn)
+            if size <= 0:
+                break
+            block += data
+            if len(block) >= BLOCK_SIZE:
+                break
+        if len(block) >= BLOCK_SIZE:
+            yield block
+            block = bytearray()
+    yield block
+
+
+def _copy_failure(conn: Any) -> Exception:
+    """The server's error that ended a COPY early, its results read so that the
+    connection is usable again (as psycopg does when it reads the end itself)."""
+    from psycopg import errors
+    from psycopg.pq import DiagnosticField
+
+    results = []
+    while (result := conn.pgconn.get_result()) is not None:
+        results.append(result)
+    failed = [r for r in results if r.error_field(DiagnosticField.SQLSTATE)]
+    if not failed:
+        return errors.OperationalError("COPY ended before its binary trailer")
+    return errors.error_from_result(failed[0], encoding=conn.info.encoding)
+
+
 def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
-                 level: int = 1) -> tuple[int, int]:
-    """COPY one table through the codec into the file object ``out``: ``(rows, csv_bytes)``.
+                 level: int = 1, binary: bool = False) -> tuple[int, int]:
+    """COPY one table through the codec into the file object ``out``: ``(rows, data_bytes)``.
+    ``binary``: the statement is a binary COPY, whose rows can be read past psycopg.
 
     Three stages, each in its own thread, joined by short queues of ~1 MiB blocks: this
     thread reads rows, one thread compresses, one writes to ``out`` (the upload, which
-    sends a part every 8 MiB). zlib, hashlib and socket I/O release the GIL, so reading,
+    sends a part every ``part_size``). zlib, hashlib and socket I/O release the GIL, so reading,
     compressing and uploading overlap; at most ``QUEUE_DEPTH`` + ``UPLOAD_DEPTH`` blocks
     are in flight, whatever the table size.
     """
@@ -217,19 +288,13 @@ def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
             compressed = bytearray()
 
     compressing = _Handoff(compress, depth=QUEUE_DEPTH, name="backup-compress")
-    csv_bytes = 0
+    data_bytes = 0
     cursor = conn.cursor()
     try:
-        block = bytearray()
         with cursor.copy(statement) as copy:
-            for data in copy:  # one row per message
-                block += data
-                if len(block) >= BLOCK_SIZE:
-                    csv_bytes += len(block)
-                    compressing.put(block)
-                    block = bytearray()
-        csv_bytes += len(block)
-        compressing.put(block)
+            for block in _copy_blocks(conn, copy, binary):
+                data_bytes += len(block)
+                compressing.put(block)
         compressing.close()
         compressed += compress_stream.flush()
         upload.put(compressed)
@@ -238,7 +303,7 @@ def stream_table(conn: Any, statement: Any, out: Any, *, codec: str = "zstd",
         compressing.close(reraise=False)  # the first error is the one to see
         upload.close(reraise=False)
         raise
-    return cursor.rowcount, csv_bytes
+    return cursor.rowcount, data_bytes
 
 
 # --- A run -----------------------------------------------------------------------------
@@ -252,20 +317,63 @@ class Options:
     redact: dict[str, frozenset[str]]
     compression: str = "zstd"  # a key of CODECS
     level: int = 1
-    part_size: int = 8 * 1024 * 1024
+    # Parts of S3's minimum size, two sent at once: the upload keeps up with the reading,
+    # in about the memory one 8 MiB part sent at a time took (a part in flight, its copy,
+    # the next one filling).
+    part_size: int = 5 * 1024 * 1024
+    upload_concurrency: int = 2
+    copy_format: str = "binary"  # a key of COPY_OPTIONS
+    parallel_tables: int = 4
+
+
+def import_snapshot(conn: Any, snapshot: str) -> None:
+    """Make ``conn``'s transaction (just begun) read the leader's exported snapshot."""
+    from psycopg import sql
+
+    conn.execute(BEGIN_SNAPSHOT)
+    # SET TRANSACTION SNAPSHOT takes no bind parameter: the id is quoted as a literal.
+    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    conn.execute(NO_STATEMENT_TIMEOUT)
+
+
+@dataclass
+class _Work:
+    """The tables left to export and what the workers found, shared under ``lock``."""
+
+    pending: list[catalog.Table]  # largest first
+    time_left: Callable[[], float]
+    min_time_s: float
+    entries: dict[str, dict[str, Any]]
+    lock: threading.Lock
+    error: BaseException | None = None
+
+    def next_table(self) -> catalog.Table | None:
+        with self.lock:
+            if self.error is not None or not self.pending:
+                return None
+            table = self.pending.pop(0)
+            if self.time_left() < self.min_time_s:
+                self.error = OutOfTime(f"stopped before {table.name}: the Lambda deadline is near")
+                return None
+            return table
+
+    def failed(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:  # the first error is the one to see
+                self.error = exc
 
 
 def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lambda: float("inf"),
-           min_time_s: float = 0.0,
+           min_time_s: float = 0.0, connect: Callable[[], Any] | None = None,
            now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> dict[str, Any]:
     """Back up every table in one snapshot; return the manifest (already written).
 
     ``conn`` must be in a fresh transaction (``common.db.transaction()``): its first
-    statement makes it the snapshot. ``time_left()`` (seconds) is checked before each
-    table; below ``min_time_s`` the run stops with OutOfTime.
+    statement makes it the snapshot. ``connect()`` opens a connection for each further
+    worker (``options.parallel_tables`` - 1 of them, which the export closes); without
+    it, ``conn`` exports every table itself. ``time_left()`` (seconds) is checked before
+    each table; below ``min_time_s`` the run stops with OutOfTime.
     """
-    from common import storage
-
     started = now()
     conn.execute(BEGIN_SNAPSHOT)
     conn.execute(NO_STATEMENT_TIMEOUT)
@@ -277,23 +385,50 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
     salt = secrets.token_hex(16)  # per run, never stored
     run = run_id(started)
     prefix = run_prefix(options.stage, run)
-    entries = []
-    for table in schema.tables:
-        if time_left() < min_time_s:
-            raise OutOfTime(f"stopped before {table.name}: the Lambda deadline is near")
-        redacted = options.redact.get(table.name, frozenset())
-        suffix, content_type = CODECS[options.compression]
-        key = f"{prefix}{table.name}{suffix}"
-        with storage.MultipartUpload(options.bucket, key, content_type=content_type,
-                                     part_size=options.part_size) as upload:
-            rows, csv_bytes = stream_table(conn, copy_statement(table, redacted, salt), upload,
-                                           codec=options.compression, level=options.level)
-        assert upload.result is not None
-        entries.append({
-            "name": table.name, "key": key, "columns": [c.name for c in table.columns],
-            "depends_on": table.depends_on, "rows": rows, "bytes": upload.result.size,
-            "csv_bytes": csv_bytes, "sha256": upload.result.sha256, "redacted": sorted(redacted),
-        })
+    work = _Work(pending=sorted(schema.tables, key=lambda t: (-t.size, t.name)), time_left=time_left,
+                 min_time_s=min_time_s, entries={}, lock=threading.Lock())
+
+    def export_tables(worker_conn: Any) -> None:
+        try:
+            while (table := work.next_table()) is not None:
+                entry = export_table(worker_conn, table, options, prefix, salt)
+                with work.lock:
+                    work.entries[table.name] = entry
+        except BaseException as exc:  # handed to the leader
+            work.failed(exc)
+
+    def helper() -> None:
+        assert connect is not None
+        try:
+            helper_conn = connect()
+        except Exception as exc:  # fewer workers, not a failed run: the others take its share
+            from common.observability import logger
+
+            logger.warning("a backup worker could not connect; the others export its tables",
+                           extra={"error": type(exc).__name__})
+            return
+        try:
+            with helper_conn.transaction():
+                import_snapshot(helper_conn, snapshot)
+                export_tables(helper_conn)
+        except BaseException as exc:
+            work.failed(exc)
+        finally:
+            helper_conn.close()
+
+    helpers: list[threading.Thread] = []
+    if connect is not None and (extra := min(options.parallel_tables, len(schema.tables)) - 1) > 0:
+        snapshot = conn.execute(EXPORT_SNAPSHOT).fetchone()["id"]
+        helpers = [threading.Thread(target=helper, name=f"backup-table-{n}", daemon=True)
+                   for n in range(extra)]
+        for thread in helpers:
+            thread.start()
+    export_tables(conn)  # the leader works too
+    for thread in helpers:
+        thread.join()
+    if work.error is not None:
+        raise work.error
+    entries = [work.entries[t.name] for t in schema.tables]  # dependency order
     manifest = {
         "format": FORMAT_VERSION,
         "stage": options.stage,
@@ -308,10 +443,40 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
         "excluded": sorted(options.exclude | catalog.YOYO_TABLES),
         "redacted": any(e["redacted"] for e in entries),
         "compression": {"format": options.compression, "level": options.level},
-        "csv": {"format": "csv", "header": True, "encoding": "UTF8"},
         "sequences": schema.sequences,
         "tables": entries,
     }
+    from common import storage
+
     storage.put(options.bucket, f"{prefix}{MANIFEST}", json.dumps(manifest, indent=1).encode(),
                 "application/json")
     return manifest
+
+
+def export_table(conn: Any, table: catalog.Table, options: Options, prefix: str, salt: str) -> dict[str, Any]:
+    """One table into its object; its manifest entry. An empty table gets no object."""
+    from common import storage
+
+    redacted = options.redact.get(table.name, frozenset())
+    suffix, content_type = CODECS[options.compression]
+    key = f"{prefix}{table.name}{DATA_SUFFIX[options.copy_format]}{suffix}"
+    upload = storage.MultipartUpload(options.bucket, key, content_type=content_type,
+                                     part_size=options.part_size, concurrency=options.upload_concurrency)
+    try:
+        rows, data_bytes = stream_table(conn, copy_statement(table, redacted, salt, options.copy_format),
+                                        upload, codec=options.compression, level=options.level,
+                                        binary=options.copy_format == "binary")
+        if rows == 0:
+            upload.abort()  # nothing was sent yet: a part is never filled by an empty table
+            result = None
+        else:
+            result = upload.complete()
+    except BaseException:
+        upload.abort()
+        raise
+    return {
+        "name": table.name, "key": key if result else None, "copy": options.copy_format,
+        "columns": [c.name for c in table.columns], "depends_on": table.depends_on, "rows": rows,
+        "bytes": result.size if result else 0, "data_bytes": data_bytes if result else 0,
+        "sha256": result.sha256 if result else None, "redacted": sorted(redacted),
+    }

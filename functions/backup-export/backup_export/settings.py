@@ -29,6 +29,13 @@ class BackupSettings(EnvSettings):
     BACKUP_ZSTD_LEVEL: int = Field(default=1, ge=1, le=19)
     #: gzip level, when BACKUP_COMPRESSION is gzip.
     BACKUP_GZIP_LEVEL: int = Field(default=1, ge=1, le=9)
+    #: COPY's format for the tables: binary (the default: less work for the server on
+    #: export and on restore, smaller data) or csv (readable by any tool, and portable
+    #: across Postgres versions, as earlier runs wrote it). The restore reads both.
+    BACKUP_COPY_FORMAT: Literal["binary", "csv"] = "binary"
+    #: Tables exported at once, each by a worker on a connection of its own that imports
+    #: the run's one snapshot (1: every table on the function's own connection).
+    BACKUP_PARALLEL_TABLES: int = Field(default=4, ge=1, le=16)
     #: A table is not started with less than this left before the Lambda deadline.
     BACKUP_MIN_TIME_LEFT_S: int = Field(default=60, ge=0)
 

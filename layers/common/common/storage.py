@@ -24,7 +24,9 @@ import threading
 import time
 import unicodedata
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -322,16 +324,27 @@ class MultipartUpload:
                 gz.write(data)
         up.result  # UploadResult(sha256, size, etag)
 
+    ``concurrency``: parts sent at once, each in a thread of its own while the next one
+    fills (each part in flight holds its bytes: memory is about ``concurrency`` + 1 parts);
+    1 (the default) sends each part before taking more data. A part that fails is raised
+    at the next part or at ``complete``, and aborts the upload.
+
     The bucket should also have a lifecycle rule aborting incomplete multipart uploads
     after a day: the backstop for a container killed mid-upload.
     """
 
     def __init__(self, bucket: str, key: str, *, content_type: str,
-                 part_size: int = DEFAULT_PART_SIZE) -> None:
+                 part_size: int = DEFAULT_PART_SIZE, concurrency: int = 1) -> None:
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError("part_size must be between 5 MiB and 5 GiB")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.bucket, self.key, self.content_type = bucket, check_key(key), content_type
         self.part_size = part_size
+        self.concurrency = concurrency
+        self._sending: deque[Future[CompletedPartTypeDef]] = deque()  # parts in flight, oldest first
+        self._senders: ThreadPoolExecutor | None = None
+        self._next_part = 1
         self.result: UploadResult | None = None
         self._buffer = bytearray()
         self._parts: list[CompletedPartTypeDef] = []
@@ -387,6 +400,9 @@ class MultipartUpload:
             else:
                 if self._buffer:
                     self._send_part()
+                while self._sending:
+                    self._parts.append(self._sending.popleft().result())
+                self._stop_senders()
                 etag = client.complete_multipart_upload(
                     Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
                     MultipartUpload={"Parts": self._parts},
@@ -406,6 +422,10 @@ class MultipartUpload:
             return
         self._state = "aborted"
         self._buffer = bytearray()
+        for sending in self._sending:  # parts in flight end before the abort (or S3 keeps them)
+            sending.cancel()
+        self._stop_senders()
+        self._sending.clear()
         if self._upload_id is not None:
             try:
                 s3().abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
@@ -426,23 +446,37 @@ class MultipartUpload:
             self.complete()
 
     def _send_part(self) -> None:
-        client = s3()
         if self._upload_id is None:
-            self._upload_id = client.create_multipart_upload(
+            self._upload_id = s3().create_multipart_upload(
                 Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
                 ServerSideEncryption=SSE, ChecksumAlgorithm="SHA256",
             )["UploadId"]
-        number = len(self._parts) + 1
+        number = self._next_part
         if number > MAX_PARTS:
             raise ValueError("object exceeds 10,000 parts: use a larger part_size")
-        body = bytes(self._buffer)
-        self._buffer.clear()
+        self._next_part += 1
+        while len(self._sending) >= self.concurrency:  # at most `concurrency` in flight
+            self._parts.append(self._sending.popleft().result())
+        body, self._buffer = bytes(self._buffer), bytearray()
+        if self.concurrency == 1:
+            self._parts.append(self._upload_part(number, body))
+            return
+        if self._senders is None:
+            self._senders = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-part")
+        self._sending.append(self._senders.submit(self._upload_part, number, body))
+
+    def _upload_part(self, number: int, body: bytes) -> CompletedPartTypeDef:
         checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        response = client.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number,
+        response = s3().upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id or "", PartNumber=number,
             Body=body, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
         )
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum})
+        return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+
+    def _stop_senders(self) -> None:
+        if self._senders is not None:
+            self._senders.shutdown(wait=True)
+            self._senders = None
 
     def _require_open(self) -> None:
         if self._state != "open":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 import uuid
 import zipfile
@@ -34,7 +33,7 @@ def balance(local: Local, user: uuid.UUID = DEMO) -> int:
     return me["balance"]
 
 
-def test_journey(local: Local, tmp_path) -> None:
+def test_journey(local: Local, tmp_path, monkeypatch) -> None:
     start = balance(local)
     assert start == seed.DEMO_CREDITS
 
@@ -157,7 +156,13 @@ def test_journey(local: Local, tmp_path) -> None:
 
     # -- the backup, restored into a fresh database, holds the same rows
     target = postgres.create_database(local.server_url, f"e2e_restore_{uuid.uuid4().hex[:10]}")
-    os.environ.update(s3.environment(local.services.s3_endpoint))  # restore reads S3 with boto3
+    # restore reads S3 with the layer's client: point it at this run's S3, not one an
+    # earlier test in the process left cached
+    from common import storage
+
+    for name, value in s3.environment(local.services.s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    storage.reset()
     try:
         report = restore_backup.restore(s3.LOCAL_BUCKETS["BACKUPS_BUCKET"], stage, run, target,
                                         workdir=tmp_path, progress=False, log=lambda _line: None)
@@ -178,6 +183,7 @@ def test_journey(local: Local, tmp_path) -> None:
             postgres.drop_database(local.server_url, earlier.rsplit("/", 1)[1].split("?")[0])
     finally:
         postgres.drop_database(local.server_url, target.rsplit("/", 1)[1].split("?")[0])
+        storage.reset()  # the next test's S3 may be another server
 
 
 def rows(url: str, query: str, *params: Any) -> list[tuple]:

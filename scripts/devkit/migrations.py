@@ -28,7 +28,7 @@ def read() -> Any:
     return migrations
 
 
-def up_to(migrations: Any, to: str | None) -> Any:
+def _up_to(migrations: Any, to: str | None) -> Any:
     """``migrations`` up to and including ``to`` (all of them when None)."""
     if to is None:
         return migrations
@@ -39,12 +39,12 @@ def up_to(migrations: Any, to: str | None) -> Any:
 
 
 def apply(database_url: str, *, to: str | None = None, parsed: Any = None) -> list[str]:
-    """Apply pending migrations (up to and including ``to``, or the ones ``read``
-    returned); return the ids applied."""
+    """Apply pending migrations (up to and including ``to``); return the ids applied.
+    ``parsed``: what ``read()`` returned, so that they are not parsed again."""
     from yoyo import get_backend
 
     backend = get_backend(_yoyo_uri(database_url))
-    migrations = up_to(parsed if parsed is not None else read(), to)
+    migrations = _up_to(parsed if parsed is not None else read(), to)
     with backend.lock():
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)

@@ -265,7 +265,7 @@ def _migrate(url: str, manifest: dict[str, Any], report: Report, parsed: Any) ->
     version = manifest.get("migration_version")
     if version is None:
         raise RestoreError("the manifest records no migration version; migrate the target by hand first")
-    report.migrated = migrations.apply(url, parsed=migrations.up_to(parsed, version))
+    report.migrated = migrations.apply(url, to=version, parsed=parsed)
     have, want = set(migrations.applied(url)), set(manifest.get("migrations") or [version])
     if missing := sorted(want - have):
         raise RestoreError(f"this checkout cannot apply the backup's migrations {missing}")
@@ -519,22 +519,23 @@ def _restore(bucket: str, stage: str, run: str, database_url: str, *, force: boo
         report.download_seconds = time.monotonic() - t0
         log(f"verified {len(paths)} objects against the manifest (SHA-256)")
         t0 = time.monotonic()
-        _migrate(database_url, manifest, report, parsing.result())
+        parsed = parsing.result()
+        _migrate(database_url, manifest, report, parsed)
         if deletions:
-            _migrate_for_deletions(database_url, report)
+            _migrate_for_deletions(database_url, report, parsed)
         report.migrate_seconds = time.monotonic() - t0
         load(database_url, manifest, paths, report, progress=progress, keys_after_load=keys_after_load,
              deletions=deletions)
     return report
 
 
-def _migrate_for_deletions(url: str, report: Report) -> None:
+def _migrate_for_deletions(url: str, report: Report, parsed: Any) -> None:
     """A backup older than the deletions log (migration 0012) still needs the log applied:
     the target is migrated further, to the checkout's latest migrations."""
     with psycopg.connect(url, row_factory=dict_row, autocommit=True) as conn:
         if conn.execute(HAS_DELETE_ACCOUNT).fetchone()["present"]:
             return
-    applied = migrations.apply(url)
+    applied = migrations.apply(url, parsed=parsed)
     report.migrated += applied
     report.warnings.append(f"the backup predates the deletions log; the target was migrated further "
                            f"({', '.join(applied)}) to re-apply it")

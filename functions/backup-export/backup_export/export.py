@@ -326,13 +326,15 @@ class Options:
     parallel_tables: int = 4
 
 
-def import_snapshot(conn: Any, snapshot: str) -> None:
-    """Make ``conn``'s transaction (just begun) read the leader's exported snapshot."""
-    from psycopg import sql
-
+def begin_snapshot(conn: Any, imported: str | None = None) -> None:
+    """Make ``conn``'s transaction (just begun) a read-only snapshot with no statement
+    timeout: its own (the leader's), or the leader's ``imported`` one (a worker's)."""
     conn.execute(BEGIN_SNAPSHOT)
-    # SET TRANSACTION SNAPSHOT takes no bind parameter: the id is quoted as a literal.
-    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+    if imported is not None:
+        from psycopg import sql
+
+        # SET TRANSACTION SNAPSHOT takes no bind parameter: the id is quoted as a literal.
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(imported)))
     conn.execute(NO_STATEMENT_TIMEOUT)
 
 
@@ -375,8 +377,7 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
     each table; below ``min_time_s`` the run stops with OutOfTime.
     """
     started = now()
-    conn.execute(BEGIN_SNAPSHOT)
-    conn.execute(NO_STATEMENT_TIMEOUT)
+    begin_snapshot(conn)
     if not conn.execute(TRY_LOCK, (LOCK_ID,)).fetchone()["locked"]:
         raise BackupBusy("another backup run is in progress")
     snapshot_at = conn.execute(SNAPSHOT_TIME).fetchone()["at"]
@@ -409,7 +410,7 @@ def export(conn: Any, options: Options, *, time_left: Callable[[], float] = lamb
             return
         try:
             with helper_conn.transaction():
-                import_snapshot(helper_conn, snapshot)
+                begin_snapshot(helper_conn, snapshot)
                 export_tables(helper_conn)
         except BaseException as exc:
             work.failed(exc)

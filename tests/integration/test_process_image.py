@@ -473,6 +473,111 @@ def test_source_etag_from_the_upload_makes_a_hit_without_any_s3_call(monkeypatch
     assert ledger.balance(user) == 9
 
 
+# --- sealed uploads: a hit without source_etag and without S3 --------------------------
+
+
+def no_s3(*args, **kwargs):
+    raise AssertionError("S3 was asked")
+
+
+@pytest.fixture
+def sealed():
+    """process-image's memo of sealed sources (generations._sealed), empty."""
+    from process_image import generations  # the function's code, on the path once invoked
+
+    generations._sealed.clear()
+    yield generations
+    generations._sealed.clear()
+
+
+def forms_long_expired(monkeypatch, generations) -> None:
+    """The clock as if every upload form had expired long ago (the seal's threshold moved,
+    rather than waiting UPLOAD_URL_TTL_S)."""
+    monkeypatch.setattr(generations, "SEAL_MARGIN_S", -10**6)
+
+
+def remembered(generations) -> list[str]:
+    return [key for _, key in generations._sealed]
+
+
+def test_a_sealed_upload_hits_without_source_etag_and_without_any_s3_call(monkeypatch, sealed):
+    user = new_user(10)
+    key = upload(user, photo())
+    status, first = generate(user, "blur", {}, key)
+    assert status == 201
+    # Fresh: its form may still write the key, so each request asks S3 (HEAD) again
+    assert generate(user, "blur", {}, key)[0] == 200
+    assert remembered(sealed) == []
+    forms_long_expired(monkeypatch, sealed)
+    assert generate(user, "blur", {}, key)[0] == 200  # this HEAD finds it sealed
+    assert remembered(sealed) == [key]
+    monkeypatch.setattr(storage, "head", no_s3)
+    monkeypatch.setattr(storage, "read", no_s3)
+    status, again = generate(user, "blur", {}, key)
+    assert status == 200 and again["cached"] and again["generation_id"] == first["generation_id"]
+    assert ledger.balance(user) == 9
+
+
+def test_an_upload_sent_again_through_its_form_is_seen(sealed):
+    user = new_user(10)
+    a, b = photo(), photo(size=(48, 64))
+    status, form = call("POST", "/uploads", user, {"content_type": "image/jpeg", "size": max(len(a), len(b))})
+    assert status == 200
+
+    def send(data: bytes) -> None:
+        posted = requests.post(form["url"], data=form["fields"], files={"file": ("photo", data)}, timeout=10)
+        assert posted.status_code in (200, 204), posted.text
+
+    send(a)
+    status, first = generate(user, "blur", {}, form["key"])
+    assert status == 201
+    send(b)  # other bytes to the same key, while the form is still valid
+    status, second = generate(user, "blur", {}, form["key"])
+    assert status == 201 and second["generation_id"] != first["generation_id"]
+    assert Image.open(io.BytesIO(download(second["url"]))).size == (48, 64)
+    assert remembered(sealed) == []
+
+
+def test_a_sealed_source_deleted_later_is_served_as_with_source_etag(monkeypatch, sealed):
+    user = new_user(10)
+    key = upload(user, photo())
+    forms_long_expired(monkeypatch, sealed)
+    status, first = generate(user, "blur", {}, key)
+    assert status == 201 and remembered(sealed) == [key]
+    # The uploads lifecycle rule (or a deletion) removes the source
+    storage.s3().delete_object(Bucket=os.environ["UPLOADS_BUCKET"], Key=key)
+    # A repeated request is its stored result, as it is when the client sends source_etag
+    status, again = generate(user, "blur", {}, key)
+    assert status == 200 and again["generation_id"] == first["generation_id"]
+    # A new one asks S3 before charging: 404, nothing reserved, and the key is forgotten
+    status, body = generate(user, "blur", {"radius": 3}, key)
+    assert (status, body["error"]["code"]) == (404, "not_found")
+    assert ledger.balance(user) == 9 and reservations(user) == ["settled"]
+    assert remembered(sealed) == []
+
+
+def test_the_sealed_memo_is_bounded_and_holds_uploads_only(monkeypatch, sealed):
+    from process_image import settings
+
+    forms_long_expired(monkeypatch, sealed)
+    monkeypatch.setattr(sealed, "SEALED_MAX", 3)
+    s, user, bucket = settings.get(), uuid.uuid4(), os.environ["UPLOADS_BUCKET"]
+    keys = [storage.user_key(user, "uploads", f"{i}.jpg") for i in range(5)]
+    for key in keys:
+        storage.put(bucket, key, photo(), "image/jpeg")
+    for key in keys[:3]:
+        sealed._head_source(s, key)
+    assert sealed._sealed_source(s, keys[0]) is not None  # used: the last to go
+    for key in keys[3:]:
+        sealed._head_source(s, key)
+    assert remembered(sealed) == [keys[0], keys[3], keys[4]]
+    # A journal attachment in the same bucket has another function's form life: never kept
+    journal = storage.user_key(user, "journal", str(uuid.uuid4()), "a.jpg")
+    storage.put(bucket, journal, photo(), "image/jpeg")
+    sealed._head_source(s, journal)
+    assert journal not in remembered(sealed)
+
+
 def test_wrong_source_etag_is_409_before_charging():
     user = new_user(10)
     key = upload(user, photo())

@@ -172,6 +172,8 @@ def test_put_head_and_read(bucket):
     meta = storage.head(bucket, key)
     assert meta["ServerSideEncryption"] == "AES256"
     assert meta["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    # S3's clock when it answered (its Date header), comparable with LastModified
+    assert meta["Date"].tzinfo is not None and 0 <= (meta["Date"] - meta["LastModified"]).total_seconds() < 60
     assert storage.read(bucket, key, max_bytes=1000) == data
     assert storage.head(bucket, unique_key("missing")) is None
     with pytest.raises(NotFound):

@@ -4,6 +4,7 @@ and the image decoder/encoder (formats allowed, limits before decoding, no metad
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import ExifTags, Image, PngImagePlugin
@@ -13,8 +14,9 @@ from devkit.lambdas import load_handler
 
 load_handler("process-image")  # its CodeUri on sys.path, as Lambda has it
 
-from process_image import ai_tools, catalog, images  # noqa: E402
+from process_image import ai_tools, catalog, generations, images  # noqa: E402
 from process_image.catalog import Tool  # noqa: E402
+from process_image.settings import Settings  # noqa: E402
 
 SCHEMA = {
     "type": "object", "additionalProperties": False,
@@ -74,6 +76,31 @@ def test_invalid_params_name_the_rule_not_the_value():
     with pytest.raises(InvalidInput) as err:
         catalog.canonical_params(tool(), {"secret_field_name": 1})
     assert "secret_field_name" not in err.value.message
+
+
+# --- sealed uploads ------------------------------------------------------------------------
+
+
+def test_an_upload_is_sealed_once_its_form_and_the_margin_have_passed_by_s3s_clock():
+    s = Settings(UPLOAD_URL_TTL_S=300)
+    key = "users/8b0f4a4e-3c55-4f1e-9a49-0d8c3e9b1f00/uploads/a.jpg"
+    modified = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def sealed(age_s: float, key: str = key, **meta) -> bool:
+        return generations._is_sealed(s, key, {"LastModified": modified,
+                                                "Date": modified + timedelta(seconds=age_s), **meta})
+
+    limit = 300 + generations.SEAL_MARGIN_S
+    assert not sealed(0) and not sealed(limit) and sealed(limit + 1)
+    # S3's clock decides, not ours: a Date in the past says "not yet" whatever our clock says
+    assert not sealed(limit - 1) and sealed(10**6)
+    # only process-image's upload forms have that life (journal attachments: another function's)
+    assert not sealed(10**6, key.replace("/uploads/", "/journal/"))
+    # no LastModified: never sealed; no Date header: the local clock
+    assert not generations._is_sealed(s, key, {"Date": modified + timedelta(days=1)})
+    now = datetime.now(UTC)
+    assert generations._is_sealed(s, key, {"LastModified": now - timedelta(seconds=limit + 5)})
+    assert not generations._is_sealed(s, key, {"LastModified": now - timedelta(seconds=limit - 5)})
 
 
 # --- decoding and encoding -----------------------------------------------------------------

@@ -6,7 +6,8 @@ generation row instead, on the same path:
 
 1. Validate: the tool exists and is enabled, the parameters fit its schema (defaults
    filled in), the source key is well formed and under the user's prefix, the object
-   exists (HEAD: its ETag and version).
+   exists (HEAD: its ETag and version; none for an upload this container knows is sealed,
+   ``_head_source``).
 2. Cache key over (user, tool, tool version, engine version, model, canonical
    parameters, source ETag + version id). A hit returns the stored generation:
    ``cached: true``, nothing charged, no tool run, no new object.
@@ -27,7 +28,9 @@ import hashlib
 import re
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -49,6 +52,13 @@ ANALYSIS_CONTENT_TYPE = "application/json"
 #: Longest wait for another caller's identical local generation.
 LOCAL_WAIT_S = 60.0
 _ETAG = re.compile(r"[0-9A-Za-z_.:+/=-]{1,128}")
+#: Seconds past its upload form's life (UPLOAD_URL_TTL_S) after which an upload is sealed
+#: (``_head_source``): the form's expiry is the signing container's clock, S3 enforces it
+#: and writes LastModified by its own; this covers the skew between the two (Lambda's
+#: clock is NTP-synced, well under a second) with room to spare.
+SEAL_MARGIN_S = 60
+#: Sealed sources a container remembers (a few hundred bytes each), least recently used out.
+SEALED_MAX = 4096
 
 # --- Queries ---------------------------------------------------------------------------
 
@@ -127,9 +137,11 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         analysis = Analysis(face_analysis.provider(tool, s), face_analysis.suggestion_tools(known))
         model, cost = analysis.provider.model, analysis.provider.credit_cost
     object_key = storage.validate_user_key(source_key, user_id)
-    source = None
+    source = memo = None
     if source_etag is None:
-        source = _head_source(s, object_key)
+        source = memo = _sealed_source(s, object_key)  # a sealed upload: no S3 call
+        if source is None:
+            source = _head_source(s, object_key)
         source_etag = source.etag
     key = cache_key(user_id, tool, model, canonical, _etag(source_etag),
                     suggestions=analysis.suggestions if analysis else None)
@@ -146,10 +158,11 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         from process_image import ai_tools
 
         ai_tools.require_available()  # 503 ai_unavailable: nothing reserved, nothing charged
-    if source is None:
+    if source is None or source is memo:  # an ETag from the client or the memo: checked before charging
         source = _head_source(s, object_key)
         if _etag(source.etag) != _etag(source_etag):
-            raise Conflict("source_etag does not match the uploaded object; upload again or leave it out")
+            raise Conflict("source_etag does not match the uploaded object; upload again or leave it out"
+                           if memo is None else "the source image changed; retry")
     with cache.single_flight(key, wait_s=_wait_s(tool, s, deadline), hold_s=_hold_s(deadline)):
         hit = cache.get(key)  # stored by the caller we waited for
         if hit is not None:
@@ -393,13 +406,58 @@ def _view(row: dict[str, Any], s: Settings) -> GenerationView:
 # --- Storage ---------------------------------------------------------------------------
 
 
+#: Sealed sources: (bucket, key) -> Source, least recently used first. One request at a
+#: time per container (Lambda), so no lock.
+_sealed: OrderedDict[tuple[str, str], Source] = OrderedDict()
+
+
 def _head_source(s: Settings, key: str) -> Source:
+    """The source as S3 has it now; remembered if it is sealed (``_is_sealed``), else
+    forgotten."""
+    bucket = s.bucket("UPLOADS_BUCKET")
     with storage.unavailable_on_error("image storage"):
-        meta = storage.head(s.bucket("UPLOADS_BUCKET"), key)
+        meta = storage.head(bucket, key)
     if meta is None:
+        _sealed.pop((bucket, key), None)
         raise NotFound("source image not found")
-    return Source(key=key, etag=str(meta.get("ETag", "")).strip('"'), version_id=meta.get("VersionId"),
-                  size=int(meta.get("ContentLength", 0)))
+    source = Source(key=key, etag=str(meta.get("ETag", "")).strip('"'), version_id=meta.get("VersionId"),
+                    size=int(meta.get("ContentLength", 0)))
+    if _is_sealed(s, key, meta):
+        _sealed[(bucket, key)] = source
+        _sealed.move_to_end((bucket, key))
+        if len(_sealed) > SEALED_MAX:
+            _sealed.popitem(last=False)
+    else:
+        _sealed.pop((bucket, key), None)
+    return source
+
+
+def _is_sealed(s: Settings, key: str, meta: dict[str, Any]) -> bool:
+    """Whether no upload form can write the object again, so its ETag is final.
+
+    Each form names one fresh key (``uploads.create_form``) and is valid UPLOAD_URL_TTL_S
+    from before the object's first upload: once S3's clock is more than that (+
+    SEAL_MARGIN_S) past its LastModified, no form can replace it. Only keys under
+    ``users/<user>/uploads/``, process-image's forms (journal attachments in the same
+    bucket have another function's form life). UPLOAD_URL_TTL_S lowered by a deploy:
+    forms signed before keep their longer life, so an object re-sent through one late in
+    that life may be remembered stale, as a stale ``source_etag`` from the client would
+    be (at worst the caller's own earlier result; a miss checks it).
+    """
+    modified = meta.get("LastModified")
+    if key.split("/", 3)[2] != "uploads" or not isinstance(modified, datetime):
+        return False
+    now = meta.get("Date") or datetime.now(UTC)  # S3's clock, that of LastModified, if it said
+    return (now - modified).total_seconds() > s.UPLOAD_URL_TTL_S + SEAL_MARGIN_S
+
+
+def _sealed_source(s: Settings, key: str) -> Source | None:
+    """The source if ``_head_source`` found it sealed (it can change no more)."""
+    bucket = s.bucket("UPLOADS_BUCKET")
+    source = _sealed.get((bucket, key))
+    if source is not None:
+        _sealed.move_to_end((bucket, key))
+    return source
 
 
 def _read_source(s: Settings, source: Source) -> bytes:

@@ -32,7 +32,8 @@ class GenerationIn(ApiModel):
     params: dict[str, Any] = Field(default_factory=dict)
     source_key: str = Field(min_length=1, max_length=1024)
     #: Optional: the ETag header S3 answered to the upload. With it a repeated request is
-    #: answered from the cache without asking S3 about the source.
+    #: answered from the cache without asking S3 about the source; without it S3 is asked
+    #: (HEAD) until the upload is sealed (its form expired: generations._is_sealed).
     source_etag: str | None = Field(default=None, min_length=1, max_length=130)
 
 

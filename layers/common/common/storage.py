@@ -250,9 +250,12 @@ class UploadResult(NamedTuple):
 
 @traced
 def head(bucket: str, key: str) -> dict[str, Any] | None:
-    """The object's metadata (ContentLength, ContentType, ETag, ChecksumSHA256, ...), or
-    None if there is no such object. Other errors (403: the role lacks s3:ListBucket,
-    S3 then hides 404s) propagate."""
+    """The object's metadata (ContentLength, ContentType, ETag, LastModified,
+    ChecksumSHA256, ...), or None if there is no such object. Other errors (403: the role
+    lacks s3:ListBucket, S3 then hides 404s) propagate.
+
+    Also ``Date``: when S3 answered, by S3's clock (the response's Date header, the clock
+    of LastModified), if the response had one; an object's age needs no local clock."""
     from botocore.exceptions import ClientError
 
     try:
@@ -261,7 +264,17 @@ def head(bucket: str, key: str) -> dict[str, Any] | None:
         if _not_found(exc):
             return None
         raise
-    return {name: value for name, value in response.items() if name != "ResponseMetadata"}
+    meta: dict[str, Any] = {name: value for name, value in response.items() if name != "ResponseMetadata"}
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if date:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            parsed = parsedate_to_datetime(date)
+            meta["Date"] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # "-0000": UTC
+        except (TypeError, ValueError):
+            pass  # a malformed header: as if there were none
+    return meta
 
 
 @traced

@@ -89,8 +89,10 @@ def create_generation(body: GenerationIn) -> Response[GenerationOut]:
                                   source_etag=body.source_etag, deadline=deadline)
 
     result = http.idempotent(app, run, model=GenerationOut)
+    # The model itself: Powertools' response validation takes an instance as it is and
+    # serialises it once (a dict would be validated into a model again, then serialised).
     return Response(status_code=200 if result.cached else 201, content_type=content_types.APPLICATION_JSON,
-                    body=result.model_dump(mode="json"))  # type: ignore[arg-type]  # the JSON form; Response[Model] documents the schema
+                    body=result)
 
 
 @app.get("/generations")

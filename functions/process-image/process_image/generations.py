@@ -188,7 +188,8 @@ def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
         from process_image import local_tools
 
         engine = f"local-{local_tools.ENGINE_VERSION}"
-    return cache.key(CACHE_NAMESPACE, user=user_id, tool=tool.id, version=tool.prompt_version,
+    # the user as its text (the key's canonical form of a UUID) keeps the key on cache.key's plain path
+    return cache.key(CACHE_NAMESPACE, user=str(user_id), tool=tool.id, version=tool.prompt_version,
                      engine=engine, model=model, params=params, source_etag=etag, **named)
 
 

@@ -217,9 +217,22 @@ def get_along(key: str, queries: dict[str, str], params: dict[str, Any]) -> tupl
                      idempotent=True)
     if row is None:
         raise RuntimeError("the statement returned no row")
-    value = row.pop("cache_value")
+    return found_along(row)
+
+
+def along(key: str, queries: dict[str, str], params: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """``get_along``'s queries and parameters, for a statement the caller runs anyway
+    (``auth.admit_along``); its results go through ``found_along``."""
+    return {"cache_value": _GET_VALUE, **queries}, {**params, "cache_key": key}
+
+
+def found_along(row: dict[str, Any]) -> tuple[Any | None, dict[str, Any]]:
+    """What ``get_along`` returns, from the results of ``along``'s queries (counted as a
+    hit or a miss, like ``get``)."""
+    rest = dict(row)
+    value = rest.pop("cache_value")
     _count("CacheHit" if value is not None else "CacheMiss")
-    return value, row
+    return value, rest
 
 
 def get_many(keys: Iterable[str]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Benchmark: a process-image cache hit through the local runner against the layer-only
 authenticated route, in one run.
 
-    .venv/bin/python scripts/bench/hit_path.py [--clients 4] [--rounds 6] [--seconds 2] [--quick]
+    .venv/bin/python scripts/bench/hit_path.py [--clients 4] [--rounds 6] [--seconds 2] [--quick] [--cpu]
 
 Both functions are served by `scripts/dev.py --no-services` from a bench template (the
 real process-image CodeUri, and scripts/bench/layer_handler/), as `make dev` serves them:
@@ -126,6 +126,7 @@ class Side:
         self.latencies: list[float] = []
         self.requests = 0
         self.seconds = 0.0
+        self.cpu_ms: dict[str, float] = {}  # --cpu: CPU time of each process group in the chunks
 
     def once(self, conn: http.client.HTTPConnection) -> float:
         started = time.perf_counter()
@@ -137,10 +138,12 @@ class Side:
             raise SystemExit(f"{self.name}: {resp.status} {data[:300]!r}")
         return elapsed
 
-    def chunk(self, conns: list[http.client.HTTPConnection], seconds: float) -> None:
+    def chunk(self, conns: list[http.client.HTTPConnection], seconds: float,
+              cpu: CpuMeter | None = None) -> None:
         """Every client sends requests back to back for ``seconds``."""
         if self.before is not None:
             self.before()
+        before = cpu.sample() if cpu else None
         results: list[list[float]] = [[] for _ in conns]
         stop = time.perf_counter() + seconds
 
@@ -158,10 +161,69 @@ class Side:
         for r in results:
             self.latencies += r
             self.requests += len(r)
+        if cpu and before is not None:
+            for pid, (group, ms) in cpu.sample().items():
+                if pid in before:  # a process seen on both sides of the chunk
+                    self.cpu_ms[group] = self.cpu_ms.get(group, 0.0) + ms - before[pid][1]
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+
+class CpuMeter:
+    """--cpu: the CPU time (user + system, from /proc) of the processes serving the bench,
+    by group: the runner, each function's workers (the runner's children), the scratch
+    database's Postgres backends, moto, and this process (the clients); other benches on
+    the machine are left out. Read between chunks only."""
+
+    def __init__(self, runner_pid: int, moto_pid: int, database: str):
+        self.runner_pid, self.moto_pid, self.database = runner_pid, moto_pid, database
+        self.tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+        self._groups: dict[int, str | None] = {}  # a process's group, decided once
+
+    def _group(self, pid: int) -> str | None:
+        if pid not in self._groups:
+            try:
+                self._groups[pid] = self._classify(pid)
+            except OSError:
+                return None  # gone, or not readable yet: asked again next time
+        return self._groups[pid]
+
+    def _classify(self, pid: int) -> str | None:
+        if pid == os.getpid():
+            return "clients"
+        if pid in (self.runner_pid, self.moto_pid):
+            return "runner" if pid == self.runner_pid else "moto"
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if cmdline.startswith(b"postgres:") and f" {self.database} ".encode() in cmdline:
+            return "postgres"
+        if b"devkit.worker" in cmdline and self._parent(pid) == self.runner_pid:  # ours, not another bench's
+            handler = next((v for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                            if v.startswith(b"_HANDLER=")), b"")
+            return "workers: " + handler.decode().split("=", 1)[-1].split(".", 1)[0]
+        return None
+
+    @staticmethod
+    def _parent(pid: int) -> int:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rfind(")") + 2:].split()[1])
+
+    def sample(self) -> dict[int, tuple[str, float]]:
+        """pid -> (group, CPU ms so far) of the processes of a group."""
+        found: dict[int, tuple[str, float]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                group = self._group(int(entry.name))
+                stat = Path(f"/proc/{entry.name}/stat").read_text() if group else ""
+            except OSError:
+                continue
+            if group is not None:
+                fields = stat[stat.rfind(")") + 2:].split()
+                found[int(entry.name)] = group, (int(fields[11]) + int(fields[12])) * self.tick_ms
+        return found
 
 
 def main() -> int:
@@ -170,6 +232,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6, help="chunks per side (default 6)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of a chunk (default 2 s)")
     parser.add_argument("--quick", action="store_true", help="--rounds 3 --seconds 1")
+    parser.add_argument("--cpu", action="store_true",
+                        help="also the CPU time per request of each process group (runner, workers, "
+                             "Postgres, clients), read from /proc between chunks")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = min(args.rounds, 3), min(args.seconds, 1.0)
@@ -202,7 +267,8 @@ def main() -> int:
             procs.append(subprocess.Popen(runner, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           env=os.environ.copy()))
             wait_port(port, procs[-1], "the runner", "/_health")
-            run(args, port, user, image, sealed)
+            cpu = CpuMeter(procs[-1].pid, procs[0].pid, scratch) if args.cpu else None
+            run(args, port, user, image, sealed, cpu)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -232,7 +298,7 @@ def upload(user: uuid.UUID, name: str, data: bytes) -> tuple[str, str, float]:
 
 
 def run(args: argparse.Namespace, port: int, user: uuid.UUID, image: bytes,
-        sealed: tuple[str, str, float]) -> None:
+        sealed: tuple[str, str, float], cpu: CpuMeter | None = None) -> None:
     from common import auth, ledger
 
     sys.path.insert(0, str(ROOT / "functions" / "process-image"))
@@ -262,7 +328,7 @@ def run(args: argparse.Namespace, port: int, user: uuid.UUID, image: bytes,
         side.latencies, side.requests, side.seconds = [], 0, 0.0
     for _ in range(args.rounds):
         for side in sides:
-            side.chunk(conns, args.seconds)
+            side.chunk(conns, args.seconds, cpu)
     for conn in conns:
         conn.close()
     peer = sides[0]
@@ -271,6 +337,12 @@ def run(args: argparse.Namespace, port: int, user: uuid.UUID, image: bytes,
     for side in sides:
         print(f"  {side.name:<30} {side.rps:8.1f} req/s   p50 {pct(side.latencies, 0.5):7.2f}   "
               f"p99 {pct(side.latencies, 0.99):7.2f}   (n={side.requests})")
+    if cpu:
+        print("CPU ms per request (user + system) of each process group:")
+        for side in sides:
+            groups = {k: v / side.requests for k, v in sorted(side.cpu_ms.items()) if v > 0}
+            print(f"  {side.name:<30} total {sum(groups.values()):5.2f}: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in groups.items()))
     for side in sides[1:]:
         rps, p50 = side.rps / peer.rps, pct(side.latencies, 0.5) / pct(peer.latencies, 0.5)
         note = f"; {side.note}" if side.note else ""

@@ -72,6 +72,17 @@ def test_key_normalises_numbers_and_standard_types():
     assert cache.key("n", date(2025, 1, 1)) == cache.key("n", "2025-01-01")
 
 
+def test_a_flat_dict_keys_alike_on_the_plain_path_and_the_normalising_one():
+    # {"radius": 2} takes the plain path, the others are normalised: one key for all
+    user, params = uuid.UUID(int=1), {"radius": 2, "mode": "x", "on": True, "n": None}
+    plain = cache.key("n", user=str(user), params=params)
+    assert plain == cache.key("n", user=user, params={**params, "radius": 2.0})
+    assert plain == cache.key("n", user=str(user), params={"n": None, "on": True, "mode": "x",
+                                                          "radius": Decimal(2)})
+    with pytest.raises(TypeError):
+        cache.key("n", params={1: "x"})  # not str keys: refused on either path
+
+
 @pytest.mark.parametrize(
     "part",
     [float("nan"), float("inf"), Decimal("NaN"), datetime(2025, 1, 1), b"raw", {1: "x"}, object()],
@@ -404,6 +415,32 @@ def test_hits_misses_and_computes_are_counted():
     counts = {name: sum(m["Value"]) for name, m in metrics.metric_set.items()}
     metrics.clear_metrics()
     assert counts == {"CacheMiss": 2, "CacheCompute": 1, "CacheHit": 1}
+
+
+def test_a_count_after_a_flush_is_the_entry_add_metric_makes(capsys):
+    import json
+
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from common.observability import metrics
+
+    metrics.clear_metrics()
+    emitted = []
+    for _ in range(3):  # the first through add_metric, the others copied from its entry
+        cache._count("CacheHit")
+        cache._count("CacheHit")
+        cache._count("CacheMiss")
+        entries = {name: (type(m), list(m.items())) for name, m in metrics.metric_set.items()}
+        metrics.flush_metrics()
+        emitted.append(json.loads(capsys.readouterr().out))
+    metrics.add_metric(name="CacheHit", unit=MetricUnit.Count, value=2)
+    metrics.add_metric(name="CacheMiss", unit=MetricUnit.Count, value=1)
+    assert entries == {name: (type(m), list(m.items())) for name, m in metrics.metric_set.items()}
+    metrics.clear_metrics()
+    for out in emitted:
+        assert (out["CacheHit"], out["CacheMiss"]) == ([2.0], [1.0])
+        assert {k: v for k, v in out["_aws"].items() if k != "Timestamp"} == \
+            {k: v for k, v in emitted[0]["_aws"].items() if k != "Timestamp"}
 
 
 def test_get_or_compute_refuses_to_compute_inside_a_caller_transaction():

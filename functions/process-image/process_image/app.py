@@ -21,6 +21,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Query
 
 from common import http
+from common.errors import AppError
 from process_image import catalog
 from process_image.models import (
     GenerationIn,
@@ -81,16 +82,28 @@ def create_upload(body: UploadIn) -> UploadOut:
 def create_generation(body: GenerationIn) -> Response[GenerationOut]:
     from process_image import generations
 
-    user = http.current_user(app)
+    principal = http.authenticated(app)
+    try:
+        planned = generations.plan(principal.user_id, body.tool_id, body.params, body.source_key,
+                                   body.source_etag)
+    except AppError:
+        http.current_user(app)  # admitted first, as any request (429, a deleted account's 401)
+        raise
+    # With source_etag the cache lookup goes in the admission's statement: a hit is one round trip.
+    lookup = planned.lookup(principal.user_id)
+    user, found = http.current_user_along(app, *lookup) if lookup else (http.current_user(app), None)
     deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000
 
     def run() -> GenerationOut:
         return generations.create(user.user_id, body.tool_id, body.params, body.source_key,
-                                  source_etag=body.source_etag, deadline=deadline)
+                                  source_etag=body.source_etag, deadline=deadline, planned=planned,
+                                  found=found)
 
     result = http.idempotent(app, run, model=GenerationOut)
+    # The model itself: Powertools' response validation takes an instance as it is and
+    # serialises it once (a dict would be validated into a model again, then serialised).
     return Response(status_code=200 if result.cached else 201, content_type=content_types.APPLICATION_JSON,
-                    body=result.model_dump(mode="json"))  # type: ignore[arg-type]  # the JSON form; Response[Model] documents the schema
+                    body=result)
 
 
 @app.get("/generations")

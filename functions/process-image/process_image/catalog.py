@@ -129,6 +129,7 @@ def tools_by_id(ids: list[str]) -> list[Tool]:
 # --- Parameters --------------------------------------------------------------------------
 
 _validators: dict[tuple[str, int], Callable[[Any], Any]] = {}
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _validators_lock = threading.Lock()
 
 
@@ -138,11 +139,17 @@ def canonical_params(tool: Tool, params: dict[str, Any] | None) -> dict[str, Any
     InvalidInput (422, ``invalid_params``) names the failing parameter and rule, never
     the value sent.
     """
-    import copy
-
     from fastjsonschema import JsonSchemaException
 
-    data = copy.deepcopy(params) if params is not None else {}
+    # The validator fills defaults in place: a copy, shallow when no value is a container.
+    if params is None:
+        data: dict[str, Any] = {}
+    elif _SCALARS.issuperset(map(type, params.values())):
+        data = dict(params)
+    else:
+        import copy
+
+        data = copy.deepcopy(params)
     try:
         result = _validator(tool)(data)
     except JsonSchemaException as exc:

@@ -104,22 +104,39 @@ class Source:
 # --- The money path --------------------------------------------------------------------
 
 
-@traced
-def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str, *,
-           source_etag: str | None = None, deadline: float | None = None,
-           _catalog_checked: bool = False) -> GenerationOut:
-    """Run ``tool_id`` on ``source_key`` for the user, charged once (see the module doc).
+@dataclass(frozen=True)
+class Planned:
+    """What a request names, worked out from the catalog snapshot before any round trip
+    of its own (``plan``); with ``source_etag``, its cache key too."""
 
-    ``source_etag``: the ETag S3 answered to the upload, if the client passes it on; a
-    cache hit then needs no S3 call (a wrong value can only miss, and a miss checks it
-    before charging). ``deadline`` is the Lambda's deadline as a ``time.monotonic()`` value.
+    settings: Settings
+    tool: Tool
+    known: catalog.Catalog
+    canonical: dict[str, Any]
+    model: str | None
+    cost: int
+    analysis: Analysis | None
+    object_key: str
+    key: str | None  # None without source_etag: the ETag needs a HEAD first
 
-    A cache hit is one round trip to Postgres (after the request's own admission,
-    ``http.current_user``): the tool comes from the container's catalog snapshot, and one
-    statement reads the cache entry, the caller's balance and the catalog's version. A
-    changed catalog (its version differs) is read again and the request starts over with
-    it, once.
-    """
+    def lookup(self, user_id: uuid.UUID) -> tuple[dict[str, str], dict[str, Any]] | None:
+        """The hit's read (the cache entry, the caller's balance, the catalog's version)
+        as scalar queries and their parameters, to go along the request's admission
+        (``http.current_user_along``); None without a key."""
+        if self.key is None:
+            return None
+        return cache.along(self.key, LOOKUP, {"user_id": user_id})
+
+
+#: What a hit reads along with its cache entry.
+LOOKUP = {"balance": ledger.BALANCE, "catalog_version": catalog.VERSION}
+
+
+def plan(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str,
+         source_etag: str | None = None) -> Planned:
+    """The request's tool, canonical parameters, model, price and source key, and with
+    ``source_etag`` its cache key: no S3 call, no round trip (but the catalog snapshot's
+    first read). Raises what ``create`` would for a bad request (422, 404)."""
     s = settings_module.get()
     tool, known = catalog.known_tool(tool_id)
     canonical = catalog.canonical_params(tool, params)
@@ -137,17 +154,47 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         analysis = Analysis(face_analysis.provider(tool, s), face_analysis.suggestion_tools(known))
         model, cost = analysis.provider.model, analysis.provider.credit_cost
     object_key = storage.validate_user_key(source_key, user_id)
+    key = None
+    if source_etag is not None:
+        key = cache_key(user_id, tool, model, canonical, _etag(source_etag),
+                        suggestions=analysis.suggestions if analysis else None)
+    return Planned(s, tool, known, canonical, model, cost, analysis, object_key, key)
+
+
+@traced
+def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str, *,
+           source_etag: str | None = None, deadline: float | None = None,
+           planned: Planned | None = None, found: dict[str, Any] | None = None,
+           _catalog_checked: bool = False) -> GenerationOut:
+    """Run ``tool_id`` on ``source_key`` for the user, charged once (see the module doc).
+
+    ``source_etag``: the ETag S3 answered to the upload, if the client passes it on; a
+    cache hit then needs no S3 call (a wrong value can only miss, and a miss checks it
+    before charging). ``deadline`` is the Lambda's deadline as a ``time.monotonic()`` value.
+
+    A cache hit is one round trip to Postgres (after the request's own admission,
+    ``http.current_user``): the tool comes from the container's catalog snapshot, and one
+    statement reads the cache entry, the caller's balance and the catalog's version. A
+    changed catalog (its version differs) is read again and the request starts over with
+    it, once. ``planned``: this request's ``plan``, made already; ``found``: the results
+    of its ``lookup``, read along the admission (then a hit makes no round trip here).
+    """
+    p = planned or plan(user_id, tool_id, params, source_key, source_etag)
+    s, tool, known, canonical, model, cost, analysis, object_key = (
+        p.settings, p.tool, p.known, p.canonical, p.model, p.cost, p.analysis, p.object_key)
     source = memo = None
     if source_etag is None:
         source = memo = _sealed_source(s, object_key)  # a sealed upload: no S3 call
         if source is None:
             source = _head_source(s, object_key)
         source_etag = source.etag
-    key = cache_key(user_id, tool, model, canonical, _etag(source_etag),
-                    suggestions=analysis.suggestions if analysis else None)
+    key = p.key or cache_key(user_id, tool, model, canonical, _etag(source_etag),
+                             suggestions=analysis.suggestions if analysis else None)
 
-    hit, current = cache.get_along(key, {"balance": ledger.BALANCE, "catalog_version": catalog.VERSION},
-                                   {"user_id": user_id})
+    if found is not None and p.key is not None:
+        hit, current = cache.found_along(found)
+    else:
+        hit, current = cache.get_along(key, LOOKUP, {"user_id": user_id})
     if current["catalog_version"] != known.version and not _catalog_checked:
         catalog.refresh()  # the tool, its price or its version may have changed: start over
         return create(user_id, tool_id, params, source_key, source_etag=source_etag, deadline=deadline,
@@ -201,7 +248,8 @@ def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
         from process_image import local_tools
 
         engine = f"local-{local_tools.ENGINE_VERSION}"
-    return cache.key(CACHE_NAMESPACE, user=user_id, tool=tool.id, version=tool.prompt_version,
+    # the user as its text (the key's canonical form of a UUID) keeps the key on cache.key's plain path
+    return cache.key(CACHE_NAMESPACE, user=str(user_id), tool=tool.id, version=tool.prompt_version,
                      engine=engine, model=model, params=params, source_etag=etag, **named)
 
 

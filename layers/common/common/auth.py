@@ -233,6 +233,28 @@ def admit(principal: Principal, route: str, *, limit: int | None = None) -> bool
     then provision its users row like ``ensure_user`` (``AccountDeleted`` for a deleted
     account): what ``ratelimit.hit`` and ``ensure_user`` do, in one statement. True when
     this request created the user row."""
+    return bool(_admit(principal, route, limit, {}, {})["created"])
+
+
+def admit_along(principal: Principal, route: str, queries: dict[str, str], params: dict[str, Any], *,
+                limit: int | None = None) -> dict[str, Any]:
+    """``admit``, and in the same statement (one round trip, one snapshot) the scalar
+    ``queries`` (name -> a SELECT of one value, written with ``params``): a route whose
+    first read is known before the admission pays no round trip of its own for it.
+    Returns ``{name: result}``; a refused request (429, a deleted account) raises as
+    ``admit`` does, whatever the queries found. A user row made by this statement is
+    not yet visible to them (they see the statement's snapshot)."""
+    row = _admit(principal, route, limit, queries, params)
+    return {name: row[name] for name in queries}
+
+
+_ADMIT_COLUMNS = frozenset({"hits", "reset_after", "created", "deleted", "async_commit"})
+#: The admission with extra columns, per (statement, queries): a route's are constant.
+_along_sql: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+
+
+def _admit(principal: Principal, route: str, limit: int | None, queries: dict[str, str],
+           along: dict[str, Any]) -> dict[str, Any]:
     limit = ratelimit.default_limit() if limit is None else limit
     email = principal.claims.get("email")
     params = {"subject": str(principal.user_id), "route": route, "window": ratelimit.WINDOW_SECONDS,
@@ -242,14 +264,33 @@ def admit(principal: Principal, route: str, *, limit: int | None = None) -> bool
     import psycopg
 
     idle = db.connection().info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    row = db.hot_row(_ADMIT if idle else _ADMIT_IN_TRANSACTION, params)  # every request: the hot path
+    sql = _ADMIT if idle else _ADMIT_IN_TRANSACTION
+    if queries:
+        if params.keys() & along.keys() or _ADMIT_COLUMNS & queries.keys():
+            raise ValueError("the queries' names and parameters must not be the admission's")
+        sql = _with_columns(sql, queries)
+        params.update(along)
+    row = db.hot_row(sql, params)  # every request: the hot path
     if row is None:
         raise RuntimeError("the admission statement returned no row")
     ratelimit.check(ratelimit.Usage(hits=row["hits"], limit=limit, reset_after=row["reset_after"]), route)
     if row["deleted"]:
         logger.info("authentication rejected", extra={"reason": "account deleted"})
         raise AccountDeleted("this account has been deleted")
-    return bool(row["created"])
+    return row
+
+
+def _with_columns(sql: str, queries: dict[str, str]) -> str:
+    key = (sql, tuple(queries.items()))
+    made = _along_sql.get(key)
+    if made is None:
+        columns = "".join(f",\n       ({query}) AS {name}" for name, query in queries.items())
+        made = sql.replace("\n  FROM hit\n", f"{columns}\n  FROM hit\n")
+        if made == sql:  # the admission's text changed: its last select list is where they go
+            raise RuntimeError("the admission statement has no '  FROM hit' line for extra columns")
+        if len(_along_sql) < 64:  # the routes' few constant sets
+            _along_sql[key] = made
+    return made
 
 
 def mint_token(

@@ -91,8 +91,11 @@ def key(namespace: str, *parts: Any, **named: Any) -> str:
             raise ValueError("cache namespace must be 1-100 characters of [A-Za-z0-9_.:/-]")
         if len(_valid_namespaces) < 1000:  # namespaces are constants; stay bounded anyway
             _valid_namespaces.add(namespace)
-    # Most keys: nothing to normalise (exact str, int, bool, None; checked in C).
-    if _PLAIN.issuperset(map(type, parts)) and _PLAIN.issuperset(map(type, named.values())):
+    # Most keys: nothing to normalise (exact str, int, bool, None, and dicts of them with
+    # str keys, one level: a request's parameters).
+    values = (*parts, *named.values())
+    if _PLAIN.issuperset(map(type, values)) or all(
+            type(v) in _PLAIN or (type(v) is dict and _plain_dict(v)) for v in values):
         text = _CANONICAL_JSON.encode([parts, named])  # named's keys are str (keywords)
     else:
         text = _CANONICAL_JSON.encode([[_canonical(p) for p in parts], _canonical(named)])
@@ -106,6 +109,11 @@ _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure
                                    check_circular=False)
 _valid_namespaces: builtins.set[str] = builtins.set()
 _PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain_dict(value: dict[Any, Any]) -> bool:
+    """A dict ``_canonical`` would return unchanged: exact str keys, plain values."""
+    return all(type(k) is str for k in value) and _PLAIN.issuperset(map(type, value.values()))
 
 
 def _canonical(value: Any) -> Any:
@@ -209,9 +217,22 @@ def get_along(key: str, queries: dict[str, str], params: dict[str, Any]) -> tupl
                      idempotent=True)
     if row is None:
         raise RuntimeError("the statement returned no row")
-    value = row.pop("cache_value")
+    return found_along(row)
+
+
+def along(key: str, queries: dict[str, str], params: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """``get_along``'s queries and parameters, for a statement the caller runs anyway
+    (``auth.admit_along``); its results go through ``found_along``."""
+    return {"cache_value": _GET_VALUE, **queries}, {**params, "cache_key": key}
+
+
+def found_along(row: dict[str, Any]) -> tuple[Any | None, dict[str, Any]]:
+    """What ``get_along`` returns, from the results of ``along``'s queries (counted as a
+    hit or a miss, like ``get``)."""
+    rest = dict(row)
+    value = rest.pop("cache_value")
     _count("CacheHit" if value is not None else "CacheMiss")
-    return value, row
+    return value, rest
 
 
 def get_many(keys: Iterable[str]) -> dict[str, Any]:
@@ -433,25 +454,46 @@ _metrics: Any = None
 def _count(name: str, value: int = 1) -> None:
     """Add ``value`` to the Count metric ``name`` in the shared Powertools metric set.
 
-    The first event of a name since the last flush goes through ``add_metric``; later
-    ones add to that entry's value in place. ``add_metric`` validates and formats a
-    debug message on every call (20-30 us inside the request loop on the dev VM, 6-9%
-    of a cache hit); the in-place add costs about 3 us and flushes exactly the same Sum
-    (one value per flush instead of one per event). If the entry does not have the
-    shape Powertools 3 gives it, the plain ``add_metric`` path is taken. The lock
-    serialises threads (tests, the local runner).
+    Later events of a name since the last flush add to that entry's value in place.
+    ``add_metric`` validates and formats a debug message on every call (20-30 us inside
+    the request loop on the dev VM, 6-9% of a cache hit); the in-place add costs about
+    3 us and flushes exactly the same Sum (one value per flush instead of one per
+    event). The first event of a name since the flush (every request's, as metrics are
+    flushed per invocation) goes through ``add_metric`` once per container; after that
+    its entry is copied from the one ``add_metric`` made (same type, keys and order)
+    when the set has room. If an entry does not have the shape Powertools 3 gives it,
+    the plain ``add_metric`` path is taken. The lock serialises threads (tests, the
+    local runner).
     """
-    global _metrics
+    global _metrics, _count_entry, _max_metrics
     if _metrics is None:
+        from aws_lambda_powertools.metrics.provider.cloudwatch_emf.constants import MAX_METRICS
+
         from common.observability import metrics
 
-        _metrics = metrics
+        _metrics, _max_metrics = metrics, MAX_METRICS
     with _metrics_lock:
-        entry = _metrics.metric_set.get(name)
+        metric_set = _metrics.metric_set
+        entry = metric_set.get(name)
         values = entry.get("Value") if isinstance(entry, dict) else None
         if entry is not None and entry.get("Unit") == "Count" and isinstance(values, list) and values:
             values[-1] += value
+        elif entry is None and _count_entry is not None and len(metric_set) < _max_metrics - 1:
+            made = _count_entry.copy()  # add_metric publishes the set when it reaches MAX_METRICS
+            made["Value"] = [float(value)]
+            metric_set[name] = made
         else:
             from aws_lambda_powertools.metrics import MetricUnit
 
             _metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+            made = metric_set.get(name)
+            if entry is None and isinstance(made, dict) and list(made) == _ENTRY_KEYS \
+                    and made["Unit"] == "Count" and made["Value"] == [float(value)]:
+                _count_entry = made.copy()  # the shape of a new Count entry, its values left out
+                _count_entry["Value"] = []
+
+
+#: A new Count entry as ``add_metric`` makes it (see ``_count``); None until one was made.
+_count_entry: dict[str, Any] | None = None
+_ENTRY_KEYS = ["Unit", "StorageResolution", "Value"]
+_max_metrics = 0  # Powertools' MAX_METRICS: add_metric publishes the set when it has that many

@@ -212,9 +212,41 @@ def current_user(app: LambdaFunctionUrlResolver, *, route_limit: int | None = No
     if isinstance(cached, auth.Principal):
         return cached
 
-    principal = auth.authenticate(app.current_event.headers.get("authorization"))
+    principal = app.context.get("authenticated") or auth.authenticate(
+        app.current_event.headers.get("authorization"))
     auth.admit(principal, route_key(app), limit=route_limit)
     app.append_context(principal=principal)
+    return principal
+
+
+def current_user_along(app: LambdaFunctionUrlResolver, queries: dict[str, str], params: dict[str, Any], *,
+                       route_limit: int | None = None) -> tuple[Principal, dict[str, Any] | None]:
+    """``current_user``, with the scalar ``queries`` run in the admission's statement
+    (``auth.admit_along``): a route whose first read is known from the token and the
+    body pays no round trip of its own for it. The results are None when the request
+    was admitted already (the queries did not run)."""
+    from common import auth
+
+    cached = app.context.get("principal")
+    if isinstance(cached, auth.Principal):
+        return cached, None
+
+    principal = authenticated(app)
+    found = auth.admit_along(principal, route_key(app), queries, params, limit=route_limit)
+    app.append_context(principal=principal)
+    return principal, found
+
+
+def authenticated(app: LambdaFunctionUrlResolver) -> Principal:
+    """The caller named by the request's Bearer JWT (401), verified once per request;
+    not yet admitted (rate limit, user row): ``current_user`` does that."""
+    from common import auth
+
+    cached = app.context.get("authenticated")
+    if isinstance(cached, auth.Principal):
+        return cached
+    principal = auth.authenticate(app.current_event.headers.get("authorization"))
+    app.append_context(authenticated=principal)
     return principal
 
 

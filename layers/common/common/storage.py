@@ -184,11 +184,11 @@ def presigned_get(bucket: str, key: str, *, expires_s: int = 900,
     repeated reads (a cache hit): botocore's signing is ~0.3 ms, a third of a hit's own
     work. The URL grants nothing a fresh one would not: the same object, no longer.
     """
-    key = check_key(key)
-    if reuse:
+    if reuse and type(key) is str:  # a key is kept only once check_key took it
         made = _recent_urls.get((bucket, key, expires_s))
         if made is not None and made[2] - time.monotonic() > expires_s / 2:
             return made[0], made[1]
+    key = check_key(key)
     started = time.monotonic()
     expires_at = _expires_at(expires_s)
     url = s3().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},

@@ -37,6 +37,8 @@ from devkit import ROOT, migrations, postgres
 HERE = Path(__file__).resolve().parent
 REFERENCE_DIR = HERE / "reference_handler"
 GOAL = 1.5
+#: The template's Globals variables that tune a library rather than the app
+RUNTIME_ENV = ("PYDANTIC_DISABLE_PLUGINS",)
 
 #: function folder -> (handler, method, path) of a cheap authenticated route
 ROUTES = {
@@ -130,6 +132,10 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
     else:  # what scripts/build/Makefile ships: every module compiled beforehand
         folders = [*sys.path[1:], str(ROOT / "layers"), str(ROOT / "functions"), str(REFERENCE_DIR)]
         subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *folders], capture_output=True)
+    # What the template sets for the libraries themselves rather than the app (Globals), as
+    # deployed; both sides get it (the reference does not use pydantic).
+    specs = functions()
+    env.update({key: str(specs[names[0]].environment[key]) for key in RUNTIME_ENV})
     for name in ("LAMBDA_TASK_ROOT", "OPENAI_API_KEY", "POWERTOOLS_TRACE_DISABLED"):
         env.pop(name, None)  # tracing off by Powertools' own rule: not in Lambda
     os.environ.update({"DATABASE_URL": url, "JWT_SECRET": jwt_secret})
@@ -139,7 +145,6 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
     auth.ensure_user(user)
     db.reset()
     headers = {"authorization": f"Bearer {auth.mint_token(user, ttl_s=3600)}"}
-    specs = functions()
     with tempfile.TemporaryDirectory() as tmp:
         events = {}
         for name in [*names, "reference"]:

@@ -40,3 +40,29 @@ def test_handler_import_stays_light(name: str) -> None:
     # to register its user-agent hook; nothing of botocore's own machinery may follow.
     botocore = sorted(m for m in modules if m.startswith("botocore."))
     assert heavy == [] and botocore == [], f"{module} imports {heavy + botocore[:5]}"
+
+
+#: The first validator pydantic builds, after the handler's import, counting the scans of
+#: installed packages' entry points (pydantic's plugin lookup).
+FIRST_VALIDATOR = """
+import importlib, importlib.metadata as md, sys
+scans = []
+real = md.entry_points
+md.entry_points = lambda *a, **k: scans.append(k) or real(*a, **k)
+importlib.import_module(sys.argv[1])
+import pydantic
+pydantic.TypeAdapter(int).validate_python(1)
+print(len(scans))
+"""
+
+
+def test_cold_start_scans_no_entry_points() -> None:
+    """The template turns pydantic's plugin lookup off for every function: it reads every
+    installed package's metadata on the first validator, ~20 ms of each cold start."""
+    globals_env = functions()["account"].environment
+    assert globals_env.get("PYDANTIC_DISABLE_PLUGINS") == "__all__"
+    spec = functions()["account"]
+    env = {**os.environ, "PYTHONPATH": str(spec.code_uri), "PYDANTIC_DISABLE_PLUGINS": "__all__"}
+    out = subprocess.run([sys.executable, "-c", FIRST_VALIDATOR, spec.handler.rsplit(".", 1)[0]], env=env,
+                         cwd=spec.code_uri, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "0"

@@ -1,8 +1,8 @@
 """Round trips to Postgres on the hot paths, counted on the wire (libpq's trace,
 devkit.pgtrace): a process-image cache hit is at most two (the request's admission: rate
 limit and user row; then the cache entry, the balance and the catalog's version), and
-one with ``source_etag`` (the lookup goes in the admission's statement); every
-authenticated request's admission is one."""
+one with ``source_etag`` or on a sealed upload (the lookup goes in the admission's
+statement); every authenticated request's admission is one."""
 
 from __future__ import annotations
 
@@ -56,16 +56,23 @@ def cached_request() -> tuple[uuid.UUID, dict]:
     return user_id, {**body, "source_etag": etag}
 
 
-@pytest.mark.parametrize("with_etag", [True, False], ids=["source_etag", "no_source_etag"])
-def test_a_cache_hit_makes_at_most_two_round_trips(cached_request, with_etag):
+@pytest.mark.parametrize("case", ["source_etag", "no_source_etag", "sealed_upload"])
+def test_a_cache_hit_makes_at_most_two_round_trips(cached_request, case, monkeypatch):
     user_id, body = cached_request
-    if not with_etag:
+    if case != "source_etag":
         body = {k: v for k, v in body.items() if k != "source_etag"}  # an S3 HEAD, no database
+    if case == "sealed_upload":  # its form expired long ago: a HEAD remembers it, then no S3 call
+        from process_image import generations  # the function's code, on the path once invoked
+
+        monkeypatch.setattr(generations, "SEAL_MARGIN_S", -10**6)
+        monkeypatch.setattr(generations, "_sealed", type(generations._sealed)())
+        assert _post(user_id, body)[0] == 200
+        assert len(generations._sealed) == 1
     with round_trips() as trips:
         status, answer = _post(user_id, body)
     assert status == 200 and answer["cached"] and answer["balance"] == 20 - 1, answer
-    # with source_etag the lookup goes in the admission's statement
-    assert trips.count <= (1 if with_etag else 2), trips.messages
+    # with the ETag known before the admission, the lookup goes in the admission's statement
+    assert trips.count <= (2 if case == "no_source_etag" else 1), trips.messages
 
 
 def test_a_catalog_change_takes_effect_on_the_next_request(cached_request, database_url):

@@ -89,7 +89,8 @@ def create_generation(body: GenerationIn) -> Response[GenerationOut]:
     except AppError:
         http.current_user(app)  # admitted first, as any request (429, a deleted account's 401)
         raise
-    # With source_etag the cache lookup goes in the admission's statement: a hit is one round trip.
+    # With the source's ETag known (source_etag, a sealed upload) the cache lookup goes in the
+    # admission's statement: a hit is one round trip.
     lookup = planned.lookup(principal.user_id)
     user, found = http.current_user_along(app, *lookup) if lookup else (http.current_user(app), None)
     deadline = time.monotonic() + app.lambda_context.get_remaining_time_in_millis() / 1000

@@ -107,7 +107,8 @@ class Source:
 @dataclass(frozen=True)
 class Planned:
     """What a request names, worked out from the catalog snapshot before any round trip
-    of its own (``plan``); with ``source_etag``, its cache key too."""
+    of its own (``plan``); with the source's ETag (``source_etag``, or a sealed upload
+    remembered), its cache key too."""
 
     settings: Settings
     tool: Tool
@@ -117,7 +118,8 @@ class Planned:
     cost: int
     analysis: Analysis | None
     object_key: str
-    key: str | None  # None without source_etag: the ETag needs a HEAD first
+    key: str | None  # None when the ETag needs a HEAD first
+    sealed: Source | None  # without source_etag: the source if remembered sealed
 
     def lookup(self, user_id: uuid.UUID) -> tuple[dict[str, str], dict[str, Any]] | None:
         """The hit's read (the cache entry, the caller's balance, the catalog's version)
@@ -135,8 +137,9 @@ LOOKUP = {"balance": ledger.BALANCE, "catalog_version": catalog.VERSION}
 def plan(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source_key: str,
          source_etag: str | None = None) -> Planned:
     """The request's tool, canonical parameters, model, price and source key, and with
-    ``source_etag`` its cache key: no S3 call, no round trip (but the catalog snapshot's
-    first read). Raises what ``create`` would for a bad request (422, 404)."""
+    ``source_etag`` (or a source remembered sealed) its cache key: no S3 call, no round
+    trip (but the catalog snapshot's first read). Raises what ``create`` would for a bad
+    request (422, 404)."""
     s = settings_module.get()
     tool, known = catalog.known_tool(tool_id)
     canonical = catalog.canonical_params(tool, params)
@@ -154,11 +157,13 @@ def plan(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, source
         analysis = Analysis(face_analysis.provider(tool, s), face_analysis.suggestion_tools(known))
         model, cost = analysis.provider.model, analysis.provider.credit_cost
     object_key = storage.validate_user_key(source_key, user_id)
+    sealed = _sealed_source(s, object_key) if source_etag is None else None  # no S3 call
+    etag = source_etag if sealed is None else sealed.etag
     key = None
-    if source_etag is not None:
-        key = cache_key(user_id, tool, model, canonical, _etag(source_etag),
+    if etag is not None:
+        key = cache_key(user_id, tool, model, canonical, _etag(etag),
                         suggestions=analysis.suggestions if analysis else None)
-    return Planned(s, tool, known, canonical, model, cost, analysis, object_key, key)
+    return Planned(s, tool, known, canonical, model, cost, analysis, object_key, key, sealed)
 
 
 @traced
@@ -184,7 +189,7 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
         p.settings, p.tool, p.known, p.canonical, p.model, p.cost, p.analysis, p.object_key)
     source = memo = None
     if source_etag is None:
-        source = memo = _sealed_source(s, object_key)  # a sealed upload: no S3 call
+        source = memo = p.sealed  # a sealed upload: no S3 call
         if source is None:
             source = _head_source(s, object_key)
         source_etag = source.etag

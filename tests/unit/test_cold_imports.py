@@ -59,9 +59,8 @@ print(len(scans))
 def test_cold_start_scans_no_entry_points() -> None:
     """The template turns pydantic's plugin lookup off for every function: it reads every
     installed package's metadata on the first validator, ~20 ms of each cold start."""
-    globals_env = functions()["account"].environment
-    assert globals_env.get("PYDANTIC_DISABLE_PLUGINS") == "__all__"
     spec = functions()["account"]
+    assert spec.environment.get("PYDANTIC_DISABLE_PLUGINS") == "__all__"
     env = {**os.environ, "PYTHONPATH": str(spec.code_uri), "PYDANTIC_DISABLE_PLUGINS": "__all__"}
     out = subprocess.run([sys.executable, "-c", FIRST_VALIDATOR, spec.handler.rsplit(".", 1)[0]], env=env,
                          cwd=spec.code_uri, capture_output=True, text=True, check=True)

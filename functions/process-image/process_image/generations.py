@@ -196,7 +196,7 @@ def create(user_id: uuid.UUID, tool_id: str, params: dict[str, Any] | None, sour
     key = p.key or cache_key(user_id, tool, model, canonical, _etag(source_etag),
                              suggestions=analysis.suggestions if analysis else None)
 
-    if found is not None and p.key is not None:
+    if found is not None:  # read along the admission (``Planned.lookup``: only with a key)
         hit, current = cache.found_along(found)
     else:
         hit, current = cache.get_along(key, LOOKUP, {"user_id": user_id})

@@ -212,8 +212,7 @@ def current_user(app: LambdaFunctionUrlResolver, *, route_limit: int | None = No
     if isinstance(cached, auth.Principal):
         return cached
 
-    principal = app.context.get("authenticated") or auth.authenticate(
-        app.current_event.headers.get("authorization"))
+    principal = authenticated(app)
     auth.admit(principal, route_key(app), limit=route_limit)
     app.append_context(principal=principal)
     return principal

@@ -7,7 +7,11 @@ first authenticated request: JWT verified, the database connected, the route's q
 run, the response built. Measured for each client-facing function (its CodeUri on the
 path, as Lambda has it) on a cheap authenticated route, against the peer
 scripts/bench/reference_handler/ (psycopg and PyJWT alone: the same JWT checks and one
-query on a new connection), the sides alternating process by process. The clock starts
+query on a new connection), the sides alternating process by process. Also measured, for
+information: scripts/bench/floor_handler/, the reference wired as the design brief wires
+every client function (Powertools' event handler with validation, a pydantic response
+model, Powertools Logger and Metrics) and nothing else: what any function built to the
+brief pays, the floor under the functions' ratios. The clock starts
 at the child's first statement (the interpreter's own start-up, the same for both, is
 left out) and stops when the handler returns. Tracing is off, as outside Lambda. Modules
 load from bytecode compiled beforehand, as the build ships them (``--no-bytecode``: each
@@ -36,6 +40,7 @@ from devkit import ROOT, migrations, postgres
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_DIR = HERE / "reference_handler"
+FLOOR_DIR = HERE / "floor_handler"
 GOAL = 1.5
 #: The template's Globals variables that tune a library rather than the app
 RUNTIME_ENV = ("PYDANTIC_DISABLE_PLUGINS",)
@@ -130,7 +135,8 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         env["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="no-pyc-")  # an empty cache: nothing is found
     else:  # what scripts/build/Makefile ships: every module compiled beforehand
-        folders = [*sys.path[1:], str(ROOT / "layers"), str(ROOT / "functions"), str(REFERENCE_DIR)]
+        folders = [*sys.path[1:], str(ROOT / "layers"), str(ROOT / "functions"), str(REFERENCE_DIR),
+                   str(FLOOR_DIR)]
         subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *folders], capture_output=True)
     # What the template sets for the libraries themselves rather than the app (Globals), as
     # deployed; both sides get it (the reference does not use pydantic).
@@ -147,11 +153,12 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
     headers = {"authorization": f"Bearer {auth.mint_token(user, ttl_s=3600)}"}
     with tempfile.TemporaryDirectory() as tmp:
         events = {}
-        for name in [*names, "reference"]:
+        for name in [*names, "reference", "floor"]:
             method, path = ROUTES[name][1:] if name in ROUTES else ("GET", "/whoami")
             events[name] = str(Path(tmp) / f"{name}.json")
             Path(events[name]).write_text(json.dumps(url_event(method, path, headers=headers)))
-        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in [*names, "reference"]}
+        results: dict[str, list[tuple[float, float, float]]] = {name: []
+                                                                 for name in [*names, "reference", "floor"]}
         for _ in range(args.colds):
             for name in names:  # each function, then the reference: drift hits both alike
                 handler = ROUTES[name][0]
@@ -160,6 +167,7 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
                 results[name].append(cold_start(handler, events[name], code_uri, name, env, expect))
                 results["reference"].append(cold_start("reference_app.handler", events["reference"],
                                                        REFERENCE_DIR, "reference", env, 200))
+            results["floor"].append(cold_start("floor_app.handler", events["floor"], FLOOR_DIR, "floor", env, 200))
     ref_import = statistics.median(r[0] for r in results["reference"])
     ref_total = statistics.median(r[1] for r in results["reference"])
     ref_cpu = statistics.median(r[2] for r in results["reference"])
@@ -168,11 +176,12 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
           f"and the CPU time of both")
     print(f"  {'reference (psycopg + PyJWT)':<30} import {ref_import:7.1f}   "
           f"first request answered {ref_total:7.1f}   cpu {ref_cpu:7.1f}")
-    for name in names:
+    for name in ["floor", *names]:
+        label = "floor (brief's stack)" if name == "floor" else name + " " + ROUTES[name][1] + " " + ROUTES[name][2][:12]
         imported = statistics.median(r[0] for r in results[name])
         total = statistics.median(r[1] for r in results[name])
         cpu = statistics.median(r[2] for r in results[name])
-        print(f"  {name + ' ' + ROUTES[name][1] + ' ' + ROUTES[name][2][:12]:<30} import {imported:7.1f}   "
+        print(f"  {label:<30} import {imported:7.1f}   "
               f"first request answered {total:7.1f}   cpu {cpu:7.1f}")
     # Wall time is what a user waits; on a shared machine other work stretches it, so the
     # CPU time of the same processes is printed too (what a Lambda's own vCPU would spend).
@@ -181,6 +190,10 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
         cpu_ratio = statistics.median(r[2] for r in results[name]) / ref_cpu
         print(f"ratio: {name} cold start vs reference = {ratio:.2f}x wall, {cpu_ratio:.2f}x cpu "
               f"(goal <= {GOAL}x: {'met' if ratio <= GOAL else 'NOT met'})")
+    ratio = statistics.median(r[1] for r in results["floor"]) / ref_total
+    cpu_ratio = statistics.median(r[2] for r in results["floor"]) / ref_cpu
+    print(f"ratio: floor (the reference on the brief's stack, no layer code) vs reference = {ratio:.2f}x wall, "
+          f"{cpu_ratio:.2f}x cpu (informative: what any function built to the brief pays at least)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ run, the response built. Measured for each client-facing function (its CodeUri o
 path, as Lambda has it) on a cheap authenticated route, against the peer
 scripts/bench/reference_handler/ (psycopg and PyJWT alone: the same JWT checks and one
 query on a new connection), the sides alternating process by process. Also measured, for
-information: scripts/bench/floor_handler/, the reference wired as the design brief wires
+information: scripts/bench/stack_floor_handler/, the reference wired as the design brief wires
 every client function (Powertools' event handler with validation, a pydantic response
 model, Powertools Logger and Metrics) and nothing else: what any function built to the
 brief pays, the floor under the functions' ratios. The clock starts
@@ -40,7 +40,7 @@ from devkit import ROOT, migrations, postgres
 
 HERE = Path(__file__).resolve().parent
 REFERENCE_DIR = HERE / "reference_handler"
-FLOOR_DIR = HERE / "floor_handler"
+FLOOR_DIR = HERE / "stack_floor_handler"
 GOAL = 1.5
 #: The template's Globals variables that tune a library rather than the app
 RUNTIME_ENV = ("PYDANTIC_DISABLE_PLUGINS",)
@@ -167,7 +167,8 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
                 results[name].append(cold_start(handler, events[name], code_uri, name, env, expect))
                 results["reference"].append(cold_start("reference_app.handler", events["reference"],
                                                        REFERENCE_DIR, "reference", env, 200))
-            results["floor"].append(cold_start("floor_app.handler", events["floor"], FLOOR_DIR, "floor", env, 200))
+            results["floor"].append(cold_start("stack_floor_app.handler", events["floor"], FLOOR_DIR, "floor",
+                                               env, 200))
     ref_import = statistics.median(r[0] for r in results["reference"])
     ref_total = statistics.median(r[1] for r in results["reference"])
     ref_cpu = statistics.median(r[2] for r in results["reference"])
@@ -177,7 +178,8 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
     print(f"  {'reference (psycopg + PyJWT)':<30} import {ref_import:7.1f}   "
           f"first request answered {ref_total:7.1f}   cpu {ref_cpu:7.1f}")
     for name in ["floor", *names]:
-        label = "floor (brief's stack)" if name == "floor" else name + " " + ROUTES[name][1] + " " + ROUTES[name][2][:12]
+        label = "floor (brief's stack)" if name == "floor" else \
+            " ".join((name, ROUTES[name][1], ROUTES[name][2][:12]))
         imported = statistics.median(r[0] for r in results[name])
         total = statistics.median(r[1] for r in results[name])
         cpu = statistics.median(r[2] for r in results[name])
@@ -192,8 +194,9 @@ def run(args: argparse.Namespace, names: list[str], url: str) -> None:
               f"(goal <= {GOAL}x: {'met' if ratio <= GOAL else 'NOT met'})")
     ratio = statistics.median(r[1] for r in results["floor"]) / ref_total
     cpu_ratio = statistics.median(r[2] for r in results["floor"]) / ref_cpu
-    print(f"ratio: floor (the reference on the brief's stack, no layer code) vs reference = {ratio:.2f}x wall, "
-          f"{cpu_ratio:.2f}x cpu (informative: what any function built to the brief pays at least)")
+    print(f"ratio: floor (the reference on the brief's stack, no layer code) vs reference = "
+          f"{ratio:.2f}x wall, {cpu_ratio:.2f}x cpu "
+          "(informative: what any function built to the brief pays at least)")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,6 +19,10 @@ the next) so that drift on a shared machine hits them alike:
 - the same without it, on a fresh upload (its form may still replace it: an S3 HEAD names
   the source, moto here, a network round trip in AWS). Put again (same bytes, same ETag)
   before each of its chunks, so it stays fresh however long the run.
+And for information, the floor under the hit's ratios: POST /floor of
+scripts/bench/hit_floor_handler/, on the layer alone, which does what the hit does apart
+from its own work (the same body validated, the caller admitted in one round trip, one
+Count metric, a response of the same model and size), and nothing else.
 Each client is one keep-alive connection sending requests back to back.
 
 To have a sealed upload without waiting 5 minutes, process-image runs with
@@ -55,6 +59,7 @@ from devkit import ROOT, migrations, postgres
 from devkit import s3 as local_s3
 
 LAYER_DIR = Path(__file__).resolve().parent / "layer_handler"
+HIT_FLOOR_DIR = Path(__file__).resolve().parent / "hit_floor_handler"
 GOAL_RPS = 0.9  # at least
 GOAL_P50 = 1.3  # at most
 #: process-image's upload form life here: its minimum, so that an upload is sealed soon.
@@ -93,7 +98,9 @@ def template(env: dict[str, str], process_image_env: dict[str, str]) -> str:
                         handler="process_image.app.handler", service="process-image",
                         variables=variables(process_image_env))
             + fn.format(name="LayerFunction", code=LAYER_DIR, handler="layer_app.handler", service="layer",
-                        variables=variables({})) + "\n")
+                        variables=variables({}))
+            + fn.format(name="HitFloorFunction", code=HIT_FLOOR_DIR, handler="hit_floor_app.handler",
+                        service="hit-floor", variables=variables({})) + "\n")
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str, path: str | None = None) -> None:
@@ -322,7 +329,10 @@ def run(args: argparse.Namespace, port: int, user: uuid.UUID, image: bytes,
              Side("hit without it, sealed upload", "POST", "/process-image/generations",
                   {**body, "source_key": sealed[0]}, headers, 200),
              Side("hit without it, fresh (HEAD)", "POST", "/process-image/generations", body, headers, 200,
-                  before=lambda: upload(user, "small.jpg", image), note="informative: one S3 HEAD each")]
+                  before=lambda: upload(user, "small.jpg", image), note="informative: one S3 HEAD each"),
+             Side("floor: the hit's shape, no work", "POST", "/hit_floor_handler/floor",
+                  {**body, "source_etag": etag}, headers, 200,
+                  note="informative: the least any hit can cost here")]
     for side in sides:  # warm every worker of each function (a sealed source is remembered then)
         side.chunk(conns, 0.5)
         side.latencies, side.requests, side.seconds = [], 0, 0.0

@@ -17,12 +17,14 @@ from devkit import ROOT, fake_openai
 from tests.integration.test_process_image import (
     MAKE,
     call,
+    clear_settings,
     generation_count,
     generations_objects,
     gps_exif,
     new_user,
     photo,
     reservations,
+    setenv,
     upload,
 )
 
@@ -39,10 +41,10 @@ def _s3_client(s3_endpoint):
 
 @pytest.fixture(autouse=True)
 def _env(clean_db, s3_endpoint, monkeypatch):
-    monkeypatch.setenv("AI_TIMEOUT_S", "10")
-    monkeypatch.setenv("AI_MAX_RETRIES", "1")
+    setenv(monkeypatch, AI_TIMEOUT_S="10", AI_MAX_RETRIES="1")
     yield
     db.reset()
+    clear_settings()  # the next reader sees the environment as monkeypatch restores it
 
 
 def face_with_exif() -> bytes:
@@ -247,8 +249,7 @@ def assert_refunded(user, balance):
 
 
 def test_timeout_is_504_after_one_retry_and_refunded(openai_fake, monkeypatch):
-    monkeypatch.setenv("AI_TIMEOUT_S", "0.3")
-    monkeypatch.setenv("AI_ANALYSIS_ATTEMPTS", "1")
+    setenv(monkeypatch, AI_TIMEOUT_S="0.3", AI_ANALYSIS_ATTEMPTS="1")
     slow = fake_openai.Scripted(body=fake_openai.chat_completion(answer()), delay=1.0)
     openai_fake.script(COMPLETIONS, slow, slow, slow)
     user = new_user(20)
@@ -326,7 +327,7 @@ def test_oversized_source_is_413_and_refunded(monkeypatch):
     noise = io.BytesIO()
     Image.effect_noise((100, 100), 64).save(noise, "PNG")
     key = upload(user, noise.getvalue(), "image/png")
-    monkeypatch.setenv("IMAGE_MAX_UPLOAD_BYTES", "2048")
+    setenv(monkeypatch, IMAGE_MAX_UPLOAD_BYTES="2048")
     status, body = analyse(user, key)
     assert (status, body["error"]["code"]) == (413, "payload_too_large")
     assert_refunded(user, 20)

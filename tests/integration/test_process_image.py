@@ -46,10 +46,23 @@ def _s3_client(s3_endpoint):
 
 @pytest.fixture(autouse=True)
 def _env(clean_db, s3_endpoint, monkeypatch):
-    monkeypatch.setenv("AI_TIMEOUT_S", "10")
-    monkeypatch.setenv("AI_MAX_RETRIES", "1")
+    setenv(monkeypatch, AI_TIMEOUT_S="10", AI_MAX_RETRIES="1")
     yield
     db.reset()
+    clear_settings()  # the next reader sees the environment as monkeypatch restores it
+
+
+def setenv(monkeypatch, **values: str) -> None:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    clear_settings()
+
+
+def clear_settings() -> None:
+    """process-image reads its settings once per container: forget them."""
+    from process_image import settings
+
+    settings.get.cache_clear()
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -334,7 +347,7 @@ def test_source_over_the_byte_limit_is_413_and_refunded(monkeypatch):
     noise = io.BytesIO()
     Image.effect_noise((100, 100), 64).save(noise, "PNG")  # ~10 KB: noise does not compress
     key = upload(user, noise.getvalue(), "image/png")
-    monkeypatch.setenv("IMAGE_MAX_UPLOAD_BYTES", "2048")
+    setenv(monkeypatch, IMAGE_MAX_UPLOAD_BYTES="2048")
     status, body = generate(user, "blur", {}, key)
     assert (status, body["error"]["code"]) == (413, "payload_too_large")
     assert_refunded(user, 10)
@@ -704,7 +717,7 @@ def test_ai_params_outside_the_enum_are_422(openai_fake):
 
 
 def test_ai_timeout_is_504_after_bounded_retries_and_refunded(openai_fake, monkeypatch):
-    monkeypatch.setenv("AI_TIMEOUT_S", "0.3")
+    setenv(monkeypatch, AI_TIMEOUT_S="0.3")
     slow = fake_openai.Scripted(body=fake_openai.image_result(), delay=1.0)
     openai_fake.script("/v1/images/edits", slow, slow, slow)
     user = new_user(20)
@@ -746,7 +759,7 @@ def test_unreadable_ai_result_is_502_and_refunded(openai_fake):
 def test_storage_failure_is_503_and_refunded(openai_fake, monkeypatch):
     user = new_user(20)
     key = upload(user, photo())
-    monkeypatch.setenv("GENERATIONS_BUCKET", "no-such-bucket-for-results")
+    setenv(monkeypatch, GENERATIONS_BUCKET="no-such-bucket-for-results")
     status, body = generate(user, "restore", {}, key)
     assert (status, body["error"]["code"]) == (503, "unavailable")
     assert len(openai_fake.calls("/v1/images/edits")) == 1

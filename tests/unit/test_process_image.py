@@ -81,6 +81,26 @@ def test_invalid_params_name_the_rule_not_the_value():
 # --- sealed uploads ------------------------------------------------------------------------
 
 
+def test_a_remembered_cache_key_is_the_key_worked_out_afresh(monkeypatch):
+    import uuid
+    from dataclasses import replace
+
+    user, local, analysis = uuid.uuid4(), replace(tool(), kind="local"), replace(tool(), kind="analysis")
+    suggests = {"hair": replace(tool(), id="hair", prompt_version=3)}
+    cases = [(local, None, {"strength": 1}, None), (local, None, {"strength": True}, None),
+             (local, None, {"strength": 1.0}, None), (local, None, {"strength": 0.5, "color": "x"}, None),
+             (tool(), "gpt-image-1", {"strength": 1}, None), (analysis, "m", {}, suggests),
+             (local, None, {"strength": [1]}, None)]
+    fresh = [generations._cache_key(user, t, model, params, "etag", s) for t, model, params, s in cases]
+    assert len(set(fresh)) == len(fresh) - 1  # 1 and 1.0 key alike (cache.key), True does not
+    for _ in range(2):  # worked out, then remembered
+        assert [generations.cache_key(user, t, model, params, "etag", suggestions=s)
+                for t, model, params, s in cases] == fresh
+    monkeypatch.setattr(generations, "KEYS_MAX", 1)
+    assert generations.cache_key(uuid.uuid4(), local, None, {}, "etag") != fresh[0]
+    assert len(generations._keys) == 1
+
+
 def test_an_upload_is_sealed_once_its_form_and_the_margin_have_passed_by_s3s_clock():
     s = Settings(UPLOAD_URL_TTL_S=300)
     key = "users/8b0f4a4e-3c55-4f1e-9a49-0d8c3e9b1f00/uploads/a.jpg"

@@ -237,6 +237,39 @@ def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
     content (single-part: its MD5; multipart: the parts' MD5s): the same photo uploaded
     twice hits, a replaced object misses. The version id is left out on purpose: two
     versions with one ETag hold the same bytes."""
+    memo = _key_inputs(user_id, tool, model, params, etag, suggestions)
+    key = _keys.get(memo) if memo is not None else None
+    if key is None:
+        key = _cache_key(user_id, tool, model, params, etag, suggestions)
+        if memo is not None:
+            if len(_keys) >= KEYS_MAX:
+                _keys.clear()
+            _keys[memo] = key
+    return key
+
+
+#: Cache keys worked out already, by their inputs: a repeated request (a hit) skips the
+#: canonical JSON and its hash (~10 us). One request at a time per container, so no lock.
+_keys: dict[tuple[Any, ...], str] = {}
+#: Keys a container remembers (a few hundred bytes each), all forgotten when full.
+KEYS_MAX = 4096
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _key_inputs(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], etag: str,
+                suggestions: dict[str, Tool] | None) -> tuple[Any, ...] | None:
+    """What ``cache_key`` depends on, as a dict key; None unless every parameter is a plain
+    scalar. Each value goes with its exact type: True, 1 and 1.0 are equal in Python but
+    not all alike in the key (``cache.key``)."""
+    types = tuple(map(type, params.values()))
+    if not _SCALARS.issuperset(types):
+        return None
+    return (user_id, tool.id, tool.kind, tool.prompt_version, model, etag, tuple(params.items()), types,
+            tuple((t.id, t.prompt_version) for t in suggestions.values()) if suggestions else None)
+
+
+def _cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], etag: str,
+               suggestions: dict[str, Tool] | None) -> str:
     named: dict[str, Any] = {}
     if tool.is_ai:
         from process_image import ai_tools

@@ -1,15 +1,14 @@
 """process-image's settings: environment variables, read by ``common.settings.EnvSettings``.
 
-``get()`` returns the settings for the environment as it is now: building them costs
-~0.5 ms, so they are kept per distinct set of values of their variables (looking those
-up costs microseconds), and a changed environment (tests, the local runner) still takes
-effect without a restart. Secrets (``OPENAI_API_KEY``) go through
-``common.config.secret`` instead.
+Read once per container through ``get()``, like the layer's and the other functions'
+settings (a Lambda's environment does not change while it is warm; reading the variables
+again cost a hit ~15 us); tests call ``get.cache_clear()`` after changing the
+environment. Secrets (``OPENAI_API_KEY``) go through ``common.config.secret`` instead.
 """
 
 from __future__ import annotations
 
-import os
+from functools import cache
 
 from pydantic import Field
 
@@ -52,15 +51,6 @@ class Settings(EnvSettings):
         return str(value)
 
 
-_NAMES = tuple(Settings.model_fields)
-_built: dict[tuple[str | None, ...], Settings] = {}
-
-
+@cache
 def get() -> Settings:
-    values = tuple(os.environ.get(name) for name in _NAMES)
-    settings = _built.get(values)
-    if settings is None:
-        if len(_built) > 16:
-            _built.clear()
-        settings = _built[values] = Settings()
-    return settings
+    return Settings()

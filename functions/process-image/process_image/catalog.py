@@ -129,7 +129,8 @@ def tools_by_id(ids: list[str]) -> list[Tool]:
 # --- Parameters --------------------------------------------------------------------------
 
 _validators: dict[tuple[str, int], Callable[[Any], Any]] = {}
-_SCALARS = frozenset({str, int, float, bool, type(None)})
+#: The types of a parameter value that holds nothing mutable (JSON's scalars).
+SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 _validators_lock = threading.Lock()
 
 
@@ -144,7 +145,7 @@ def canonical_params(tool: Tool, params: dict[str, Any] | None) -> dict[str, Any
     # The validator fills defaults in place: a copy, shallow when no value is a container.
     if params is None:
         data: dict[str, Any] = {}
-    elif _SCALARS.issuperset(map(type, params.values())):
+    elif SCALAR_TYPES.issuperset(map(type, params.values())):
         data = dict(params)
     else:
         import copy

@@ -253,7 +253,6 @@ def cache_key(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[st
 _keys: dict[tuple[Any, ...], str] = {}
 #: Keys a container remembers (a few hundred bytes each), all forgotten when full.
 KEYS_MAX = 4096
-_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _key_inputs(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[str, Any], etag: str,
@@ -262,7 +261,7 @@ def _key_inputs(user_id: uuid.UUID, tool: Tool, model: str | None, params: dict[
     scalar. Each value goes with its exact type: True, 1 and 1.0 are equal in Python but
     not all alike in the key (``cache.key``)."""
     types = tuple(map(type, params.values()))
-    if not _SCALARS.issuperset(types):
+    if not catalog.SCALAR_TYPES.issuperset(types):
         return None
     return (user_id, tool.id, tool.kind, tool.prompt_version, model, etag, tuple(params.items()), types,
             tuple((t.id, t.prompt_version) for t in suggestions.values()) if suggestions else None)
